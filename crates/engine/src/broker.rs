@@ -1,0 +1,104 @@
+//! The broker: the set of vhosts over one store, and start-up recovery.
+
+use crate::store::{Store, StoreError};
+use crate::vhost::Vhost;
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The default vhost every broker has.
+pub const DEFAULT_VHOST: &str = "/";
+
+/// All vhosts and the store behind them.
+pub struct Broker {
+    store: Arc<dyn Store>,
+    vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
+    queue_ids: Arc<AtomicU64>,
+    connection_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Open a broker over `store`, recovering everything durable in it.
+    pub fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        let snapshot = store.load()?;
+        let next_id = snapshot.queues.iter().map(|q| q.id + 1).max().unwrap_or(1);
+        let broker = Self {
+            store: store.clone(),
+            vhosts: RwLock::new(HashMap::new()),
+            queue_ids: Arc::new(AtomicU64::new(next_id)),
+            connection_ids: AtomicU64::new(1),
+        };
+        broker.add_vhost(DEFAULT_VHOST);
+        for v in snapshot.vhosts {
+            broker.add_vhost(&v);
+        }
+        for x in snapshot.exchanges {
+            broker.add_vhost(&x.vhost).recover_exchange(x);
+        }
+        let mut by_id = HashMap::new();
+        for q in snapshot.queues {
+            let vhost = broker.add_vhost(&q.vhost);
+            let queue = vhost.recover_queue(q);
+            by_id.insert(queue.id, queue);
+        }
+        for b in snapshot.bindings {
+            broker.add_vhost(&b.vhost).recover_binding(b);
+        }
+        let mut recovered = 0usize;
+        for (queue_id, seq, message) in snapshot.messages {
+            match by_id.get(&queue_id) {
+                Some(q) => {
+                    q.recover(seq, message);
+                    recovered += 1;
+                }
+                None => tracing::warn!(queue_id, seq, "message of an unknown queue skipped"),
+            }
+        }
+        tracing::info!(queues = by_id.len(), messages = recovered, "recovered durable state");
+        Ok(Arc::new(broker))
+    }
+
+    /// Create a vhost if it does not exist; returns it either way.
+    pub fn add_vhost(&self, name: &str) -> Arc<Vhost> {
+        if let Some(v) = self.vhosts.read().get(name) {
+            return v.clone();
+        }
+        let mut vhosts = self.vhosts.write();
+        vhosts
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                if name != DEFAULT_VHOST {
+                    self.store.submit(crate::store::StoreOp::PutVhost(name.to_owned()), None);
+                }
+                Arc::new(Vhost::new(name, self.store.clone(), self.queue_ids.clone()))
+            })
+            .clone()
+    }
+
+    /// A vhost by name.
+    pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts.read().get(name).cloned()
+    }
+
+    /// A fresh id for a client connection (owner of exclusive queues).
+    pub fn next_connection_id(&self) -> u64 {
+        self.connection_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The store, for backpressure checks.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Block until everything submitted to the store is durable.
+    pub fn flush(&self) {
+        self.store.flush();
+    }
+}

@@ -1,0 +1,35 @@
+//! Switchyard's routing engine: vhosts, exchanges, bindings, queues,
+//! consumers with credit, and acknowledgements.
+//!
+//! The engine knows no protocol: no AMQP, MQTT or STOMP type appears in its
+//! API, and it does no I/O except through the [`store::Store`] trait, which it
+//! defines and `switchyard-store` implements. Every call is synchronous and
+//! short; locks are never held across an await because the engine never
+//! awaits. Deliveries leave through a per-connection [`Outbox`] that the
+//! adapter's connection task drains.
+//!
+//! Driving it: open a [`Broker`] over a store, look up a [`Vhost`], change its
+//! topology with [`Vhost::apply`] and a [`Command`], publish with
+//! [`Vhost::publish`], consume by adding a [`Consumer`] to a [`Queue`], and
+//! settle deliveries with [`Queue::ack`] / [`Queue::requeue`].
+
+mod broker;
+mod command;
+mod consumer;
+mod error;
+pub mod exchange;
+mod queue;
+mod route;
+pub mod store;
+mod vhost;
+
+pub use broker::{Broker, DEFAULT_VHOST};
+pub use command::{Command, Outcome};
+pub use consumer::{ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, OutboxEvent, PENDING_LIMIT};
+pub use error::{EngineError, Result};
+pub use exchange::{Destination, ExchangeKind};
+pub use queue::{Got, Queue, QueueSpec};
+pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
+
+#[cfg(test)]
+mod tests;

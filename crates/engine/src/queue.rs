@@ -1,0 +1,298 @@
+//! Queues: ordered messages, their unacked set, and fair dispatch to
+//! consumers with credit.
+//!
+//! A queue owns its messages; consumers only hold positions (`seq`). Ready
+//! messages are kept sorted by position so a requeued message goes back to
+//! where it was, preserving publish order. Persistent messages of durable
+//! queues are written through the store when enqueued and deleted when
+//! settled; all store calls happen under the queue lock so the store sees a
+//! message's put before its delete.
+
+use crate::consumer::{Consumer, Delivery, OutboxEvent};
+use crate::error::{EngineError, Result};
+use crate::store::{Store, StoreOp};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use switchyard_model::{FieldTable, Message};
+use tokio::sync::oneshot;
+
+/// The declared shape of a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    /// Name within the vhost.
+    pub name: String,
+    /// Survives restarts (and its persistent messages with it).
+    pub durable: bool,
+    /// Owned by one connection, deleted with it.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: u64,
+    message: Arc<Message>,
+    redelivered: bool,
+    persisted: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Entry>,
+    unacked: HashMap<u64, Entry>,
+    next_seq: u64,
+    consumers: Vec<Arc<Consumer>>,
+    /// Round-robin cursor into `consumers`.
+    cursor: usize,
+    had_consumer: bool,
+    deleted: bool,
+}
+
+/// A message taken by `basic.get`.
+#[derive(Debug)]
+pub struct Got {
+    /// Its position (settle with it unless taken with no-ack).
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// Ready messages left behind it.
+    pub remaining: u32,
+}
+
+/// A queue in a vhost.
+pub struct Queue {
+    /// Owning vhost.
+    pub vhost: String,
+    /// Declared shape.
+    pub spec: QueueSpec,
+    /// Store id (keys its messages on disk).
+    pub id: u64,
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("vhost", &self.vhost).field("name", &self.spec.name).finish()
+    }
+}
+
+impl Queue {
+    pub(crate) fn new(vhost: &str, spec: QueueSpec, id: u64, store: Arc<dyn Store>) -> Self {
+        Self { vhost: vhost.to_owned(), spec, id, store, state: Mutex::new(State::default()) }
+    }
+
+    /// Queue name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Put back a message recovered from the store (start-up only).
+    pub(crate) fn recover(&self, seq: u64, message: Message) {
+        let mut st = self.state.lock();
+        st.next_seq = st.next_seq.max(seq + 1);
+        st.ready.push_back(Entry { seq, message: Arc::new(message), redelivered: false, persisted: true });
+    }
+
+    /// Append a message. If it is persistent and the queue durable, it is
+    /// written through the store and `durable` resolves when it is on disk;
+    /// otherwise `durable` is returned to the caller unused.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        durable: Option<oneshot::Sender<()>>,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return durable;
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let persist = self.spec.durable && message.is_persistent();
+        let rest = if persist {
+            self.store.submit(
+                StoreOp::PutMessage { queue_id: self.id, seq, message: message.clone() },
+                durable,
+            );
+            None
+        } else {
+            durable
+        };
+        st.ready.push_back(Entry { seq, message, redelivered: false, persisted: persist });
+        self.dispatch_locked(&mut st);
+        rest
+    }
+
+    /// Hand ready messages to consumers with credit, round-robin.
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        self.dispatch_locked(&mut st);
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
+        while !st.ready.is_empty() && !st.consumers.is_empty() {
+            let n = st.consumers.len();
+            let start = st.cursor % n;
+            let Some(idx) = (0..n).map(|i| (start + i) % n).find(|&i| st.consumers[i].try_take_credit())
+            else {
+                return;
+            };
+            st.cursor = idx + 1;
+            let consumer = st.consumers[idx].clone();
+            let Some(entry) = st.ready.pop_front() else { return };
+            let delivery = Delivery {
+                consumer: consumer.clone(),
+                queue: self.clone(),
+                seq: entry.seq,
+                message: entry.message.clone(),
+                redelivered: entry.redelivered,
+            };
+            if consumer.spec.no_ack {
+                self.settle_entry(&entry);
+            } else {
+                st.unacked.insert(entry.seq, entry);
+            }
+            consumer.outbox.push(OutboxEvent::Deliver(delivery));
+        }
+    }
+
+    fn settle_entry(&self, entry: &Entry) {
+        if entry.persisted {
+            self.store.submit(StoreOp::DeleteMessage { queue_id: self.id, seq: entry.seq }, None);
+        }
+    }
+
+    /// Attach a consumer. Fails if either side wants exclusivity.
+    pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.deleted {
+            return Err(EngineError::QueueNotFound(self.spec.name.clone(), self.vhost.clone()));
+        }
+        if consumer.spec.exclusive && !st.consumers.is_empty() {
+            return Err(EngineError::AccessRefused(format!(
+                "queue '{}' in vhost '{}' has consumers; cannot consume exclusively",
+                self.spec.name, self.vhost
+            )));
+        }
+        if st.consumers.iter().any(|c| c.spec.exclusive) {
+            return Err(EngineError::AccessRefused(format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.spec.name, self.vhost
+            )));
+        }
+        st.consumers.push(consumer);
+        st.had_consumer = true;
+        self.dispatch_locked(&mut st);
+        Ok(())
+    }
+
+    /// Detach a consumer. Returns true if the queue should now auto-delete.
+    pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        let mut st = self.state.lock();
+        st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        self.spec.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted
+    }
+
+    /// Acknowledge delivered messages.
+    pub fn ack(&self, seqs: &[u64]) {
+        let mut st = self.state.lock();
+        for seq in seqs {
+            if let Some(e) = st.unacked.remove(seq) {
+                self.settle_entry(&e);
+            }
+        }
+    }
+
+    /// Put delivered messages back at their positions, marked redelivered.
+    pub fn requeue(self: &Arc<Self>, seqs: &[u64]) {
+        let mut st = self.state.lock();
+        let mut back: Vec<Entry> = seqs.iter().filter_map(|s| st.unacked.remove(s)).collect();
+        back.sort_by_key(|e| e.seq);
+        for mut e in back {
+            e.redelivered = true;
+            let pos = st.ready.partition_point(|r| r.seq < e.seq);
+            st.ready.insert(pos, e);
+        }
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Take one message (`basic.get`). With `no_ack` it is settled at once.
+    pub fn get(&self, no_ack: bool) -> Option<Got> {
+        let mut st = self.state.lock();
+        let entry = st.ready.pop_front()?;
+        let got = Got {
+            seq: entry.seq,
+            message: entry.message.clone(),
+            redelivered: entry.redelivered,
+            remaining: u32::try_from(st.ready.len()).unwrap_or(u32::MAX),
+        };
+        if no_ack {
+            self.settle_entry(&entry);
+        } else {
+            st.unacked.insert(entry.seq, entry);
+        }
+        Some(got)
+    }
+
+    /// Drop every ready message; returns how many.
+    pub fn purge(&self) -> u32 {
+        let mut st = self.state.lock();
+        let gone = std::mem::take(&mut st.ready);
+        for e in &gone {
+            self.settle_entry(e);
+        }
+        u32::try_from(gone.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Ready messages and consumers right now.
+    pub fn counts(&self) -> (u32, u32) {
+        let st = self.state.lock();
+        (
+            u32::try_from(st.ready.len()).unwrap_or(u32::MAX),
+            u32::try_from(st.consumers.len()).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// Unacked messages right now.
+    pub fn unacked_count(&self) -> usize {
+        self.state.lock().unacked.len()
+    }
+
+    /// Check delete preconditions and mark the queue deleted: consumers are
+    /// told they were cancelled and further operations become no-ops.
+    /// Returns the number of ready messages dropped.
+    pub(crate) fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u32> {
+        let mut st = self.state.lock();
+        if if_unused && !st.consumers.is_empty() {
+            return Err(EngineError::PreconditionFailed(format!(
+                "queue '{}' in vhost '{}' in use",
+                self.spec.name, self.vhost
+            )));
+        }
+        if if_empty && !st.ready.is_empty() {
+            return Err(EngineError::PreconditionFailed(format!(
+                "queue '{}' in vhost '{}' not empty",
+                self.spec.name, self.vhost
+            )));
+        }
+        st.deleted = true;
+        let count = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
+        st.ready.clear();
+        st.unacked.clear();
+        for c in std::mem::take(&mut st.consumers) {
+            c.outbox.push(OutboxEvent::Cancelled(c.clone()));
+        }
+        Ok(count)
+    }
+
+    /// Whether the queue has been deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.state.lock().deleted
+    }
+}

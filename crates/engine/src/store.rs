@@ -1,0 +1,183 @@
+//! The narrow persistence contract the engine calls.
+//!
+//! The engine defines what it needs; `switchyard-store` implements it on redb
+//! and [`MemoryStore`] implements it for tests and transient brokers. The
+//! engine never blocks on the store: [`Store::submit`] only enqueues, in call
+//! order, and a [`Durable`] ticket resolves once the batch holding that
+//! operation (and so every operation submitted before it) is on disk.
+
+use crate::exchange::ExchangeKind;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use switchyard_model::{FieldTable, Message};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+/// A durable exchange as persisted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    /// Owning vhost.
+    pub vhost: String,
+    /// Exchange name.
+    pub name: String,
+    /// Routing algorithm.
+    pub kind: ExchangeKind,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Clients cannot publish to it directly.
+    pub internal: bool,
+    /// Declare arguments (e.g. `alternate-exchange`).
+    pub arguments: FieldTable,
+}
+
+/// A durable queue as persisted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    /// Store-wide id; message keys use it so renames never happen.
+    pub id: u64,
+    /// Owning vhost.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+/// What a binding points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DestinationKind {
+    /// A queue.
+    Queue,
+    /// Another exchange (exchange-to-exchange binding).
+    Exchange,
+}
+
+/// A binding as persisted (only when both ends are durable).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// Owning vhost.
+    pub vhost: String,
+    /// Source exchange.
+    pub source: String,
+    /// Destination kind.
+    pub destination_kind: DestinationKind,
+    /// Destination name.
+    pub destination: String,
+    /// Binding key.
+    pub routing_key: String,
+    /// Binding arguments (headers exchanges match on them).
+    pub arguments: FieldTable,
+}
+
+/// One change to durable state, applied in submission order.
+#[derive(Clone, Debug)]
+pub enum StoreOp {
+    /// Create a vhost.
+    PutVhost(String),
+    /// Create or replace a durable exchange.
+    PutExchange(ExchangeRecord),
+    /// Remove a durable exchange.
+    DeleteExchange {
+        /// Owning vhost.
+        vhost: String,
+        /// Exchange name.
+        name: String,
+    },
+    /// Create a durable queue.
+    PutQueue(QueueRecord),
+    /// Remove a durable queue and every message in it.
+    DeleteQueue {
+        /// Queue id.
+        id: u64,
+        /// Owning vhost.
+        vhost: String,
+        /// Queue name.
+        name: String,
+    },
+    /// Add a durable binding.
+    PutBinding(BindingRecord),
+    /// Remove a durable binding.
+    DeleteBinding(BindingRecord),
+    /// Store a persistent message at position `seq` of queue `queue_id`.
+    PutMessage {
+        /// Queue id.
+        queue_id: u64,
+        /// Position in the queue (strictly increasing per queue).
+        seq: u64,
+        /// The message (shared with memory; never copied to enqueue).
+        message: Arc<Message>,
+    },
+    /// Remove a settled message.
+    DeleteMessage {
+        /// Queue id.
+        queue_id: u64,
+        /// Its position.
+        seq: u64,
+    },
+}
+
+/// Resolves once an operation is durable. Dropped senders (store failure)
+/// resolve with an error, which publishers must treat as a nack.
+pub type Durable = oneshot::Receiver<()>;
+
+/// Everything durable, as read back at start-up.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Known vhosts.
+    pub vhosts: Vec<String>,
+    /// Durable exchanges.
+    pub exchanges: Vec<ExchangeRecord>,
+    /// Durable queues.
+    pub queues: Vec<QueueRecord>,
+    /// Durable bindings.
+    pub bindings: Vec<BindingRecord>,
+    /// Persistent messages: queue id, position, message; ascending by
+    /// (queue id, position).
+    pub messages: Vec<(u64, u64, Message)>,
+}
+
+/// Store failure.
+#[derive(Debug, Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+/// Durable state behind the engine.
+pub trait Store: Send + Sync + 'static {
+    /// Read everything durable (called once, before serving).
+    fn load(&self) -> Result<Snapshot, StoreError>;
+
+    /// Enqueue `op` after every earlier op. If `durable` is given it is
+    /// completed once the op has been committed to disk.
+    fn submit(&self, op: StoreOp, durable: Option<oneshot::Sender<()>>);
+
+    /// Operations accepted but not yet committed (for publisher backpressure).
+    fn backlog(&self) -> usize;
+
+    /// Block until everything submitted so far is committed.
+    fn flush(&self);
+}
+
+/// A store that keeps nothing: every op is "durable" immediately. Used by
+/// engine tests and for a broker started without a data directory.
+#[derive(Debug, Default)]
+pub struct MemoryStore;
+
+impl Store for MemoryStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn submit(&self, _op: StoreOp, durable: Option<oneshot::Sender<()>>) {
+        if let Some(tx) = durable {
+            let _ = tx.send(());
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        0
+    }
+
+    fn flush(&self) {}
+}

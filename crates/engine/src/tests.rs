@@ -1,0 +1,200 @@
+//! Engine behaviour through its public API, on the in-memory store.
+
+use crate::store::MemoryStore;
+use crate::*;
+use std::sync::Arc;
+use switchyard_model::{Message, Properties};
+
+fn broker() -> (Arc<Broker>, Arc<Vhost>) {
+    let b = Broker::open(Arc::new(MemoryStore)).unwrap();
+    let v = b.vhost(DEFAULT_VHOST).unwrap();
+    (b, v)
+}
+
+fn msg(exchange: &str, key: &str, body: &str) -> Message {
+    Message {
+        exchange: exchange.into(),
+        routing_key: key.into(),
+        properties: Properties::default(),
+        body: body.as_bytes().to_vec().into(),
+    }
+}
+
+fn declare(v: &Vhost, name: &str) -> String {
+    let spec = QueueSpec {
+        name: name.into(),
+        durable: false,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments: Default::default(),
+    };
+    match v.apply(Command::DeclareQueue(spec), 1).unwrap() {
+        Outcome::Queue { name, .. } => name,
+        o => panic!("unexpected {o:?}"),
+    }
+}
+
+fn bind(v: &Vhost, x: &str, q: &str, key: &str) {
+    v.apply(
+        Command::Bind {
+            source: x.into(),
+            destination: Destination::queue(q),
+            routing_key: key.into(),
+            arguments: Default::default(),
+        },
+        1,
+    )
+    .unwrap();
+}
+
+fn consumer(prefetch: u32, no_ack: bool) -> (Arc<Consumer>, Arc<Outbox>) {
+    let outbox = Arc::new(Outbox::default());
+    let spec = ConsumerSpec { tag: "c".into(), prefetch, no_ack, ..Default::default() };
+    (Arc::new(Consumer::new(spec, Arc::default(), outbox.clone())), outbox)
+}
+
+fn drain(outbox: &Outbox) -> Vec<(u64, String, bool)> {
+    let mut evs = Vec::new();
+    outbox.drain_into(&mut evs);
+    evs.into_iter()
+        .map(|e| match e {
+            OutboxEvent::Deliver(d) => {
+                d.consumer.written();
+                (d.seq, String::from_utf8(d.message.body.to_vec()).unwrap(), d.redelivered)
+            }
+            OutboxEvent::Cancelled(_) => (u64::MAX, "cancelled".into(), false),
+        })
+        .collect()
+}
+
+#[test]
+fn default_exchange_and_topic_routing() {
+    let (_b, v) = broker();
+    let q = declare(&v, "q1");
+    bind(&v, "amq.topic", &q, "plant.*.temp");
+    assert_eq!(v.publish(msg("", "q1", "a"), false).unwrap().queues, 1);
+    assert_eq!(v.publish(msg("amq.topic", "plant.7.temp", "b"), false).unwrap().queues, 1);
+    assert_eq!(v.publish(msg("amq.topic", "plant.7.hum", "c"), false).unwrap().queues, 0);
+    let queue = v.queue("q1", 1).unwrap();
+    assert_eq!(queue.counts().0, 2);
+    assert!(matches!(
+        v.publish(msg("nope", "k", "x"), false),
+        Err(EngineError::ExchangeNotFound(..))
+    ));
+}
+
+#[test]
+fn prefetch_limits_and_requeue_keeps_order() {
+    let (_b, v) = broker();
+    declare(&v, "q");
+    let queue = v.queue("q", 1).unwrap();
+    for i in 0..5 {
+        v.publish(msg("", "q", &i.to_string()), false).unwrap();
+    }
+    let (c, outbox) = consumer(2, false);
+    queue.add_consumer(c.clone()).unwrap();
+    let first = drain(&outbox);
+    assert_eq!(first.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["0", "1"]);
+    // Requeue "0": it goes back to the head, redelivered.
+    c.settled();
+    queue.requeue(&[first[0].0]);
+    let next = drain(&outbox);
+    assert_eq!(next, vec![(first[0].0, "0".into(), true)]);
+    c.settled();
+    c.settled();
+    queue.ack(&[first[0].0, first[1].0]);
+    queue.dispatch();
+    assert_eq!(drain(&outbox).iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+}
+
+#[test]
+fn redeclare_mismatch_and_exclusive() {
+    let (_b, v) = broker();
+    declare(&v, "q");
+    let durable = QueueSpec {
+        name: "q".into(),
+        durable: true,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments: Default::default(),
+    };
+    assert!(matches!(
+        v.apply(Command::DeclareQueue(durable), 1),
+        Err(EngineError::Inequivalent { .. })
+    ));
+    let excl = QueueSpec {
+        name: "ex".into(),
+        durable: false,
+        exclusive_owner: Some(7),
+        auto_delete: false,
+        arguments: Default::default(),
+    };
+    v.apply(Command::DeclareQueue(excl), 7).unwrap();
+    assert!(matches!(v.queue("ex", 8), Err(EngineError::QueueLocked(_))));
+    v.drop_connection(7);
+    assert!(v.queue("ex", 7).is_err());
+    let generated = declare(&v, "");
+    assert!(generated.starts_with("amq.gen-"));
+}
+
+#[test]
+fn round_robin_and_delete_cancels() {
+    let (_b, v) = broker();
+    declare(&v, "q");
+    let queue = v.queue("q", 1).unwrap();
+    let (c1, o1) = consumer(0, true);
+    let (c2, o2) = consumer(0, true);
+    queue.add_consumer(c1).unwrap();
+    queue.add_consumer(c2).unwrap();
+    for i in 0..4 {
+        v.publish(msg("", "q", &i.to_string()), false).unwrap();
+    }
+    assert_eq!(drain(&o1).len(), 2);
+    assert_eq!(drain(&o2).len(), 2);
+    v.apply(Command::DeleteQueue { name: "q".into(), if_unused: false, if_empty: false }, 1)
+        .unwrap();
+    assert_eq!(drain(&o1)[0].1, "cancelled");
+}
+
+#[test]
+fn alternate_and_e2e() {
+    let (_b, v) = broker();
+    declare(&v, "unrouted");
+    declare(&v, "fan");
+    let mut args = switchyard_model::FieldTable::new();
+    args.insert("alternate-exchange".into(), switchyard_model::FieldValue::string("ae"));
+    for (name, kind, arguments) in [
+        ("ae", ExchangeKind::Fanout, Default::default()),
+        ("main", ExchangeKind::Direct, args),
+        ("f", ExchangeKind::Fanout, Default::default()),
+    ] {
+        v.apply(
+            Command::DeclareExchange {
+                name: name.into(),
+                kind,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                arguments,
+            },
+            1,
+        )
+        .unwrap();
+    }
+    bind(&v, "ae", "unrouted", "");
+    bind(&v, "f", "fan", "");
+    v.apply(
+        Command::Bind {
+            source: "main".into(),
+            destination: Destination::exchange("f"),
+            routing_key: "k".into(),
+            arguments: Default::default(),
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(v.publish(msg("main", "k", "x"), false).unwrap().queues, 1);
+    assert_eq!(v.queue("fan", 1).unwrap().counts().0, 1);
+    assert_eq!(v.publish(msg("main", "other", "y"), false).unwrap().queues, 1);
+    assert_eq!(v.queue("unrouted", 1).unwrap().counts().0, 1);
+}

@@ -1,0 +1,488 @@
+//! A vhost: its topology (exchanges, queues, bindings), the one function that
+//! changes it ([`Vhost::apply`]), and publishing through it.
+
+use crate::command::{Command, Outcome};
+use crate::error::{EngineError, Result};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::queue::{Queue, QueueSpec};
+use crate::store::{
+    BindingRecord, DestinationKind, Durable, ExchangeRecord, QueueRecord, Store, StoreOp,
+};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use switchyard_model::Message;
+use tokio::sync::oneshot;
+
+/// Exchanges every vhost has.
+pub const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 6] = [
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+#[derive(Debug, Default)]
+pub(crate) struct Topology {
+    pub(crate) exchanges: HashMap<String, Exchange>,
+    pub(crate) queues: HashMap<String, Arc<Queue>>,
+}
+
+/// Result of routing and enqueueing one message.
+#[derive(Debug)]
+pub struct Published {
+    /// Queues the message landed in.
+    pub queues: usize,
+    /// Resolves when every persistent copy is on disk; `None` if nothing
+    /// needed writing.
+    pub durable: Option<Durable>,
+}
+
+/// One virtual host.
+pub struct Vhost {
+    /// Its name.
+    pub name: String,
+    store: Arc<dyn Store>,
+    queue_ids: Arc<AtomicU64>,
+    pub(crate) topology: RwLock<Topology>,
+}
+
+impl std::fmt::Debug for Vhost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vhost").field("name", &self.name).finish()
+    }
+}
+
+fn reserved(name: &str) -> bool {
+    name.starts_with("amq.")
+}
+
+impl Vhost {
+    pub(crate) fn new(name: &str, store: Arc<dyn Store>, queue_ids: Arc<AtomicU64>) -> Self {
+        let mut topo = Topology::default();
+        for (n, kind) in BUILTIN_EXCHANGES {
+            topo.exchanges
+                .insert(n.to_owned(), Exchange::new(n, kind, true, false, false, Default::default()));
+        }
+        Self { name: name.to_owned(), store, queue_ids, topology: RwLock::new(topo) }
+    }
+
+    /// Look up a queue, enforcing exclusive ownership for `conn`.
+    pub fn queue(&self, name: &str, conn: u64) -> Result<Arc<Queue>> {
+        let topo = self.topology.read();
+        let q = topo
+            .queues
+            .get(name)
+            .ok_or_else(|| EngineError::QueueNotFound(name.to_owned(), self.name.clone()))?;
+        check_owner(q, conn)?;
+        Ok(q.clone())
+    }
+
+    /// Names of all queues (for tests and management).
+    pub fn queue_names(&self) -> Vec<String> {
+        self.topology.read().queues.keys().cloned().collect()
+    }
+
+    /// Whether an exchange exists.
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.topology.read().exchanges.contains_key(name)
+    }
+
+    /// Apply a topology change on behalf of connection `conn`.
+    pub fn apply(&self, cmd: Command, conn: u64) -> Result<Outcome> {
+        let mut topo = self.topology.write();
+        match cmd {
+            Command::DeclareExchange { name, kind, durable, auto_delete, internal, arguments } => {
+                if name.is_empty() {
+                    return Err(EngineError::NotPermitted("the default exchange".into()));
+                }
+                if let Some(x) = topo.exchanges.get(&name) {
+                    let diff = if x.kind != kind {
+                        Some("type")
+                    } else if x.durable != durable {
+                        Some("durable")
+                    } else if x.auto_delete != auto_delete {
+                        Some("auto_delete")
+                    } else if x.internal != internal {
+                        Some("internal")
+                    } else if x.arguments != arguments {
+                        Some("arguments")
+                    } else {
+                        None
+                    };
+                    return match diff {
+                        Some(arg) => Err(EngineError::Inequivalent {
+                            what: "exchange",
+                            name,
+                            arg: arg.into(),
+                        }),
+                        None => Ok(Outcome::Done),
+                    };
+                }
+                if reserved(&name) {
+                    return Err(EngineError::AccessRefused(format!(
+                        "exchange name '{name}' contains reserved prefix 'amq.*'"
+                    )));
+                }
+                if durable {
+                    self.store.submit(
+                        StoreOp::PutExchange(ExchangeRecord {
+                            vhost: self.name.clone(),
+                            name: name.clone(),
+                            kind,
+                            auto_delete,
+                            internal,
+                            arguments: arguments.clone(),
+                        }),
+                        None,
+                    );
+                }
+                let x = Exchange::new(&name, kind, durable, auto_delete, internal, arguments);
+                topo.exchanges.insert(name, x);
+                Ok(Outcome::Done)
+            }
+            Command::DeleteExchange { name, if_unused } => {
+                if name.is_empty() || reserved(&name) {
+                    return Err(EngineError::AccessRefused(format!(
+                        "cannot delete built-in exchange '{name}'"
+                    )));
+                }
+                let x = topo
+                    .exchanges
+                    .get(&name)
+                    .ok_or_else(|| EngineError::ExchangeNotFound(name.clone(), self.name.clone()))?;
+                if if_unused && !x.bindings().is_empty() {
+                    return Err(EngineError::PreconditionFailed(format!(
+                        "exchange '{name}' in vhost '{}' in use",
+                        self.name
+                    )));
+                }
+                self.remove_exchange(&mut topo, &name);
+                Ok(Outcome::Done)
+            }
+            Command::DeclareQueue(spec) => self.declare_queue(&mut topo, spec, conn),
+            Command::DeleteQueue { name, if_unused, if_empty } => {
+                let q = topo
+                    .queues
+                    .get(&name)
+                    .ok_or_else(|| EngineError::QueueNotFound(name.clone(), self.name.clone()))?;
+                check_owner(q, conn)?;
+                let n = q.delete(if_unused, if_empty)?;
+                self.remove_queue(&mut topo, &name);
+                Ok(Outcome::Messages(n))
+            }
+            Command::Bind { source, destination, routing_key, arguments } => {
+                let durable = self.check_binding_ends(&topo, &source, &destination, conn)?;
+                let x = topo.exchanges.get_mut(&source).ok_or_else(|| {
+                    EngineError::ExchangeNotFound(source.clone(), self.name.clone())
+                })?;
+                if x.kind == ExchangeKind::Headers
+                    && crate::exchange::headers::MatchMode::from_args(&arguments).is_none()
+                {
+                    return Err(EngineError::PreconditionFailed(
+                        "invalid x-match field value; expected one of all, any, all-with-x, any-with-x"
+                            .into(),
+                    ));
+                }
+                let b = Binding { destination, routing_key, arguments };
+                if x.bind(b.clone()) && durable {
+                    self.store.submit(StoreOp::PutBinding(self.binding_record(&source, &b)), None);
+                }
+                Ok(Outcome::Done)
+            }
+            Command::Unbind { source, destination, routing_key, arguments } => {
+                let durable = self.check_binding_ends(&topo, &source, &destination, conn)?;
+                let b = Binding { destination, routing_key, arguments };
+                let removed = topo.exchanges.get_mut(&source).is_some_and(|x| x.unbind(&b));
+                if removed {
+                    if durable {
+                        self.store
+                            .submit(StoreOp::DeleteBinding(self.binding_record(&source, &b)), None);
+                    }
+                    self.auto_delete_exchange(&mut topo, &source);
+                }
+                Ok(Outcome::Done)
+            }
+            Command::PurgeQueue { name } => {
+                let q = topo
+                    .queues
+                    .get(&name)
+                    .ok_or_else(|| EngineError::QueueNotFound(name.clone(), self.name.clone()))?;
+                check_owner(q, conn)?;
+                Ok(Outcome::Messages(q.purge()))
+            }
+        }
+    }
+
+    fn declare_queue(&self, topo: &mut Topology, mut spec: QueueSpec, conn: u64) -> Result<Outcome> {
+        if let Some(q) = topo.queues.get(&spec.name) {
+            check_owner(q, conn)?;
+            let diff = if q.spec.durable != spec.durable {
+                Some("durable")
+            } else if q.spec.auto_delete != spec.auto_delete {
+                Some("auto_delete")
+            } else if q.spec.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
+                Some("exclusive")
+            } else if q.spec.arguments != spec.arguments {
+                Some("arguments")
+            } else {
+                None
+            };
+            if let Some(arg) = diff {
+                return Err(EngineError::Inequivalent { what: "queue", name: spec.name, arg: arg.into() });
+            }
+            let (messages, consumers) = q.counts();
+            return Ok(Outcome::Queue { name: spec.name, messages, consumers });
+        }
+        if spec.name.is_empty() {
+            spec.name = generated_name();
+        } else if reserved(&spec.name) {
+            return Err(EngineError::AccessRefused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        let id = self.queue_ids.fetch_add(1, Ordering::Relaxed);
+        if spec.durable {
+            self.store.submit(
+                StoreOp::PutQueue(QueueRecord {
+                    id,
+                    vhost: self.name.clone(),
+                    name: spec.name.clone(),
+                    auto_delete: spec.auto_delete,
+                    arguments: spec.arguments.clone(),
+                }),
+                None,
+            );
+        }
+        let name = spec.name.clone();
+        let q = Arc::new(Queue::new(&self.name, spec, id, self.store.clone()));
+        topo.queues.insert(name.clone(), q);
+        Ok(Outcome::Queue { name, messages: 0, consumers: 0 })
+    }
+
+    /// Both ends must exist; returns whether the binding is durable.
+    fn check_binding_ends(
+        &self,
+        topo: &Topology,
+        source: &str,
+        dest: &Destination,
+        conn: u64,
+    ) -> Result<bool> {
+        if source.is_empty() || (dest.kind == DestinationKind::Exchange && dest.name.is_empty()) {
+            return Err(EngineError::NotPermitted("the default exchange".into()));
+        }
+        let x = topo
+            .exchanges
+            .get(source)
+            .ok_or_else(|| EngineError::ExchangeNotFound(source.to_owned(), self.name.clone()))?;
+        let dest_durable = match dest.kind {
+            DestinationKind::Queue => {
+                let q = topo.queues.get(&*dest.name).ok_or_else(|| {
+                    EngineError::QueueNotFound(dest.name.to_string(), self.name.clone())
+                })?;
+                check_owner(q, conn)?;
+                q.spec.durable
+            }
+            DestinationKind::Exchange => {
+                topo.exchanges
+                    .get(&*dest.name)
+                    .ok_or_else(|| {
+                        EngineError::ExchangeNotFound(dest.name.to_string(), self.name.clone())
+                    })?
+                    .durable
+            }
+        };
+        Ok(x.durable && dest_durable)
+    }
+
+    fn binding_record(&self, source: &str, b: &Binding) -> BindingRecord {
+        BindingRecord {
+            vhost: self.name.clone(),
+            source: source.to_owned(),
+            destination_kind: b.destination.kind,
+            destination: b.destination.name.to_string(),
+            routing_key: b.routing_key.clone(),
+            arguments: b.arguments.clone(),
+        }
+    }
+
+    /// Remove every binding pointing at `dest`, persisting removals and
+    /// cascading auto-delete exchanges.
+    fn unbind_everywhere(&self, topo: &mut Topology, dest: &Destination, dest_durable: bool) {
+        let mut emptied = Vec::new();
+        let mut gone_records = Vec::new();
+        for x in topo.exchanges.values_mut() {
+            let gone = x.unbind_destination(dest);
+            if gone.is_empty() {
+                continue;
+            }
+            if x.durable && dest_durable {
+                gone_records.extend(gone.iter().map(|b| self.binding_record(&x.name, b)));
+            }
+            if x.auto_delete && x.bindings().is_empty() {
+                emptied.push(x.name.clone());
+            }
+        }
+        for r in gone_records {
+            self.store.submit(StoreOp::DeleteBinding(r), None);
+        }
+        for name in emptied {
+            self.remove_exchange(topo, &name);
+        }
+    }
+
+    fn auto_delete_exchange(&self, topo: &mut Topology, name: &str) {
+        if topo.exchanges.get(name).is_some_and(|x| x.auto_delete && x.bindings().is_empty()) {
+            self.remove_exchange(topo, name);
+        }
+    }
+
+    fn remove_exchange(&self, topo: &mut Topology, name: &str) {
+        let Some(x) = topo.exchanges.remove(name) else { return };
+        if x.durable {
+            for b in x.bindings() {
+                let dest_durable = match b.destination.kind {
+                    DestinationKind::Queue => topo.queues.get(&*b.destination.name).is_some_and(|q| q.spec.durable),
+                    DestinationKind::Exchange => topo.exchanges.get(&*b.destination.name).is_some_and(|e| e.durable),
+                };
+                if dest_durable {
+                    self.store.submit(StoreOp::DeleteBinding(self.binding_record(name, b)), None);
+                }
+            }
+            self.store.submit(
+                StoreOp::DeleteExchange { vhost: self.name.clone(), name: name.to_owned() },
+                None,
+            );
+        }
+        self.unbind_everywhere(topo, &Destination::exchange(name), x.durable);
+    }
+
+    fn remove_queue(&self, topo: &mut Topology, name: &str) {
+        let Some(q) = topo.queues.remove(name) else { return };
+        self.unbind_everywhere(topo, &Destination::queue(name), q.spec.durable);
+        if q.spec.durable {
+            self.store.submit(
+                StoreOp::DeleteQueue { id: q.id, vhost: self.name.clone(), name: name.to_owned() },
+                None,
+            );
+        }
+    }
+
+    /// Delete a queue whose last consumer went away (auto-delete), unless it
+    /// has gained a consumer again meanwhile.
+    pub fn auto_delete_queue(&self, queue: &Arc<Queue>) {
+        let mut topo = self.topology.write();
+        let same = topo.queues.get(queue.name()).is_some_and(|q| Arc::ptr_eq(q, queue));
+        if same && queue.delete(true, false).is_ok() {
+            self.remove_queue(&mut topo, queue.name());
+        }
+    }
+
+    /// Delete every exclusive queue owned by connection `conn`.
+    pub fn drop_connection(&self, conn: u64) {
+        let mut topo = self.topology.write();
+        let owned: Vec<String> = topo
+            .queues
+            .values()
+            .filter(|q| q.spec.exclusive_owner == Some(conn))
+            .map(|q| q.name().to_owned())
+            .collect();
+        for name in owned {
+            if let Some(q) = topo.queues.get(&name) {
+                let _ = q.delete(false, false);
+            }
+            self.remove_queue(&mut topo, &name);
+        }
+    }
+
+    /// Route `message` through `exchange` into its queues.
+    pub fn publish(&self, message: Message, want_durable: bool) -> Result<Published> {
+        let queues = {
+            let topo = self.topology.read();
+            let x = topo.exchanges.get(&message.exchange).ok_or_else(|| {
+                EngineError::ExchangeNotFound(message.exchange.clone(), self.name.clone())
+            })?;
+            if x.internal {
+                return Err(EngineError::AccessRefused(format!(
+                    "cannot publish to internal exchange '{}' in vhost '{}'",
+                    x.name, self.name
+                )));
+            }
+            crate::route::route(&topo, x, &message)
+        };
+        let message = Arc::new(message);
+        let persistent = message.is_persistent();
+        let last_persisting = if persistent && want_durable {
+            queues.iter().rposition(|q| q.spec.durable)
+        } else {
+            None
+        };
+        let (mut tx, rx) = match last_persisting {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        for (i, q) in queues.iter().enumerate() {
+            let ticket = if Some(i) == last_persisting { tx.take() } else { None };
+            if let Some(unused) = q.enqueue(message.clone(), ticket) {
+                // The queue vanished under us: nothing to wait for.
+                let _ = unused.send(());
+            }
+        }
+        Ok(Published { queues: queues.len(), durable: rx })
+    }
+
+    pub(crate) fn recover_exchange(&self, r: ExchangeRecord) {
+        let x = Exchange::new(&r.name, r.kind, true, r.auto_delete, r.internal, r.arguments);
+        self.topology.write().exchanges.insert(r.name, x);
+    }
+
+    pub(crate) fn recover_queue(&self, r: QueueRecord) -> Arc<Queue> {
+        let spec = QueueSpec {
+            name: r.name.clone(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: r.auto_delete,
+            arguments: r.arguments,
+        };
+        let q = Arc::new(Queue::new(&self.name, spec, r.id, self.store.clone()));
+        self.topology.write().queues.insert(r.name, q.clone());
+        q
+    }
+
+    pub(crate) fn recover_binding(&self, r: BindingRecord) {
+        let mut topo = self.topology.write();
+        let dest = Destination { kind: r.destination_kind, name: r.destination.as_str().into() };
+        let ok = match dest.kind {
+            DestinationKind::Queue => topo.queues.contains_key(&r.destination),
+            DestinationKind::Exchange => topo.exchanges.contains_key(&r.destination),
+        };
+        if let (true, Some(x)) = (ok, topo.exchanges.get_mut(&r.source)) {
+            x.bind(Binding { destination: dest, routing_key: r.routing_key, arguments: r.arguments });
+        } else {
+            tracing::warn!(vhost = %self.name, source = %r.source, dest = %r.destination, "dropping binding with a missing end");
+        }
+    }
+}
+
+fn check_owner(q: &Queue, conn: u64) -> Result<()> {
+    match q.spec.exclusive_owner {
+        Some(owner) if owner != conn => Err(EngineError::QueueLocked(q.name().to_owned())),
+        _ => Ok(()),
+    }
+}
+
+fn generated_name() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    let tail: String =
+        (0..22).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("amq.gen-{tail}")
+}
