@@ -29,6 +29,7 @@ pub use consumer::{ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, Outb
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
 pub use queue::{Got, Queue, QueueSpec};
+pub use store::Durable;
 pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
 
 #[cfg(test)]

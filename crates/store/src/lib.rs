@@ -1,19 +1,17 @@
-#![doc = r#"
-Switchyard's durable state, kept in a single [redb] file.
-
-This crate owns the on-disk format (tables, encodings, the format version;
-see `DESIGN.md`), the one writer thread that applies changes in submission
-order with group commit, and reading everything back at start-up. It
-implements the engine's [`Store`] trait and nothing more.
-
-It does **not** know any protocol, and it does **not** decide what is durable:
-the engine decides which exchanges, queues, bindings and messages to submit,
-in what order, and what a resolved or failed durable ticket means for a
-publisher. The store only makes the submitted operations durable, in order,
-and reports when they are.
-
-Main type: [`RedbStore`].
-"#]
+//! Switchyard's durable state, kept in a single [redb] file.
+//!
+//! This crate owns the on-disk format (tables, encodings, the format version;
+//! see `DESIGN.md`), the one writer thread that applies changes in submission
+//! order with group commit, and reading everything back at start-up. It
+//! implements the engine's [`Store`] trait and nothing more.
+//!
+//! It does **not** know any protocol, and it does **not** decide what is durable:
+//! the engine decides which exchanges, queues, bindings and messages to submit,
+//! in what order, and what a resolved or failed durable ticket means for a
+//! publisher. The store only makes the submitted operations durable, in order,
+//! and reports when they are.
+//!
+//! Main type: [`RedbStore`].
 
 mod load;
 mod tables;
@@ -56,6 +54,12 @@ impl RedbStore {
     /// Open (creating if needed) the store in `dir`: the directory itself and
     /// `dir/switchyard.redb` inside it. Fails if the file is in use by another
     /// process or was written in a newer store format.
+    ///
+    /// # Errors
+    ///
+    /// The directory cannot be created, the file cannot be opened or locked
+    /// (e.g. another broker uses it), its format version is newer than this
+    /// build's, or the writer thread cannot be started.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Ok(Self::open_inner(dir)?)
     }
@@ -86,12 +90,14 @@ impl RedbStore {
     }
 
     /// The database file.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Write transactions committed so far by this handle (one per batch):
     /// compare with the number of operations to see group commit at work.
+    #[must_use]
     pub fn commit_count(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
     }

@@ -14,7 +14,10 @@ use tokio::sync::oneshot;
 
 fn message(i: u64) -> Arc<Message> {
     let mut headers = FieldTable::new();
-    headers.insert("n".to_owned(), FieldValue::I64(i64::try_from(i).unwrap_or(-1)));
+    headers.insert(
+        "n".to_owned(),
+        FieldValue::I64(i64::try_from(i).unwrap_or(-1)),
+    );
     headers.insert("s".to_owned(), FieldValue::string("x"));
     Arc::new(Message {
         exchange: "ex".to_owned(),
@@ -120,9 +123,21 @@ fn every_op_round_trips_through_reopen() {
         store.submit(put(1, 5), None);
         store.submit(put(1, 3), None);
         store.submit(put(1, 4), None);
-        store.submit(StoreOp::DeleteMessage { queue_id: 1, seq: 4 }, None);
+        store.submit(
+            StoreOp::DeleteMessage {
+                queue_id: 1,
+                seq: 4,
+            },
+            None,
+        );
         // Deleting what is not there is not an error.
-        store.submit(StoreOp::DeleteMessage { queue_id: 9, seq: 9 }, None);
+        store.submit(
+            StoreOp::DeleteMessage {
+                queue_id: 9,
+                seq: 9,
+            },
+            None,
+        );
         store.flush();
         assert_eq!(store.backlog(), 0);
     }
@@ -258,7 +273,9 @@ fn corrupt_rows_are_skipped() {
             let mut messages = txn.open_table(MESSAGES).unwrap();
             messages.insert((1, 2), [0xff_u8; 3].as_slice()).unwrap();
             let mut exchanges = txn.open_table(EXCHANGES).unwrap();
-            exchanges.insert(("/", "bad"), [0xff_u8].as_slice()).unwrap();
+            exchanges
+                .insert(("/", "bad"), [0xff_u8].as_slice())
+                .unwrap();
             // A valid record under the wrong key.
             let mut queues = txn.open_table(QUEUES).unwrap();
             let q = postcard::to_allocvec(&queue(5, "q5")).unwrap();

@@ -1,0 +1,137 @@
+//! Per-channel state: content being assembled, consumers, unacked
+//! deliveries, qos, confirm and tx modes.
+
+use amq_protocol::protocol::basic;
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use switchyard_engine::{ChannelCredit, Consumer, Durable, Queue};
+use switchyard_model::{Message, Properties};
+
+/// A publish whose content is still arriving.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub(crate) publish: basic::Publish,
+    /// Set once the content header arrived.
+    pub(crate) header: Option<(Properties, u64)>,
+    pub(crate) body: BytesMut,
+    /// The single body frame, kept without copying when there is only one.
+    pub(crate) single: Option<Bytes>,
+}
+
+/// A delivery the client has not settled yet.
+#[derive(Debug, Clone)]
+pub(crate) struct Unacked {
+    pub(crate) queue: Arc<Queue>,
+    pub(crate) seq: u64,
+    /// `None` for `basic.get`.
+    pub(crate) consumer: Option<Arc<Consumer>>,
+}
+
+/// Work buffered by a transactional channel until commit.
+#[derive(Debug, Default)]
+pub(crate) struct TxBuffer {
+    pub(crate) publishes: Vec<(Message, bool)>,
+    /// (delivery tag, multiple, settle kind)
+    pub(crate) settles: Vec<(Vec<u64>, Settle)>,
+}
+
+/// How deliveries are settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+/// A publisher confirm not yet sent.
+#[derive(Debug)]
+pub(crate) struct PendingConfirm {
+    pub(crate) channel: u16,
+    pub(crate) tag: u64,
+    /// `None` once durable (or never needed to be).
+    pub(crate) ticket: Option<Durable>,
+    /// Confirm with nack (the store failed).
+    pub(crate) nack: bool,
+    /// The ticket is being awaited by the connection task.
+    pub(crate) held: bool,
+}
+
+/// One open channel.
+#[derive(Debug, Default)]
+pub(crate) struct Channel {
+    /// A `channel.close` was sent; wait for close-ok, drop everything else.
+    pub(crate) closing: bool,
+    pub(crate) incoming: Option<Incoming>,
+    pub(crate) consumers: HashMap<String, (Arc<Consumer>, Arc<Queue>)>,
+    pub(crate) credit: Arc<ChannelCredit>,
+    /// basic.qos global=false: applies to consumers created afterwards.
+    pub(crate) consumer_prefetch: u32,
+    pub(crate) next_tag: u64,
+    pub(crate) unacked: BTreeMap<u64, Unacked>,
+    pub(crate) confirm: bool,
+    pub(crate) next_publish_seq: u64,
+    pub(crate) tx: Option<TxBuffer>,
+    /// Last queue declared on this channel (empty queue names refer to it).
+    pub(crate) last_queue: Option<String>,
+}
+
+impl Channel {
+    /// Allocate the next delivery tag.
+    pub(crate) fn next_delivery_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    /// The tags an ack/nack/reject refers to, or None if the tag is unknown.
+    pub(crate) fn select(&self, tag: u64, multiple: bool) -> Option<Vec<u64>> {
+        if multiple {
+            let tags: Vec<u64> = if tag == 0 {
+                self.unacked.keys().copied().collect()
+            } else {
+                self.unacked.range(..=tag).map(|(t, _)| *t).collect()
+            };
+            (tag == 0 || !tags.is_empty()).then_some(tags)
+        } else {
+            self.unacked.contains_key(&tag).then(|| vec![tag])
+        }
+    }
+
+    /// Remove and settle the given tags; returns the queues touched.
+    pub(crate) fn settle(&mut self, tags: &[u64], how: Settle) -> Vec<Arc<Queue>> {
+        let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+        for tag in tags {
+            let Some(u) = self.unacked.remove(tag) else { continue };
+            if let Some(c) = &u.consumer {
+                c.settled();
+            }
+            match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                Some((_, seqs)) => seqs.push(u.seq),
+                None => by_queue.push((u.queue, vec![u.seq])),
+            }
+        }
+        let mut touched = Vec::with_capacity(by_queue.len());
+        for (q, seqs) in by_queue {
+            match how {
+                Settle::Ack | Settle::Discard => q.ack(&seqs),
+                Settle::Requeue => q.requeue(&seqs),
+            }
+            touched.push(q);
+        }
+        touched
+    }
+
+    /// Queues this channel consumes from (to re-dispatch after credit frees).
+    pub(crate) fn consumed_queues(&self) -> Vec<Arc<Queue>> {
+        let mut v: Vec<Arc<Queue>> = Vec::new();
+        for (_, q) in self.consumers.values() {
+            if !v.iter().any(|o| Arc::ptr_eq(o, q)) {
+                v.push(q.clone());
+            }
+        }
+        v
+    }
+}
+
+/// Confirms waiting to be sent, in publish order across channels.
+pub(crate) type ConfirmQueue = VecDeque<PendingConfirm>;

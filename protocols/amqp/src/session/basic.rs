@@ -1,0 +1,365 @@
+//! The basic, tx and confirm classes: publishing (content assembly,
+//! mandatory returns, confirms, transactions), consuming, qos and
+//! acknowledgements.
+
+use super::Session;
+use crate::channel::{Incoming, PendingConfirm, Settle, TxBuffer};
+use crate::convert::{properties_in, properties_out, table_in};
+use crate::error::{AmqpError, ReplyCode};
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use switchyard_engine::{Consumer, ConsumerSpec};
+use switchyard_model::Message;
+
+impl Session {
+    pub(super) fn basic_class(&mut self, id: u16, m: basic::AMQPMethod) -> Result<(), AmqpError> {
+        use basic::AMQPMethod as M;
+        match m {
+            M::Publish(p) => self.start_publish(id, p),
+            M::Consume(c) => self.consume(id, c),
+            M::Cancel(c) => self.cancel(id, c),
+            M::Qos(q) => {
+                let ch = self.channel_mut(id)?;
+                if q.global {
+                    ch.credit.set_prefetch(u32::from(q.prefetch_count));
+                } else {
+                    ch.consumer_prefetch = u32::from(q.prefetch_count);
+                }
+                self.send(id, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
+                Ok(())
+            }
+            M::Get(g) => self.get(id, g),
+            M::Ack(a) => self.settle(id, a.delivery_tag, a.multiple, Settle::Ack),
+            M::Nack(n) => {
+                let how = if n.requeue { Settle::Requeue } else { Settle::Discard };
+                self.settle(id, n.delivery_tag, n.multiple, how)
+            }
+            M::Reject(r) => {
+                let how = if r.requeue { Settle::Requeue } else { Settle::Discard };
+                self.settle(id, r.delivery_tag, false, how)
+            }
+            M::Recover(r) => {
+                self.recover(id, r.requeue)?;
+                self.send(id, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));
+                Ok(())
+            }
+            M::RecoverAsync(r) => self.recover(id, r.requeue),
+            M::QosOk(_)
+            | M::ConsumeOk(_)
+            | M::CancelOk(_)
+            | M::Return(_)
+            | M::Deliver(_)
+            | M::GetOk(_)
+            | M::GetEmpty(_)
+            | M::RecoverOk(_) => {
+                Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"))
+            }
+        }
+    }
+
+    fn start_publish(&mut self, id: u16, p: basic::Publish) -> Result<(), AmqpError> {
+        if p.immediate {
+            return Err(AmqpError::connection(ReplyCode::NOT_IMPLEMENTED, "immediate=true"));
+        }
+        let ch = self.channel_mut(id)?;
+        ch.incoming = Some(Incoming { publish: p, header: None, body: BytesMut::new(), single: None });
+        Ok(())
+    }
+
+    pub(super) fn content_header(&mut self, id: u16, h: AMQPContentHeader) -> Result<(), AmqpError> {
+        let max = self.config.max_message_size;
+        let ch = self.channel_mut(id)?;
+        let Some(inc) = ch.incoming.as_mut().filter(|i| i.header.is_none()) else {
+            return Err(AmqpError::connection(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("unexpected content header on channel {id}"),
+            ));
+        };
+        if h.class_id != 60 {
+            return Err(AmqpError::connection(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("content header for class {} on channel {id}", h.class_id),
+            ));
+        }
+        if h.body_size > max {
+            ch.incoming = None;
+            return Err(AmqpError::channel(
+                ReplyCode::PRECONDITION_FAILED,
+                format!("message size {} is larger than configured max size {max}", h.body_size),
+            )
+            .at(60, 40));
+        }
+        inc.header = Some((properties_in(&h.properties), h.body_size));
+        if h.body_size == 0 {
+            return self.finish_publish(id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn content_body(&mut self, id: u16, b: Bytes) -> Result<(), AmqpError> {
+        let ch = self.channel_mut(id)?;
+        let Some(inc) = ch.incoming.as_mut() else {
+            return Err(AmqpError::connection(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("unexpected content body on channel {id}"),
+            ));
+        };
+        let Some((_, size)) = inc.header else {
+            return Err(AmqpError::connection(
+                ReplyCode::UNEXPECTED_FRAME,
+                "content body before content header",
+            ));
+        };
+        let have = inc.body.len() + inc.single.as_ref().map_or(0, Bytes::len);
+        let total = (have + b.len()) as u64;
+        if total > size {
+            return Err(AmqpError::connection(
+                ReplyCode::FRAME_ERROR,
+                format!("content body exceeds declared size {size}"),
+            ));
+        }
+        if have == 0 && b.len() as u64 == size {
+            inc.single = Some(b);
+        } else {
+            if let Some(first) = inc.single.take() {
+                inc.body.extend_from_slice(&first);
+            }
+            inc.body.extend_from_slice(&b);
+        }
+        if total == size {
+            return self.finish_publish(id);
+        }
+        Ok(())
+    }
+
+    fn finish_publish(&mut self, id: u16) -> Result<(), AmqpError> {
+        let ch = self.channel_mut(id)?;
+        let Some(inc) = ch.incoming.take() else { return Ok(()) };
+        let (properties, _) = inc.header.unwrap_or_default();
+        let body = inc.single.unwrap_or_else(|| inc.body.freeze());
+        let message = Message {
+            exchange: inc.publish.exchange.as_str().to_owned(),
+            routing_key: inc.publish.routing_key.as_str().to_owned(),
+            properties,
+            body,
+        };
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.publishes.push((message, inc.publish.mandatory));
+            return Ok(());
+        }
+        self.publish(id, message, inc.publish.mandatory)
+    }
+
+    fn publish(&mut self, id: u16, message: Message, mandatory: bool) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?.clone();
+        let confirm = self.channel_mut(id)?.confirm;
+        let returned = mandatory.then(|| {
+            (message.exchange.clone(), message.routing_key.clone(), message.properties.clone(), message.body.clone())
+        });
+        let published = vhost.publish(message, confirm).map_err(|e| AmqpError::from(e).at(60, 40))?;
+        if published.queues == 0
+            && let Some((exchange, routing_key, props, body)) = returned
+        {
+            let ret = basic::Return {
+                reply_code: ReplyCode::NO_ROUTE.0,
+                reply_text: "NO_ROUTE".into(),
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+            };
+            self.send(id, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
+            let frame_max = self.frame_max;
+            self.enc.content(id, properties_out(&props), &body, frame_max, &mut self.out);
+        }
+        if confirm {
+            let ch = self.channel_mut(id)?;
+            ch.next_publish_seq += 1;
+            let tag = ch.next_publish_seq;
+            self.confirms.push_back(PendingConfirm { channel: id, tag, ticket: published.durable, nack: false, held: false });
+            self.flush_confirms();
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?.clone();
+        let name = self.queue_name(id, c.queue.as_str())?;
+        let queue = vhost.queue(&name, self.conn_id)?;
+        let outbox = self.outbox.clone();
+        let ch = self.channel_mut(id)?;
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}", rand_suffix())
+        } else {
+            c.consumer_tag.as_str().to_owned()
+        };
+        if ch.consumers.contains_key(&tag) {
+            return Err(AmqpError::connection(
+                ReplyCode::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let spec = ConsumerSpec {
+            tag: tag.clone(),
+            channel: id,
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            prefetch: ch.consumer_prefetch,
+            arguments: table_in(&c.arguments),
+        };
+        let consumer = Arc::new(Consumer::new(spec, ch.credit.clone(), outbox));
+        ch.consumers.insert(tag.clone(), (consumer.clone(), queue.clone()));
+        // consume-ok must precede the first deliver, so send it before the
+        // queue can hand anything over.
+        if !c.nowait {
+            let ok = basic::ConsumeOk { consumer_tag: tag.as_str().into() };
+            self.send(id, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)));
+        }
+        if let Err(e) = queue.add_consumer(consumer) {
+            self.channel_mut(id)?.consumers.remove(&tag);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: u16, c: basic::Cancel) -> Result<(), AmqpError> {
+        let tag = c.consumer_tag.as_str().to_owned();
+        let removed = self.channel_mut(id)?.consumers.remove(&tag);
+        if let Some((consumer, queue)) = removed
+            && queue.remove_consumer(&consumer)
+        {
+            self.vhost()?.clone().auto_delete_queue(&queue);
+        }
+        if !c.nowait {
+            let ok = basic::CancelOk { consumer_tag: tag.into() };
+            self.send(id, AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok)));
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?.clone();
+        let name = self.queue_name(id, g.queue.as_str())?;
+        let queue = vhost.queue(&name, self.conn_id)?;
+        let Some(got) = queue.get(g.no_ack) else {
+            self.send(id, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})));
+            return Ok(());
+        };
+        let ch = self.channel_mut(id)?;
+        let tag = ch.next_delivery_tag();
+        if !g.no_ack {
+            ch.unacked.insert(tag, crate::channel::Unacked { queue, seq: got.seq, consumer: None });
+        }
+        let ok = basic::GetOk {
+            delivery_tag: tag,
+            redelivered: got.redelivered,
+            exchange: got.message.exchange.as_str().into(),
+            routing_key: got.message.routing_key.as_str().into(),
+            message_count: got.remaining,
+        };
+        self.send(id, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)));
+        let frame_max = self.frame_max;
+        self.enc.content(id, properties_out(&got.message.properties), &got.message.body, frame_max, &mut self.out);
+        Ok(())
+    }
+
+    fn settle(&mut self, id: u16, tag: u64, multiple: bool, how: Settle) -> Result<(), AmqpError> {
+        let ch = self.channel_mut(id)?;
+        let Some(tags) = ch.select(tag, multiple) else {
+            return Err(AmqpError::channel(
+                ReplyCode::PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+            ));
+        };
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.settles.push((tags, how));
+            return Ok(());
+        }
+        ch.settle(&tags, how);
+        for q in ch.consumed_queues() {
+            q.dispatch();
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, id: u16, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::connection(ReplyCode::NOT_IMPLEMENTED, "requeue=false"));
+        }
+        let ch = self.channel_mut(id)?;
+        let tags: Vec<u64> = ch.unacked.keys().copied().collect();
+        ch.settle(&tags, Settle::Requeue);
+        Ok(())
+    }
+
+    pub(super) fn tx_class(&mut self, id: u16, m: tx::AMQPMethod) -> Result<(), AmqpError> {
+        use tx::AMQPMethod as M;
+        let ch = self.channel_mut(id)?;
+        match m {
+            M::Select(_) => {
+                if ch.confirm {
+                    return Err(AmqpError::channel(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                ch.tx.get_or_insert_with(TxBuffer::default);
+                self.send(id, AMQPClass::Tx(M::SelectOk(tx::SelectOk {})));
+            }
+            M::Commit(_) => {
+                let Some(buf) = ch.tx.replace(TxBuffer::default()) else {
+                    return Err(AmqpError::channel(ReplyCode::PRECONDITION_FAILED, "channel is not transactional"));
+                };
+                for (tags, how) in buf.settles {
+                    ch.settle(&tags, how);
+                }
+                for q in ch.consumed_queues() {
+                    q.dispatch();
+                }
+                for (message, mandatory) in buf.publishes {
+                    self.publish(id, message, mandatory)?;
+                }
+                self.send(id, AMQPClass::Tx(M::CommitOk(tx::CommitOk {})));
+            }
+            M::Rollback(_) => {
+                if ch.tx.replace(TxBuffer::default()).is_none() {
+                    return Err(AmqpError::channel(ReplyCode::PRECONDITION_FAILED, "channel is not transactional"));
+                }
+                self.send(id, AMQPClass::Tx(M::RollbackOk(tx::RollbackOk {})));
+            }
+            M::SelectOk(_) | M::CommitOk(_) | M::RollbackOk(_) => {
+                return Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn confirm_class(&mut self, id: u16, m: confirm::AMQPMethod) -> Result<(), AmqpError> {
+        let ch = self.channel_mut(id)?;
+        match m {
+            confirm::AMQPMethod::Select(s) => {
+                if ch.tx.is_some() {
+                    return Err(AmqpError::channel(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                ch.confirm = true;
+                if !s.nowait {
+                    let ok = confirm::SelectOk {};
+                    self.send(id, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(ok)));
+                }
+                Ok(())
+            }
+            confirm::AMQPMethod::SelectOk(_) => {
+                Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"))
+            }
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,161 @@
+//! Output driven by the engine and the store: deliveries and server-side
+//! consumer cancellations from the outbox, and publisher confirms released
+//! once the store says the message is durable.
+
+use super::Session;
+use crate::channel::Unacked;
+use crate::convert::properties_out;
+use amq_protocol::protocol::{AMQPClass, basic};
+use std::sync::Arc;
+use switchyard_engine::{Durable, OutboxEvent, Queue};
+use tokio::sync::oneshot::error::TryRecvError;
+
+impl Session {
+    /// Turn everything waiting in the outbox into frames.
+    pub fn handle_outbox(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        self.outbox.drain_into(&mut events);
+        let mut touched: Vec<Arc<Queue>> = Vec::new();
+        for ev in events.drain(..) {
+            match ev {
+                OutboxEvent::Deliver(d) => {
+                    d.consumer.written();
+                    if !touched.iter().any(|q| Arc::ptr_eq(q, &d.queue)) {
+                        touched.push(d.queue.clone());
+                    }
+                    let id = d.consumer.spec.channel;
+                    let live = self.channels.get_mut(&id).filter(|ch| {
+                        !ch.closing
+                            && ch
+                                .consumers
+                                .get(&d.consumer.spec.tag)
+                                .is_some_and(|(c, _)| Arc::ptr_eq(c, &d.consumer))
+                    });
+                    let Some(ch) = live else {
+                        // Cancelled meanwhile: give the message back.
+                        if !d.consumer.spec.no_ack {
+                            d.consumer.settled();
+                            d.queue.requeue(&[d.seq]);
+                        }
+                        continue;
+                    };
+                    let tag = ch.next_delivery_tag();
+                    if !d.consumer.spec.no_ack {
+                        ch.unacked.insert(
+                            tag,
+                            Unacked { queue: d.queue.clone(), seq: d.seq, consumer: Some(d.consumer.clone()) },
+                        );
+                    }
+                    let deliver = basic::Deliver {
+                        consumer_tag: d.consumer.spec.tag.as_str().into(),
+                        delivery_tag: tag,
+                        redelivered: d.redelivered,
+                        exchange: d.message.exchange.as_str().into(),
+                        routing_key: d.message.routing_key.as_str().into(),
+                    };
+                    self.send(id, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
+                    let frame_max = self.frame_max;
+                    self.enc.content(
+                        id,
+                        properties_out(&d.message.properties),
+                        &d.message.body,
+                        frame_max,
+                        &mut self.out,
+                    );
+                }
+                OutboxEvent::Cancelled(c) => {
+                    let id = c.spec.channel;
+                    let Some(ch) = self.channels.get_mut(&id) else { continue };
+                    let ours = ch.consumers.get(&c.spec.tag).is_some_and(|(mine, _)| Arc::ptr_eq(mine, &c));
+                    if ours && !ch.closing {
+                        ch.consumers.remove(&c.spec.tag);
+                        if self.cancel_notify {
+                            let cancel = basic::Cancel { consumer_tag: c.spec.tag.as_str().into(), nowait: true };
+                            self.send(id, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)));
+                        }
+                    }
+                }
+            }
+        }
+        self.events = events;
+        // Writing freed credit: let the queues hand over more.
+        for q in touched {
+            q.dispatch();
+        }
+    }
+
+    /// A durability ticket for the connection task to await, if the oldest
+    /// pending confirm is waiting on one.
+    pub fn take_ticket(&mut self) -> Option<Durable> {
+        let front = self.confirms.front_mut()?;
+        if front.held {
+            return None;
+        }
+        let ticket = front.ticket.take()?;
+        front.held = true;
+        Some(ticket)
+    }
+
+    /// The ticket from [`Session::take_ticket`] resolved; `ok` is false if
+    /// the store failed (the publish is nacked).
+    pub fn handle_durable(&mut self, ok: bool) {
+        if let Some(front) = self.confirms.front_mut().filter(|f| f.held) {
+            front.held = false;
+            front.nack = !ok;
+        }
+        self.flush_confirms();
+    }
+
+    /// Send every confirm whose message is durable, coalescing consecutive
+    /// acks on one channel into a `multiple` ack.
+    pub(super) fn flush_confirms(&mut self) {
+        let mut run: Option<(u16, u64, u64, bool)> = None; // channel, first, last, nack
+        while let Some(front) = self.confirms.front_mut() {
+            if front.held {
+                break;
+            }
+            if let Some(t) = front.ticket.as_mut() {
+                match t.try_recv() {
+                    Ok(()) => front.ticket = None,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        front.ticket = None;
+                        front.nack = true;
+                    }
+                }
+            }
+            let Some(c) = self.confirms.pop_front() else { break };
+            run = match run {
+                Some((ch, first, last, nack))
+                    if ch == c.channel && nack == c.nack && c.tag == last + 1 =>
+                {
+                    Some((ch, first, c.tag, nack))
+                }
+                Some(prev) => {
+                    self.send_confirm(prev);
+                    Some((c.channel, c.tag, c.tag, c.nack))
+                }
+                None => Some((c.channel, c.tag, c.tag, c.nack)),
+            };
+        }
+        if let Some(prev) = run {
+            self.send_confirm(prev);
+        }
+    }
+
+    fn send_confirm(&mut self, (id, first, last, nack): (u16, u64, u64, bool)) {
+        if !self.channels.get(&id).is_some_and(|ch| !ch.closing) {
+            return;
+        }
+        // A multiple ack covers every earlier tag; only use it when the run
+        // starts right after the last confirmed tag, which holds because
+        // confirms leave in publish order per channel.
+        let multiple = first != last;
+        let m = if nack {
+            basic::AMQPMethod::Nack(basic::Nack { delivery_tag: last, multiple, requeue: false })
+        } else {
+            basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple })
+        };
+        self.send(id, AMQPClass::Basic(m));
+    }
+}

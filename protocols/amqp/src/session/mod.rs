@@ -1,0 +1,305 @@
+//! The AMQP 0-9-1 connection state machine, without sockets.
+//!
+//! Inputs: [`Session::handle_protocol_header`], [`Session::handle_frame`],
+//! [`Session::handle_decode_error`], [`Session::handle_outbox`] (deliveries
+//! from the engine), [`Session::handle_durable`] (a publish became durable)
+//! and [`Session::handle_shutdown`]. Output: bytes accumulated in
+//! [`Session::output`], which the connection task writes out. Errors are
+//! turned into `channel.close` / `connection.close` here, through
+//! [`AmqpError`]'s single mapping from engine errors.
+
+mod basic;
+mod deliver;
+mod handshake;
+mod topology;
+
+use crate::channel::{Channel, ConfirmQueue};
+use crate::codec::{DecodeError, Encoder, Frame};
+use crate::error::{AmqpError, ReplyCode, Scope};
+use amq_protocol::protocol::{AMQPClass, channel, connection};
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use switchyard_engine::{Broker, Outbox, OutboxEvent, Vhost};
+
+/// Limits and defaults offered to clients.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Largest frame we accept and offer (bytes).
+    pub frame_max: u32,
+    /// Highest channel number offered.
+    pub channel_max: u16,
+    /// Heartbeat interval offered (seconds, 0 = off).
+    pub heartbeat: u16,
+    /// Largest message body accepted (bytes).
+    pub max_message_size: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { frame_max: 131_072, channel_max: 2047, heartbeat: 60, max_message_size: 128 << 20 }
+    }
+}
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the 8-byte protocol header.
+    Header,
+    /// Sent `connection.start`, waiting for start-ok.
+    StartOk,
+    /// Sent `connection.tune`, waiting for tune-ok.
+    TuneOk,
+    /// Waiting for `connection.open`.
+    Open,
+    /// Open for business.
+    Running,
+    /// Sent `connection.close`, waiting for close-ok.
+    Closing,
+    /// Done: flush output and close the socket.
+    Closed,
+}
+
+/// One client connection's protocol state.
+pub struct Session {
+    broker: Arc<Broker>,
+    config: SessionConfig,
+    peer: SocketAddr,
+    conn_id: u64,
+    phase: Phase,
+    vhost: Option<Arc<Vhost>>,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    channels: HashMap<u16, Channel>,
+    outbox: Arc<Outbox>,
+    out: BytesMut,
+    enc: Encoder,
+    confirms: ConfirmQueue,
+    events: Vec<OutboxEvent>,
+    /// Client declared `consumer_cancel_notify`.
+    cancel_notify: bool,
+    user: String,
+    released: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("peer", &self.peer).field("phase", &self.phase).finish()
+    }
+}
+
+impl Session {
+    /// A session for a client at `peer`.
+    pub fn new(broker: Arc<Broker>, config: SessionConfig, peer: SocketAddr) -> Self {
+        let conn_id = broker.next_connection_id();
+        Self {
+            broker,
+            frame_max: config.frame_max,
+            channel_max: config.channel_max,
+            heartbeat: config.heartbeat,
+            config,
+            peer,
+            conn_id,
+            phase: Phase::Header,
+            vhost: None,
+            channels: HashMap::new(),
+            outbox: Arc::new(Outbox::default()),
+            out: BytesMut::with_capacity(16 * 1024),
+            enc: Encoder::default(),
+            confirms: ConfirmQueue::new(),
+            events: Vec::new(),
+            cancel_notify: false,
+            user: String::new(),
+            released: false,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Negotiated frame-max.
+    pub fn frame_max(&self) -> u32 {
+        self.frame_max
+    }
+
+    /// Negotiated heartbeat in seconds (0 = off).
+    pub fn heartbeat(&self) -> u16 {
+        self.heartbeat
+    }
+
+    /// The outbox the engine delivers into.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Bytes waiting to be written.
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Handle one decoded frame.
+    pub fn handle_frame(&mut self, frame: Frame) {
+        let channel = match &frame {
+            Frame::Method(c, _) | Frame::Header(c, _) | Frame::Body(c, _) | Frame::Heartbeat(c) => *c,
+        };
+        if let Err(e) = self.dispatch(frame) {
+            self.fail(channel, e);
+        }
+    }
+
+    fn dispatch(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        match (self.phase, frame) {
+            (Phase::Closed, _) => Ok(()),
+            (_, Frame::Heartbeat(0)) => Ok(()),
+            (_, Frame::Heartbeat(_)) => Err(AmqpError::connection(
+                ReplyCode::COMMAND_INVALID,
+                "heartbeat frame on a non-zero channel",
+            )),
+            (Phase::Closing, Frame::Method(0, m)) => self.closing_method(m),
+            (Phase::Closing, _) => Ok(()),
+            (_, Frame::Method(0, m)) => self.connection_method(m),
+            (Phase::Running, f) => self.channel_frame(f),
+            (_, _) => Err(AmqpError::connection(
+                ReplyCode::COMMAND_INVALID,
+                "channel frame before the connection is open",
+            )),
+        }
+    }
+
+    /// The peer sent bytes the codec rejects: close the connection.
+    pub fn handle_decode_error(&mut self, e: DecodeError) {
+        let code = match e {
+            DecodeError::UnknownMethod { .. } => ReplyCode::NOT_IMPLEMENTED,
+            DecodeError::MalformedMethod { .. } | DecodeError::ShortMethod => ReplyCode::SYNTAX_ERROR,
+            _ => ReplyCode::FRAME_ERROR,
+        };
+        let mut err = AmqpError::connection(code, e.to_string());
+        if let DecodeError::UnknownMethod { class, method } | DecodeError::MalformedMethod { class, method } = e {
+            err = err.at(class, method);
+        }
+        if matches!(self.phase, Phase::Header | Phase::StartOk | Phase::TuneOk) {
+            // Before tuning the client may not parse a close; just hang up.
+            self.phase = Phase::Closed;
+            self.release();
+            return;
+        }
+        self.fail(0, err);
+    }
+
+    /// The broker is shutting down: close politely with 320.
+    pub fn handle_shutdown(&mut self) {
+        match self.phase {
+            Phase::Closing | Phase::Closed => {}
+            Phase::Running | Phase::Open => {
+                self.fail(0, AmqpError::connection(ReplyCode::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"));
+            }
+            _ => {
+                self.phase = Phase::Closed;
+                self.release();
+            }
+        }
+    }
+
+    /// Report an error to the client at the right scope.
+    fn fail(&mut self, channel: u16, e: AmqpError) {
+        if e.scope == Scope::Channel && channel != 0 && self.channels.contains_key(&channel) {
+            tracing::debug!(conn = self.conn_id, channel, code = e.code.0, text = %e.text, "channel error");
+            let close = channel::Close {
+                reply_code: e.code.0,
+                reply_text: e.reply_text().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            };
+            self.send(channel, AMQPClass::Channel(channel::AMQPMethod::Close(close)));
+            if let Some(mut ch) = self.channels.remove(&channel) {
+                self.release_channel(&mut ch);
+                ch.closing = true;
+                ch.incoming = None;
+                self.channels.insert(channel, ch);
+            }
+            return;
+        }
+        tracing::info!(conn = self.conn_id, peer = %self.peer, code = e.code.0, text = %e.text, "closing connection");
+        let close = connection::Close {
+            reply_code: e.code.0,
+            reply_text: e.reply_text().into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        };
+        self.send(0, AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+        self.phase = Phase::Closing;
+        self.release();
+    }
+
+    fn send(&mut self, channel: u16, m: AMQPClass) {
+        self.enc.method(channel, m, &mut self.out);
+    }
+
+    fn vhost(&self) -> Result<&Arc<Vhost>, AmqpError> {
+        self.vhost
+            .as_ref()
+            .ok_or_else(|| AmqpError::connection(ReplyCode::COMMAND_INVALID, "no vhost open"))
+    }
+
+    fn channel_mut(&mut self, id: u16) -> Result<&mut Channel, AmqpError> {
+        self.channels.get_mut(&id).ok_or_else(|| {
+            AmqpError::connection(ReplyCode::CHANNEL_ERROR, format!("expected 'channel.open' on channel {id}"))
+        })
+    }
+
+    /// Give back everything the channel holds in the engine: consumers are
+    /// removed (auto-delete honoured) and unacked messages requeued.
+    fn release_channel(&mut self, ch: &mut Channel) {
+        for (_, (consumer, queue)) in ch.consumers.drain() {
+            if queue.remove_consumer(&consumer)
+                && let Some(v) = &self.vhost
+            {
+                v.auto_delete_queue(&queue);
+            }
+        }
+        let tags: Vec<u64> = ch.unacked.keys().copied().collect();
+        ch.settle(&tags, crate::channel::Settle::Requeue);
+        ch.tx = None;
+        ch.incoming = None;
+    }
+
+    /// Release every channel and exclusive queue. Idempotent.
+    pub fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        let mut channels = std::mem::take(&mut self.channels);
+        for ch in channels.values_mut() {
+            self.release_channel(ch);
+        }
+        // Deliveries already in the outbox go back to their queues.
+        let mut events = Vec::new();
+        self.outbox.drain_into(&mut events);
+        for ev in events {
+            if let OutboxEvent::Deliver(d) = ev {
+                d.consumer.written();
+                if !d.consumer.spec.no_ack {
+                    d.consumer.settled();
+                    d.queue.requeue(&[d.seq]);
+                }
+            }
+        }
+        if let Some(v) = &self.vhost {
+            v.drop_connection(self.conn_id);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests;
