@@ -61,7 +61,11 @@ impl Broker {
                 None => tracing::warn!(queue_id, seq, "message of an unknown queue skipped"),
             }
         }
-        tracing::info!(queues = by_id.len(), messages = recovered, "recovered durable state");
+        tracing::info!(
+            queues = by_id.len(),
+            messages = recovered,
+            "recovered durable state"
+        );
         Ok(Arc::new(broker))
     }
 
@@ -75,7 +79,8 @@ impl Broker {
             .entry(name.to_owned())
             .or_insert_with(|| {
                 if name != DEFAULT_VHOST {
-                    self.store.submit(crate::store::StoreOp::PutVhost(name.to_owned()), None);
+                    self.store
+                        .submit(crate::store::StoreOp::PutVhost(name.to_owned()), None);
                 }
                 Arc::new(Vhost::new(name, self.store.clone(), self.queue_ids.clone()))
             })

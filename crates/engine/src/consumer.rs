@@ -44,7 +44,9 @@ impl ChannelCredit {
     }
 
     fn release(&self) {
-        let _ = self.unacked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// Unacked deliveries counted on the channel.
@@ -87,7 +89,11 @@ pub struct Consumer {
 
 impl Consumer {
     /// A consumer that delivers into `outbox`.
-    pub fn new(spec: ConsumerSpec, channel_credit: Arc<ChannelCredit>, outbox: Arc<Outbox>) -> Self {
+    pub fn new(
+        spec: ConsumerSpec,
+        channel_credit: Arc<ChannelCredit>,
+        outbox: Arc<Outbox>,
+    ) -> Self {
         Self {
             spec,
             unacked: AtomicU32::new(0),
@@ -119,7 +125,9 @@ impl Consumer {
 
     /// The connection wrote one delivery of this consumer to its socket.
     pub fn written(&self) {
-        let _ = self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// One unacked delivery of this consumer was settled.
@@ -127,7 +135,9 @@ impl Consumer {
         if self.spec.no_ack {
             return;
         }
-        let _ = self.unacked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         self.channel_credit.release();
     }
 

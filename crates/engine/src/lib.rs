@@ -25,7 +25,9 @@ mod vhost;
 
 pub use broker::{Broker, DEFAULT_VHOST};
 pub use command::{Command, Outcome};
-pub use consumer::{ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, OutboxEvent, PENDING_LIMIT};
+pub use consumer::{
+    ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, OutboxEvent, PENDING_LIMIT,
+};
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
 pub use queue::{Got, Queue, QueueSpec};

@@ -79,13 +79,22 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("vhost", &self.vhost).field("name", &self.spec.name).finish()
+        f.debug_struct("Queue")
+            .field("vhost", &self.vhost)
+            .field("name", &self.spec.name)
+            .finish()
     }
 }
 
 impl Queue {
     pub(crate) fn new(vhost: &str, spec: QueueSpec, id: u64, store: Arc<dyn Store>) -> Self {
-        Self { vhost: vhost.to_owned(), spec, id, store, state: Mutex::new(State::default()) }
+        Self {
+            vhost: vhost.to_owned(),
+            spec,
+            id,
+            store,
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// Queue name.
@@ -97,7 +106,12 @@ impl Queue {
     pub(crate) fn recover(&self, seq: u64, message: Message) {
         let mut st = self.state.lock();
         st.next_seq = st.next_seq.max(seq + 1);
-        st.ready.push_back(Entry { seq, message: Arc::new(message), redelivered: false, persisted: true });
+        st.ready.push_back(Entry {
+            seq,
+            message: Arc::new(message),
+            redelivered: false,
+            persisted: true,
+        });
     }
 
     /// Append a message. If it is persistent and the queue durable, it is
@@ -117,14 +131,23 @@ impl Queue {
         let persist = self.spec.durable && message.is_persistent();
         let rest = if persist {
             self.store.submit(
-                StoreOp::PutMessage { queue_id: self.id, seq, message: message.clone() },
+                StoreOp::PutMessage {
+                    queue_id: self.id,
+                    seq,
+                    message: message.clone(),
+                },
                 durable,
             );
             None
         } else {
             durable
         };
-        st.ready.push_back(Entry { seq, message, redelivered: false, persisted: persist });
+        st.ready.push_back(Entry {
+            seq,
+            message,
+            redelivered: false,
+            persisted: persist,
+        });
         self.dispatch_locked(&mut st);
         rest
     }
@@ -139,13 +162,17 @@ impl Queue {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let n = st.consumers.len();
             let start = st.cursor % n;
-            let Some(idx) = (0..n).map(|i| (start + i) % n).find(|&i| st.consumers[i].try_take_credit())
+            let Some(idx) = (0..n)
+                .map(|i| (start + i) % n)
+                .find(|&i| st.consumers[i].try_take_credit())
             else {
                 return;
             };
             st.cursor = idx + 1;
             let consumer = st.consumers[idx].clone();
-            let Some(entry) = st.ready.pop_front() else { return };
+            let Some(entry) = st.ready.pop_front() else {
+                return;
+            };
             let delivery = Delivery {
                 consumer: consumer.clone(),
                 queue: self.clone(),
@@ -164,7 +191,13 @@ impl Queue {
 
     fn settle_entry(&self, entry: &Entry) {
         if entry.persisted {
-            self.store.submit(StoreOp::DeleteMessage { queue_id: self.id, seq: entry.seq }, None);
+            self.store.submit(
+                StoreOp::DeleteMessage {
+                    queue_id: self.id,
+                    seq: entry.seq,
+                },
+                None,
+            );
         }
     }
 
@@ -172,7 +205,10 @@ impl Queue {
     pub fn add_consumer(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<()> {
         let mut st = self.state.lock();
         if st.deleted {
-            return Err(EngineError::QueueNotFound(self.spec.name.clone(), self.vhost.clone()));
+            return Err(EngineError::QueueNotFound(
+                self.spec.name.clone(),
+                self.vhost.clone(),
+            ));
         }
         if consumer.spec.exclusive && !st.consumers.is_empty() {
             return Err(EngineError::AccessRefused(format!(

@@ -49,8 +49,16 @@ fn bind(v: &Vhost, x: &str, q: &str, key: &str) {
 
 fn consumer(prefetch: u32, no_ack: bool) -> (Arc<Consumer>, Arc<Outbox>) {
     let outbox = Arc::new(Outbox::default());
-    let spec = ConsumerSpec { tag: "c".into(), prefetch, no_ack, ..Default::default() };
-    (Arc::new(Consumer::new(spec, Arc::default(), outbox.clone())), outbox)
+    let spec = ConsumerSpec {
+        tag: "c".into(),
+        prefetch,
+        no_ack,
+        ..Default::default()
+    };
+    (
+        Arc::new(Consumer::new(spec, Arc::default(), outbox.clone())),
+        outbox,
+    )
 }
 
 fn drain(outbox: &Outbox) -> Vec<(u64, String, bool)> {
@@ -60,7 +68,11 @@ fn drain(outbox: &Outbox) -> Vec<(u64, String, bool)> {
         .map(|e| match e {
             OutboxEvent::Deliver(d) => {
                 d.consumer.written();
-                (d.seq, String::from_utf8(d.message.body.to_vec()).unwrap(), d.redelivered)
+                (
+                    d.seq,
+                    String::from_utf8(d.message.body.to_vec()).unwrap(),
+                    d.redelivered,
+                )
             }
             OutboxEvent::Cancelled(_) => (u64::MAX, "cancelled".into(), false),
         })
@@ -73,8 +85,18 @@ fn default_exchange_and_topic_routing() {
     let q = declare(&v, "q1");
     bind(&v, "amq.topic", &q, "plant.*.temp");
     assert_eq!(v.publish(msg("", "q1", "a"), false).unwrap().queues, 1);
-    assert_eq!(v.publish(msg("amq.topic", "plant.7.temp", "b"), false).unwrap().queues, 1);
-    assert_eq!(v.publish(msg("amq.topic", "plant.7.hum", "c"), false).unwrap().queues, 0);
+    assert_eq!(
+        v.publish(msg("amq.topic", "plant.7.temp", "b"), false)
+            .unwrap()
+            .queues,
+        1
+    );
+    assert_eq!(
+        v.publish(msg("amq.topic", "plant.7.hum", "c"), false)
+            .unwrap()
+            .queues,
+        0
+    );
     let queue = v.queue("q1", 1).unwrap();
     assert_eq!(queue.counts().0, 2);
     assert!(matches!(
@@ -94,7 +116,10 @@ fn prefetch_limits_and_requeue_keeps_order() {
     let (c, outbox) = consumer(2, false);
     queue.add_consumer(c.clone()).unwrap();
     let first = drain(&outbox);
-    assert_eq!(first.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["0", "1"]);
+    assert_eq!(
+        first.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(),
+        ["0", "1"]
+    );
     // Requeue "0": it goes back to the head, redelivered.
     c.settled();
     queue.requeue(&[first[0].0]);
@@ -104,7 +129,13 @@ fn prefetch_limits_and_requeue_keeps_order() {
     c.settled();
     queue.ack(&[first[0].0, first[1].0]);
     queue.dispatch();
-    assert_eq!(drain(&outbox).iter().map(|d| d.1.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+    assert_eq!(
+        drain(&outbox)
+            .iter()
+            .map(|d| d.1.as_str())
+            .collect::<Vec<_>>(),
+        ["2", "3"]
+    );
 }
 
 #[test]
@@ -151,8 +182,15 @@ fn round_robin_and_delete_cancels() {
     }
     assert_eq!(drain(&o1).len(), 2);
     assert_eq!(drain(&o2).len(), 2);
-    v.apply(Command::DeleteQueue { name: "q".into(), if_unused: false, if_empty: false }, 1)
-        .unwrap();
+    v.apply(
+        Command::DeleteQueue {
+            name: "q".into(),
+            if_unused: false,
+            if_empty: false,
+        },
+        1,
+    )
+    .unwrap();
     assert_eq!(drain(&o1)[0].1, "cancelled");
 }
 
@@ -162,7 +200,10 @@ fn alternate_and_e2e() {
     declare(&v, "unrouted");
     declare(&v, "fan");
     let mut args = switchyard_model::FieldTable::new();
-    args.insert("alternate-exchange".into(), switchyard_model::FieldValue::string("ae"));
+    args.insert(
+        "alternate-exchange".into(),
+        switchyard_model::FieldValue::string("ae"),
+    );
     for (name, kind, arguments) in [
         ("ae", ExchangeKind::Fanout, Default::default()),
         ("main", ExchangeKind::Direct, args),
@@ -195,6 +236,9 @@ fn alternate_and_e2e() {
     .unwrap();
     assert_eq!(v.publish(msg("main", "k", "x"), false).unwrap().queues, 1);
     assert_eq!(v.queue("fan", 1).unwrap().counts().0, 1);
-    assert_eq!(v.publish(msg("main", "other", "y"), false).unwrap().queues, 1);
+    assert_eq!(
+        v.publish(msg("main", "other", "y"), false).unwrap().queues,
+        1
+    );
     assert_eq!(v.queue("unrouted", 1).unwrap().counts().0, 1);
 }

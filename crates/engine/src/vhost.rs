@@ -64,10 +64,17 @@ impl Vhost {
     pub(crate) fn new(name: &str, store: Arc<dyn Store>, queue_ids: Arc<AtomicU64>) -> Self {
         let mut topo = Topology::default();
         for (n, kind) in BUILTIN_EXCHANGES {
-            topo.exchanges
-                .insert(n.to_owned(), Exchange::new(n, kind, true, false, false, Default::default()));
+            topo.exchanges.insert(
+                n.to_owned(),
+                Exchange::new(n, kind, true, false, false, Default::default()),
+            );
         }
-        Self { name: name.to_owned(), store, queue_ids, topology: RwLock::new(topo) }
+        Self {
+            name: name.to_owned(),
+            store,
+            queue_ids,
+            topology: RwLock::new(topo),
+        }
     }
 
     /// Look up a queue, enforcing exclusive ownership for `conn`.
@@ -95,7 +102,14 @@ impl Vhost {
     pub fn apply(&self, cmd: Command, conn: u64) -> Result<Outcome> {
         let mut topo = self.topology.write();
         match cmd {
-            Command::DeclareExchange { name, kind, durable, auto_delete, internal, arguments } => {
+            Command::DeclareExchange {
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            } => {
                 if name.is_empty() {
                     return Err(EngineError::NotPermitted("the default exchange".into()));
                 }
@@ -150,10 +164,9 @@ impl Vhost {
                         "cannot delete built-in exchange '{name}'"
                     )));
                 }
-                let x = topo
-                    .exchanges
-                    .get(&name)
-                    .ok_or_else(|| EngineError::ExchangeNotFound(name.clone(), self.name.clone()))?;
+                let x = topo.exchanges.get(&name).ok_or_else(|| {
+                    EngineError::ExchangeNotFound(name.clone(), self.name.clone())
+                })?;
                 if if_unused && !x.bindings().is_empty() {
                     return Err(EngineError::PreconditionFailed(format!(
                         "exchange '{name}' in vhost '{}' in use",
@@ -164,7 +177,11 @@ impl Vhost {
                 Ok(Outcome::Done)
             }
             Command::DeclareQueue(spec) => self.declare_queue(&mut topo, spec, conn),
-            Command::DeleteQueue { name, if_unused, if_empty } => {
+            Command::DeleteQueue {
+                name,
+                if_unused,
+                if_empty,
+            } => {
                 let q = topo
                     .queues
                     .get(&name)
@@ -174,7 +191,12 @@ impl Vhost {
                 self.remove_queue(&mut topo, &name);
                 Ok(Outcome::Messages(n))
             }
-            Command::Bind { source, destination, routing_key, arguments } => {
+            Command::Bind {
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } => {
                 let durable = self.check_binding_ends(&topo, &source, &destination, conn)?;
                 let x = topo.exchanges.get_mut(&source).ok_or_else(|| {
                     EngineError::ExchangeNotFound(source.clone(), self.name.clone())
@@ -187,20 +209,39 @@ impl Vhost {
                             .into(),
                     ));
                 }
-                let b = Binding { destination, routing_key, arguments };
+                let b = Binding {
+                    destination,
+                    routing_key,
+                    arguments,
+                };
                 if x.bind(b.clone()) && durable {
-                    self.store.submit(StoreOp::PutBinding(self.binding_record(&source, &b)), None);
+                    self.store
+                        .submit(StoreOp::PutBinding(self.binding_record(&source, &b)), None);
                 }
                 Ok(Outcome::Done)
             }
-            Command::Unbind { source, destination, routing_key, arguments } => {
+            Command::Unbind {
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } => {
                 let durable = self.check_binding_ends(&topo, &source, &destination, conn)?;
-                let b = Binding { destination, routing_key, arguments };
-                let removed = topo.exchanges.get_mut(&source).is_some_and(|x| x.unbind(&b));
+                let b = Binding {
+                    destination,
+                    routing_key,
+                    arguments,
+                };
+                let removed = topo
+                    .exchanges
+                    .get_mut(&source)
+                    .is_some_and(|x| x.unbind(&b));
                 if removed {
                     if durable {
-                        self.store
-                            .submit(StoreOp::DeleteBinding(self.binding_record(&source, &b)), None);
+                        self.store.submit(
+                            StoreOp::DeleteBinding(self.binding_record(&source, &b)),
+                            None,
+                        );
                     }
                     self.auto_delete_exchange(&mut topo, &source);
                 }
@@ -217,7 +258,12 @@ impl Vhost {
         }
     }
 
-    fn declare_queue(&self, topo: &mut Topology, mut spec: QueueSpec, conn: u64) -> Result<Outcome> {
+    fn declare_queue(
+        &self,
+        topo: &mut Topology,
+        mut spec: QueueSpec,
+        conn: u64,
+    ) -> Result<Outcome> {
         if let Some(q) = topo.queues.get(&spec.name) {
             check_owner(q, conn)?;
             let diff = if q.spec.durable != spec.durable {
@@ -232,10 +278,18 @@ impl Vhost {
                 None
             };
             if let Some(arg) = diff {
-                return Err(EngineError::Inequivalent { what: "queue", name: spec.name, arg: arg.into() });
+                return Err(EngineError::Inequivalent {
+                    what: "queue",
+                    name: spec.name,
+                    arg: arg.into(),
+                });
             }
             let (messages, consumers) = q.counts();
-            return Ok(Outcome::Queue { name: spec.name, messages, consumers });
+            return Ok(Outcome::Queue {
+                name: spec.name,
+                messages,
+                consumers,
+            });
         }
         if spec.name.is_empty() {
             spec.name = generated_name();
@@ -261,7 +315,11 @@ impl Vhost {
         let name = spec.name.clone();
         let q = Arc::new(Queue::new(&self.name, spec, id, self.store.clone()));
         topo.queues.insert(name.clone(), q);
-        Ok(Outcome::Queue { name, messages: 0, consumers: 0 })
+        Ok(Outcome::Queue {
+            name,
+            messages: 0,
+            consumers: 0,
+        })
     }
 
     /// Both ends must exist; returns whether the binding is durable.
@@ -336,25 +394,41 @@ impl Vhost {
     }
 
     fn auto_delete_exchange(&self, topo: &mut Topology, name: &str) {
-        if topo.exchanges.get(name).is_some_and(|x| x.auto_delete && x.bindings().is_empty()) {
+        if topo
+            .exchanges
+            .get(name)
+            .is_some_and(|x| x.auto_delete && x.bindings().is_empty())
+        {
             self.remove_exchange(topo, name);
         }
     }
 
     fn remove_exchange(&self, topo: &mut Topology, name: &str) {
-        let Some(x) = topo.exchanges.remove(name) else { return };
+        let Some(x) = topo.exchanges.remove(name) else {
+            return;
+        };
         if x.durable {
             for b in x.bindings() {
                 let dest_durable = match b.destination.kind {
-                    DestinationKind::Queue => topo.queues.get(&*b.destination.name).is_some_and(|q| q.spec.durable),
-                    DestinationKind::Exchange => topo.exchanges.get(&*b.destination.name).is_some_and(|e| e.durable),
+                    DestinationKind::Queue => topo
+                        .queues
+                        .get(&*b.destination.name)
+                        .is_some_and(|q| q.spec.durable),
+                    DestinationKind::Exchange => topo
+                        .exchanges
+                        .get(&*b.destination.name)
+                        .is_some_and(|e| e.durable),
                 };
                 if dest_durable {
-                    self.store.submit(StoreOp::DeleteBinding(self.binding_record(name, b)), None);
+                    self.store
+                        .submit(StoreOp::DeleteBinding(self.binding_record(name, b)), None);
                 }
             }
             self.store.submit(
-                StoreOp::DeleteExchange { vhost: self.name.clone(), name: name.to_owned() },
+                StoreOp::DeleteExchange {
+                    vhost: self.name.clone(),
+                    name: name.to_owned(),
+                },
                 None,
             );
         }
@@ -362,11 +436,17 @@ impl Vhost {
     }
 
     fn remove_queue(&self, topo: &mut Topology, name: &str) {
-        let Some(q) = topo.queues.remove(name) else { return };
+        let Some(q) = topo.queues.remove(name) else {
+            return;
+        };
         self.unbind_everywhere(topo, &Destination::queue(name), q.spec.durable);
         if q.spec.durable {
             self.store.submit(
-                StoreOp::DeleteQueue { id: q.id, vhost: self.name.clone(), name: name.to_owned() },
+                StoreOp::DeleteQueue {
+                    id: q.id,
+                    vhost: self.name.clone(),
+                    name: name.to_owned(),
+                },
                 None,
             );
         }
@@ -376,7 +456,10 @@ impl Vhost {
     /// has gained a consumer again meanwhile.
     pub fn auto_delete_queue(&self, queue: &Arc<Queue>) {
         let mut topo = self.topology.write();
-        let same = topo.queues.get(queue.name()).is_some_and(|q| Arc::ptr_eq(q, queue));
+        let same = topo
+            .queues
+            .get(queue.name())
+            .is_some_and(|q| Arc::ptr_eq(q, queue));
         if same && queue.delete(true, false).is_ok() {
             self.remove_queue(&mut topo, queue.name());
         }
@@ -429,17 +512,31 @@ impl Vhost {
             None => (None, None),
         };
         for (i, q) in queues.iter().enumerate() {
-            let ticket = if Some(i) == last_persisting { tx.take() } else { None };
+            let ticket = if Some(i) == last_persisting {
+                tx.take()
+            } else {
+                None
+            };
             if let Some(unused) = q.enqueue(message.clone(), ticket) {
                 // The queue vanished under us: nothing to wait for.
                 let _ = unused.send(());
             }
         }
-        Ok(Published { queues: queues.len(), durable: rx })
+        Ok(Published {
+            queues: queues.len(),
+            durable: rx,
+        })
     }
 
     pub(crate) fn recover_exchange(&self, r: ExchangeRecord) {
-        let x = Exchange::new(&r.name, r.kind, true, r.auto_delete, r.internal, r.arguments);
+        let x = Exchange::new(
+            &r.name,
+            r.kind,
+            true,
+            r.auto_delete,
+            r.internal,
+            r.arguments,
+        );
         self.topology.write().exchanges.insert(r.name, x);
     }
 
@@ -458,13 +555,20 @@ impl Vhost {
 
     pub(crate) fn recover_binding(&self, r: BindingRecord) {
         let mut topo = self.topology.write();
-        let dest = Destination { kind: r.destination_kind, name: r.destination.as_str().into() };
+        let dest = Destination {
+            kind: r.destination_kind,
+            name: r.destination.as_str().into(),
+        };
         let ok = match dest.kind {
             DestinationKind::Queue => topo.queues.contains_key(&r.destination),
             DestinationKind::Exchange => topo.exchanges.contains_key(&r.destination),
         };
         if let (true, Some(x)) = (ok, topo.exchanges.get_mut(&r.source)) {
-            x.bind(Binding { destination: dest, routing_key: r.routing_key, arguments: r.arguments });
+            x.bind(Binding {
+                destination: dest,
+                routing_key: r.routing_key,
+                arguments: r.arguments,
+            });
         } else {
             tracing::warn!(vhost = %self.name, source = %r.source, dest = %r.destination, "dropping binding with a missing end");
         }
@@ -482,7 +586,8 @@ fn generated_name() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rng();
-    let tail: String =
-        (0..22).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let tail: String = (0..22)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("amq.gen-{tail}")
 }

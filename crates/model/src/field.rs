@@ -53,7 +53,7 @@ pub enum FieldValue {
     /// Nested table (AMQP `F`).
     Table(FieldTable),
     /// Array of values (AMQP `A`).
-    Array(Vec<FieldValue>),
+    Array(Vec<Self>),
 }
 
 impl FieldValue {

@@ -101,7 +101,9 @@ impl Channel {
     pub(crate) fn settle(&mut self, tags: &[u64], how: Settle) -> Vec<Arc<Queue>> {
         let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
         for tag in tags {
-            let Some(u) = self.unacked.remove(tag) else { continue };
+            let Some(u) = self.unacked.remove(tag) else {
+                continue;
+            };
             if let Some(c) = &u.consumer {
                 c.settled();
             }

@@ -7,8 +7,8 @@
 //! without copying. Decoding is resumable at any split point: `Ok(None)`
 //! means "need more bytes".
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
 use amq_protocol::frame::parsing::parse_content_header;
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame};
 use amq_protocol::protocol::{AMQPClass, BasicProperties, parse_class};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -106,12 +106,18 @@ impl Decoder {
         let kind = buf[0];
         let channel = u16::from_be_bytes([buf[1], buf[2]]);
         let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
-        if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+        if !matches!(
+            kind,
+            FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+        ) {
             return Err(DecodeError::UnknownType(kind));
         }
         let total = u64::from(size) + FRAME_OVERHEAD as u64;
         if self.frame_max != 0 && total > u64::from(self.frame_max) {
-            return Err(DecodeError::TooLarge { size: total, max: self.frame_max });
+            return Err(DecodeError::TooLarge {
+                size: total,
+                max: self.frame_max,
+            });
         }
         // `total` fits in usize: it is bounded by frame_max (u32) or u32::MAX + 8.
         let total = usize::try_from(total).unwrap_or(usize::MAX);
@@ -130,7 +136,7 @@ impl Decoder {
         match kind {
             FRAME_METHOD => decode_method(channel, &payload).map(Some),
             FRAME_HEADER => match parse_content_header(&payload[..]) {
-                Ok((rest, h)) if rest.is_empty() => Ok(Some(Frame::Header(channel, h))),
+                Ok(([], h)) => Ok(Some(Frame::Header(channel, h))),
                 _ => Err(DecodeError::MalformedHeader),
             },
             FRAME_BODY => Ok(Some(Frame::Body(channel, payload.freeze()))),
@@ -146,7 +152,7 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, DecodeError> {
     let class = u16::from_be_bytes([payload[0], payload[1]]);
     let method = u16::from_be_bytes([payload[2], payload[3]]);
     match parse_class(payload) {
-        Ok((rest, m)) if rest.is_empty() => Ok(Frame::Method(channel, m)),
+        Ok(([], m)) => Ok(Frame::Method(channel, m)),
         // Trailing bytes after a valid method are tolerated by RabbitMQ's
         // parser only for reserved fields; we treat them as malformed.
         Ok(_) => Err(DecodeError::MalformedMethod { class, method }),
@@ -163,7 +169,9 @@ pub fn is_known(class: u16, method: u16) -> bool {
         30 => &[10, 11],
         40 => &[10, 11, 20, 21, 30, 31, 40, 51],
         50 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51],
-        60 => &[10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120],
+        60 => &[
+            10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120,
+        ],
         85 => &[10, 11],
         90 => &[10, 11, 20, 21, 30, 31],
         _ => &[],
@@ -198,7 +206,11 @@ impl Encoder {
         frame_max: u32,
         out: &mut BytesMut,
     ) {
-        let header = AMQPContentHeader { class_id: 60, body_size: body.len() as u64, properties };
+        let header = AMQPContentHeader {
+            class_id: 60,
+            body_size: body.len() as u64,
+            properties,
+        };
         self.frame(&AMQPFrame::Header(channel, header), out);
         let max_payload = if frame_max == 0 {
             usize::MAX
@@ -237,10 +249,54 @@ impl Encoder {
     }
 }
 
+/// Encode `frame` and decode it again (fuzzing oracle: must give `frame`).
+/// `None` if the frame cannot be encoded as decoded (never expected).
+pub fn round_trip(frame: &Frame) -> Option<Frame> {
+    let mut enc = Encoder::default();
+    let mut out = BytesMut::new();
+    match frame {
+        Frame::Method(ch, m) => enc.method(*ch, m.clone(), &mut out),
+        Frame::Header(ch, h) => enc.frame(&AMQPFrame::Header(*ch, h.clone()), &mut out),
+        Frame::Body(ch, b) => {
+            out.put_u8(FRAME_BODY);
+            out.put_u16(*ch);
+            out.put_u32(u32::try_from(b.len()).ok()?);
+            out.extend_from_slice(b);
+            out.put_u8(FRAME_END);
+        }
+        Frame::Heartbeat(ch) => {
+            out.put_u8(FRAME_HEARTBEAT);
+            out.put_u16(*ch);
+            out.put_u32(0);
+            out.put_u8(FRAME_END);
+        }
+    }
+    Decoder::new(0).decode(&mut out).ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use amq_protocol::protocol::basic;
+
+    /// Replays the committed fuzz corpus (and regression inputs) through the
+    /// decoder with the fuzz target's oracle, on stable Rust.
+    #[test]
+    fn replay_fuzz_corpus() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/amqp_frame");
+        let entries = std::fs::read_dir(dir).expect("fuzz corpus directory");
+        let mut n = 0;
+        for e in entries.flatten() {
+            let data = std::fs::read(e.path()).unwrap();
+            let mut buf = BytesMut::from(&data[..]);
+            let dec = Decoder::new(131_072);
+            while let Ok(Some(f)) = dec.decode(&mut buf) {
+                assert_eq!(round_trip(&f).as_ref(), Some(&f), "{:?}", e.path());
+            }
+            n += 1;
+        }
+        assert!(n > 0, "corpus is empty");
+    }
 
     fn encoded(frames: &[(u16, AMQPClass)]) -> BytesMut {
         let mut enc = Encoder::default();
@@ -264,7 +320,13 @@ mod tests {
     fn every_split_point_resumes() {
         let mut enc = Encoder::default();
         let mut bytes = encoded(&[(1, publish())]);
-        enc.content(1, BasicProperties::default().with_delivery_mode(2), b"hello world", 4096, &mut bytes);
+        enc.content(
+            1,
+            BasicProperties::default().with_delivery_mode(2),
+            b"hello world",
+            4096,
+            &mut bytes,
+        );
         let whole = bytes.freeze();
         for split in 0..whole.len() {
             let dec = Decoder::new(4096);
@@ -279,7 +341,10 @@ mod tests {
             }
             assert_eq!(frames.len(), 3, "split at {split}");
             assert_eq!(frames[0], Frame::Method(1, publish()));
-            assert_eq!(frames[2], Frame::Body(1, Bytes::from_static(b"hello world")));
+            assert_eq!(
+                frames[2],
+                Frame::Body(1, Bytes::from_static(b"hello world"))
+            );
             assert!(buf.is_empty());
         }
     }
@@ -304,16 +369,136 @@ mod tests {
     fn rejects_bad_frames_before_buffering() {
         let dec = Decoder::new(4096);
         let mut huge = BytesMut::from(&[1u8, 0, 1, 0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(dec.decode(&mut huge), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            dec.decode(&mut huge),
+            Err(DecodeError::TooLarge { .. })
+        ));
         let mut kind = BytesMut::from(&[9u8, 0, 0, 0, 0, 0, 0, 0xce][..]);
         assert_eq!(dec.decode(&mut kind), Err(DecodeError::UnknownType(9)));
         let mut end = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0x00][..]);
         assert_eq!(dec.decode(&mut end), Err(DecodeError::BadEnd(0)));
         let mut unknown = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, 0xce][..]);
-        assert_eq!(dec.decode(&mut unknown), Err(DecodeError::UnknownMethod { class: 99, method: 1 }));
+        assert_eq!(
+            dec.decode(&mut unknown),
+            Err(DecodeError::UnknownMethod {
+                class: 99,
+                method: 1
+            })
+        );
         let mut short = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 4, 0, 60, 0, 40, 0xce][..]);
-        assert_eq!(dec.decode(&mut short), Err(DecodeError::MalformedMethod { class: 60, method: 40 }));
+        assert_eq!(
+            dec.decode(&mut short),
+            Err(DecodeError::MalformedMethod {
+                class: 60,
+                method: 40
+            })
+        );
         let mut heartbeat = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0xce][..]);
         assert_eq!(dec.decode(&mut heartbeat), Ok(Some(Frame::Heartbeat(0))));
+    }
+}
+
+/// Seed corpus: frames real clients send, written by
+/// `SWITCHYARD_WRITE_CORPUS=1 cargo test -p switchyard-amqp write_seed_corpus`.
+#[cfg(test)]
+mod seeds {
+    use super::*;
+    use amq_protocol::protocol::{basic, channel, connection, exchange, queue};
+
+    #[test]
+    fn write_seed_corpus() {
+        if std::env::var_os("SWITCHYARD_WRITE_CORPUS").is_none() {
+            return;
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/amqp_frame");
+        let mut enc = Encoder::default();
+        let seeds: Vec<(&str, Vec<AMQPClass>)> = vec![
+            (
+                "start_ok",
+                vec![AMQPClass::Connection(connection::AMQPMethod::StartOk(
+                    connection::StartOk {
+                        client_properties: Default::default(),
+                        mechanism: "PLAIN".into(),
+                        response: "\0guest\0guest".into(),
+                        locale: "en_US".into(),
+                    },
+                ))],
+            ),
+            (
+                "tune_open",
+                vec![
+                    AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                        channel_max: 2047,
+                        frame_max: 131072,
+                        heartbeat: 60,
+                    })),
+                    AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+                        virtual_host: "/".into(),
+                    })),
+                    AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+                ],
+            ),
+            (
+                "declare_bind",
+                vec![
+                    AMQPClass::Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
+                        exchange: "x".into(),
+                        kind: "topic".into(),
+                        durable: true,
+                        ..Default::default()
+                    })),
+                    AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                        queue: "q".into(),
+                        durable: true,
+                        ..Default::default()
+                    })),
+                    AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+                        queue: "q".into(),
+                        exchange: "x".into(),
+                        routing_key: "a.*.#".into(),
+                        ..Default::default()
+                    })),
+                ],
+            ),
+            (
+                "consume_ack",
+                vec![
+                    AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+                        prefetch_count: 10,
+                        global: false,
+                    })),
+                    AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                        queue: "q".into(),
+                        consumer_tag: "c".into(),
+                        ..Default::default()
+                    })),
+                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: 1,
+                        multiple: true,
+                    })),
+                ],
+            ),
+        ];
+        for (name, methods) in seeds {
+            let mut out = BytesMut::new();
+            for m in methods {
+                enc.method(1, m, &mut out);
+            }
+            std::fs::write(format!("{dir}/{name}"), &out).unwrap();
+        }
+        let mut out = BytesMut::new();
+        let p = basic::Publish {
+            exchange: "amq.topic".into(),
+            routing_key: "a.b".into(),
+            mandatory: true,
+            immediate: false,
+        };
+        enc.method(1, AMQPClass::Basic(basic::AMQPMethod::Publish(p)), &mut out);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("text/plain".into());
+        enc.content(1, props, b"hello world", 4096, &mut out);
+        Encoder::heartbeat(&mut out);
+        std::fs::write(format!("{dir}/publish"), &out).unwrap();
     }
 }

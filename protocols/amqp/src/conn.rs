@@ -166,7 +166,14 @@ pub async fn run(
         let out_len = session.output().len();
         let store_busy = store.backlog() > STORE_HIGH_WATER;
         let can_read = phase != Phase::Closed && out_len < OUTPUT_HIGH_WATER && !store_busy;
-        let deadline = next_deadline(&session, started, last_read, last_write, closing_since, config);
+        let deadline = next_deadline(
+            &session,
+            started,
+            last_read,
+            last_write,
+            closing_since,
+            config,
+        );
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(64 * 1024);
         }
@@ -244,7 +251,10 @@ fn next_deadline(
 ) -> Instant {
     let far = Instant::now() + Duration::from_secs(3600);
     let mut d = far;
-    if matches!(session.phase(), Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open) {
+    if matches!(
+        session.phase(),
+        Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open
+    ) {
         d = d.min(started + config.handshake_timeout);
     }
     if let Some(hb) = heartbeat_interval(session) {
@@ -266,8 +276,10 @@ fn on_timer(
     config: &AmqpConfig,
 ) -> bool {
     let now = Instant::now();
-    if matches!(session.phase(), Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open)
-        && now >= started + config.handshake_timeout
+    if matches!(
+        session.phase(),
+        Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open
+    ) && now >= started + config.handshake_timeout
     {
         tracing::info!("handshake timed out");
         return true;
@@ -277,7 +289,10 @@ fn on_timer(
     }
     if let Some(hb) = heartbeat_interval(session) {
         if now >= last_read + hb * 2 {
-            tracing::info!(timeout_secs = hb.as_secs() * 2, "missed heartbeats from client");
+            tracing::info!(
+                timeout_secs = hb.as_secs() * 2,
+                "missed heartbeats from client"
+            );
             return true;
         }
         if now >= last_write + hb / 2 {

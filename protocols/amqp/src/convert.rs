@@ -11,7 +11,10 @@ use switchyard_model::{FieldTable, FieldValue, Properties};
 
 /// AMQP table to model table.
 pub(crate) fn table_in(t: &AmqpTable) -> FieldTable {
-    t.inner().iter().map(|(k, v)| (k.as_str().to_owned(), value_in(v))).collect()
+    t.inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), value_in(v)))
+        .collect()
 }
 
 fn value_in(v: &AMQPValue) -> FieldValue {
@@ -26,7 +29,10 @@ fn value_in(v: &AMQPValue) -> FieldValue {
         AMQPValue::LongLongInt(n) => FieldValue::I64(*n),
         AMQPValue::Float(f) => FieldValue::F32(*f),
         AMQPValue::Double(f) => FieldValue::F64(*f),
-        AMQPValue::DecimalValue(d) => FieldValue::Decimal { scale: d.scale, value: d.value },
+        AMQPValue::DecimalValue(d) => FieldValue::Decimal {
+            scale: d.scale,
+            value: d.value,
+        },
         AMQPValue::ShortString(s) => FieldValue::ShortString(s.as_str().to_owned()),
         AMQPValue::LongString(s) => FieldValue::LongString(Bytes::copy_from_slice(s.as_bytes())),
         AMQPValue::FieldArray(a) => FieldValue::Array(a.as_slice().iter().map(value_in).collect()),
@@ -59,9 +65,10 @@ fn value_out(v: &FieldValue) -> AMQPValue {
         FieldValue::I64(n) => AMQPValue::LongLongInt(*n),
         FieldValue::F32(f) => AMQPValue::Float(*f),
         FieldValue::F64(f) => AMQPValue::Double(*f),
-        FieldValue::Decimal { scale, value } => {
-            AMQPValue::DecimalValue(DecimalValue { scale: *scale, value: *value })
-        }
+        FieldValue::Decimal { scale, value } => AMQPValue::DecimalValue(DecimalValue {
+            scale: *scale,
+            value: *value,
+        }),
         FieldValue::ShortString(s) => AMQPValue::ShortString(s.as_str().into()),
         FieldValue::LongString(b) => AMQPValue::LongString(LongString::from(b.to_vec())),
         FieldValue::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.to_vec())),
@@ -155,8 +162,14 @@ mod tests {
         let mut headers = FieldTable::new();
         headers.insert("n".into(), FieldValue::I64(-3));
         headers.insert("s".into(), FieldValue::string("x"));
-        headers.insert("arr".into(), FieldValue::Array(vec![FieldValue::Bool(true), FieldValue::Void]));
-        headers.insert("bin".into(), FieldValue::Bytes(Bytes::from_static(&[0, 255])));
+        headers.insert(
+            "arr".into(),
+            FieldValue::Array(vec![FieldValue::Bool(true), FieldValue::Void]),
+        );
+        headers.insert(
+            "bin".into(),
+            FieldValue::Bytes(Bytes::from_static(&[0, 255])),
+        );
         let p = Properties {
             content_type: Some("text/plain".into()),
             headers: Some(headers),

@@ -90,12 +90,24 @@ pub struct AmqpError {
 impl AmqpError {
     /// A channel exception.
     pub fn channel(code: ReplyCode, text: impl Into<String>) -> Self {
-        Self { scope: Scope::Channel, code, text: text.into(), class_id: 0, method_id: 0 }
+        Self {
+            scope: Scope::Channel,
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
     }
 
     /// A connection exception.
     pub fn connection(code: ReplyCode, text: impl Into<String>) -> Self {
-        Self { scope: Scope::Connection, code, text: text.into(), class_id: 0, method_id: 0 }
+        Self {
+            scope: Scope::Connection,
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
     }
 
     /// Attach the offending method.

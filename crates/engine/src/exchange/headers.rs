@@ -40,7 +40,9 @@ pub fn matches(mode: MatchMode, args: &FieldTable, headers: Option<&FieldTable>)
         .iter()
         .filter(|(k, _)| k.as_str() != "x-match" && (with_x || !k.starts_with("x-")));
     let hit = |(k, v): (&String, &FieldValue)| {
-        headers.and_then(|h| h.get(k)).is_some_and(|got| matches!(v, FieldValue::Void) || v.matches(got))
+        headers
+            .and_then(|h| h.get(k))
+            .is_some_and(|got| matches!(v, FieldValue::Void) || v.matches(got))
     };
     if any {
         considered.any(hit)
@@ -54,14 +56,25 @@ mod tests {
     use super::*;
 
     fn table(pairs: &[(&str, FieldValue)]) -> FieldTable {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     #[test]
     fn all_any_and_x() {
         let s = FieldValue::string;
-        let args = table(&[("format", s("pdf")), ("type", s("report")), ("x-match", s("all"))]);
-        let full = table(&[("format", s("pdf")), ("type", s("report")), ("extra", s("1"))]);
+        let args = table(&[
+            ("format", s("pdf")),
+            ("type", s("report")),
+            ("x-match", s("all")),
+        ]);
+        let full = table(&[
+            ("format", s("pdf")),
+            ("type", s("report")),
+            ("extra", s("1")),
+        ]);
         let half = table(&[("format", s("pdf"))]);
         let m = MatchMode::from_args(&args).unwrap();
         assert!(matches(m, &args, Some(&full)));
@@ -72,10 +85,20 @@ mod tests {
 
         let xargs = table(&[("x-tenant", s("a"))]);
         let xh = table(&[("x-tenant", s("b"))]);
-        assert!(matches(MatchMode::All, &xargs, Some(&xh)), "x- args ignored without -with-x");
+        assert!(
+            matches(MatchMode::All, &xargs, Some(&xh)),
+            "x- args ignored without -with-x"
+        );
         assert!(!matches(MatchMode::AllWithX, &xargs, Some(&xh)));
         let void = table(&[("k", FieldValue::Void)]);
-        assert!(matches(MatchMode::All, &void, Some(&table(&[("k", FieldValue::I32(3))]))));
-        assert_eq!(MatchMode::from_args(&table(&[("x-match", s("bogus"))])), None);
+        assert!(matches(
+            MatchMode::All,
+            &void,
+            Some(&table(&[("k", FieldValue::I32(3))]))
+        ));
+        assert_eq!(
+            MatchMode::from_args(&table(&[("x-match", s("bogus"))])),
+            None
+        );
     }
 }

@@ -61,12 +61,18 @@ pub struct Destination {
 impl Destination {
     /// A queue destination.
     pub fn queue(name: &str) -> Self {
-        Self { kind: DestinationKind::Queue, name: name.into() }
+        Self {
+            kind: DestinationKind::Queue,
+            name: name.into(),
+        }
     }
 
     /// An exchange destination.
     pub fn exchange(name: &str) -> Self {
-        Self { kind: DestinationKind::Exchange, name: name.into() }
+        Self {
+            kind: DestinationKind::Exchange,
+            name: name.into(),
+        }
     }
 }
 
@@ -126,7 +132,9 @@ impl Exchange {
 
     /// The `alternate-exchange` argument, if set.
     pub fn alternate_exchange(&self) -> Option<&str> {
-        self.arguments.get("alternate-exchange").and_then(|v| v.as_str())
+        self.arguments
+            .get("alternate-exchange")
+            .and_then(|v| v.as_str())
     }
 
     /// All outgoing bindings.
@@ -146,7 +154,8 @@ impl Exchange {
                 .or_default()
                 .push(binding.destination.clone()),
             ExchangeKind::Topic => {
-                self.topic.insert(&binding.routing_key, binding.destination.clone());
+                self.topic
+                    .insert(&binding.routing_key, binding.destination.clone());
             }
             ExchangeKind::Fanout | ExchangeKind::Headers => {}
         }
@@ -166,8 +175,9 @@ impl Exchange {
 
     /// Remove every binding to `dest`, returning them.
     pub fn unbind_destination(&mut self, dest: &Destination) -> Vec<Binding> {
-        let (gone, kept): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.bindings).into_iter().partition(|b| &b.destination == dest);
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.bindings)
+            .into_iter()
+            .partition(|b| &b.destination == dest);
         self.bindings = kept;
         for b in &gone {
             self.unindex(b);

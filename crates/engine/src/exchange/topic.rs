@@ -14,16 +14,21 @@ pub struct TopicTrie<D> {
 
 #[derive(Debug)]
 struct Node<D> {
-    words: HashMap<Box<str>, Node<D>>,
-    star: Option<Box<Node<D>>>,
-    hash: Option<Box<Node<D>>>,
+    words: HashMap<Box<str>, Self>,
+    star: Option<Box<Self>>,
+    hash: Option<Box<Self>>,
     /// Destinations whose pattern ends here.
     dests: Vec<D>,
 }
 
 impl<D> Default for Node<D> {
     fn default() -> Self {
-        Self { words: HashMap::new(), star: None, hash: None, dests: Vec::new() }
+        Self {
+            words: HashMap::new(),
+            star: None,
+            hash: None,
+            dests: Vec::new(),
+        }
     }
 }
 
@@ -35,7 +40,10 @@ impl<D> Node<D> {
 
 impl<D> Default for TopicTrie<D> {
     fn default() -> Self {
-        Self { root: Node::default(), len: 0 }
+        Self {
+            root: Node::default(),
+            len: 0,
+        }
     }
 }
 
@@ -96,8 +104,14 @@ fn remove_at<D: Eq>(node: &mut Node<D>, words: &[&str], dest: &D) -> bool {
     };
     match *first {
         "*" | "#" => {
-            let slot = if *first == "*" { &mut node.star } else { &mut node.hash };
-            let Some(child) = slot.as_deref_mut() else { return false };
+            let slot = if *first == "*" {
+                &mut node.star
+            } else {
+                &mut node.hash
+            };
+            let Some(child) = slot.as_deref_mut() else {
+                return false;
+            };
             let removed = remove_at(child, rest, dest);
             if child.is_empty() {
                 *slot = None;
@@ -105,7 +119,9 @@ fn remove_at<D: Eq>(node: &mut Node<D>, words: &[&str], dest: &D) -> bool {
             removed
         }
         w => {
-            let Some(child) = node.words.get_mut(w) else { return false };
+            let Some(child) = node.words.get_mut(w) else {
+                return false;
+            };
             let removed = remove_at(child, rest, dest);
             if child.is_empty() {
                 node.words.remove(w);
@@ -172,7 +188,11 @@ mod tests {
             ("", "a", false),
         ];
         for (pattern, key, want) in cases {
-            assert_eq!(matches(pattern, key), want, "pattern {pattern:?} key {key:?}");
+            assert_eq!(
+                matches(pattern, key),
+                want,
+                "pattern {pattern:?} key {key:?}"
+            );
         }
     }
 

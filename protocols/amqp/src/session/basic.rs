@@ -33,11 +33,19 @@ impl Session {
             M::Get(g) => self.get(id, g),
             M::Ack(a) => self.settle(id, a.delivery_tag, a.multiple, Settle::Ack),
             M::Nack(n) => {
-                let how = if n.requeue { Settle::Requeue } else { Settle::Discard };
+                let how = if n.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Discard
+                };
                 self.settle(id, n.delivery_tag, n.multiple, how)
             }
             M::Reject(r) => {
-                let how = if r.requeue { Settle::Requeue } else { Settle::Discard };
+                let how = if r.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Discard
+                };
                 self.settle(id, r.delivery_tag, false, how)
             }
             M::Recover(r) => {
@@ -53,22 +61,35 @@ impl Session {
             | M::Deliver(_)
             | M::GetOk(_)
             | M::GetEmpty(_)
-            | M::RecoverOk(_) => {
-                Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"))
-            }
+            | M::RecoverOk(_) => Err(AmqpError::connection(
+                ReplyCode::COMMAND_INVALID,
+                "server method sent by client",
+            )),
         }
     }
 
     fn start_publish(&mut self, id: u16, p: basic::Publish) -> Result<(), AmqpError> {
         if p.immediate {
-            return Err(AmqpError::connection(ReplyCode::NOT_IMPLEMENTED, "immediate=true"));
+            return Err(AmqpError::connection(
+                ReplyCode::NOT_IMPLEMENTED,
+                "immediate=true",
+            ));
         }
         let ch = self.channel_mut(id)?;
-        ch.incoming = Some(Incoming { publish: p, header: None, body: BytesMut::new(), single: None });
+        ch.incoming = Some(Incoming {
+            publish: p,
+            header: None,
+            body: BytesMut::new(),
+            single: None,
+        });
         Ok(())
     }
 
-    pub(super) fn content_header(&mut self, id: u16, h: AMQPContentHeader) -> Result<(), AmqpError> {
+    pub(super) fn content_header(
+        &mut self,
+        id: u16,
+        h: AMQPContentHeader,
+    ) -> Result<(), AmqpError> {
         let max = self.config.max_message_size;
         let ch = self.channel_mut(id)?;
         let Some(inc) = ch.incoming.as_mut().filter(|i| i.header.is_none()) else {
@@ -87,7 +108,10 @@ impl Session {
             ch.incoming = None;
             return Err(AmqpError::channel(
                 ReplyCode::PRECONDITION_FAILED,
-                format!("message size {} is larger than configured max size {max}", h.body_size),
+                format!(
+                    "message size {} is larger than configured max size {max}",
+                    h.body_size
+                ),
             )
             .at(60, 40));
         }
@@ -136,7 +160,9 @@ impl Session {
 
     fn finish_publish(&mut self, id: u16) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
-        let Some(inc) = ch.incoming.take() else { return Ok(()) };
+        let Some(inc) = ch.incoming.take() else {
+            return Ok(());
+        };
         let (properties, _) = inc.header.unwrap_or_default();
         let body = inc.single.unwrap_or_else(|| inc.body.freeze());
         let message = Message {
@@ -156,9 +182,16 @@ impl Session {
         let vhost = self.vhost()?.clone();
         let confirm = self.channel_mut(id)?.confirm;
         let returned = mandatory.then(|| {
-            (message.exchange.clone(), message.routing_key.clone(), message.properties.clone(), message.body.clone())
+            (
+                message.exchange.clone(),
+                message.routing_key.clone(),
+                message.properties.clone(),
+                message.body.clone(),
+            )
         });
-        let published = vhost.publish(message, confirm).map_err(|e| AmqpError::from(e).at(60, 40))?;
+        let published = vhost
+            .publish(message, confirm)
+            .map_err(|e| AmqpError::from(e).at(60, 40))?;
         if published.queues == 0
             && let Some((exchange, routing_key, props, body)) = returned
         {
@@ -170,13 +203,20 @@ impl Session {
             };
             self.send(id, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
             let frame_max = self.frame_max;
-            self.enc.content(id, properties_out(&props), &body, frame_max, &mut self.out);
+            self.enc
+                .content(id, properties_out(&props), &body, frame_max, &mut self.out);
         }
         if confirm {
             let ch = self.channel_mut(id)?;
             ch.next_publish_seq += 1;
             let tag = ch.next_publish_seq;
-            self.confirms.push_back(PendingConfirm { channel: id, tag, ticket: published.durable, nack: false, held: false });
+            self.confirms.push_back(PendingConfirm {
+                channel: id,
+                tag,
+                ticket: published.durable,
+                nack: false,
+                held: false,
+            });
             self.flush_confirms();
         }
         Ok(())
@@ -208,11 +248,14 @@ impl Session {
             arguments: table_in(&c.arguments),
         };
         let consumer = Arc::new(Consumer::new(spec, ch.credit.clone(), outbox));
-        ch.consumers.insert(tag.clone(), (consumer.clone(), queue.clone()));
+        ch.consumers
+            .insert(tag.clone(), (consumer.clone(), queue.clone()));
         // consume-ok must precede the first deliver, so send it before the
         // queue can hand anything over.
         if !c.nowait {
-            let ok = basic::ConsumeOk { consumer_tag: tag.as_str().into() };
+            let ok = basic::ConsumeOk {
+                consumer_tag: tag.as_str().into(),
+            };
             self.send(id, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)));
         }
         if let Err(e) = queue.add_consumer(consumer) {
@@ -231,7 +274,9 @@ impl Session {
             self.vhost()?.clone().auto_delete_queue(&queue);
         }
         if !c.nowait {
-            let ok = basic::CancelOk { consumer_tag: tag.into() };
+            let ok = basic::CancelOk {
+                consumer_tag: tag.into(),
+            };
             self.send(id, AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok)));
         }
         Ok(())
@@ -242,13 +287,23 @@ impl Session {
         let name = self.queue_name(id, g.queue.as_str())?;
         let queue = vhost.queue(&name, self.conn_id)?;
         let Some(got) = queue.get(g.no_ack) else {
-            self.send(id, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})));
+            self.send(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
             return Ok(());
         };
         let ch = self.channel_mut(id)?;
         let tag = ch.next_delivery_tag();
         if !g.no_ack {
-            ch.unacked.insert(tag, crate::channel::Unacked { queue, seq: got.seq, consumer: None });
+            ch.unacked.insert(
+                tag,
+                crate::channel::Unacked {
+                    queue,
+                    seq: got.seq,
+                    consumer: None,
+                },
+            );
         }
         let ok = basic::GetOk {
             delivery_tag: tag,
@@ -259,7 +314,13 @@ impl Session {
         };
         self.send(id, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)));
         let frame_max = self.frame_max;
-        self.enc.content(id, properties_out(&got.message.properties), &got.message.body, frame_max, &mut self.out);
+        self.enc.content(
+            id,
+            properties_out(&got.message.properties),
+            &got.message.body,
+            frame_max,
+            &mut self.out,
+        );
         Ok(())
     }
 
@@ -284,7 +345,10 @@ impl Session {
 
     fn recover(&mut self, id: u16, requeue: bool) -> Result<(), AmqpError> {
         if !requeue {
-            return Err(AmqpError::connection(ReplyCode::NOT_IMPLEMENTED, "requeue=false"));
+            return Err(AmqpError::connection(
+                ReplyCode::NOT_IMPLEMENTED,
+                "requeue=false",
+            ));
         }
         let ch = self.channel_mut(id)?;
         let tags: Vec<u64> = ch.unacked.keys().copied().collect();
@@ -308,7 +372,10 @@ impl Session {
             }
             M::Commit(_) => {
                 let Some(buf) = ch.tx.replace(TxBuffer::default()) else {
-                    return Err(AmqpError::channel(ReplyCode::PRECONDITION_FAILED, "channel is not transactional"));
+                    return Err(AmqpError::channel(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
                 };
                 for (tags, how) in buf.settles {
                     ch.settle(&tags, how);
@@ -323,18 +390,28 @@ impl Session {
             }
             M::Rollback(_) => {
                 if ch.tx.replace(TxBuffer::default()).is_none() {
-                    return Err(AmqpError::channel(ReplyCode::PRECONDITION_FAILED, "channel is not transactional"));
+                    return Err(AmqpError::channel(
+                        ReplyCode::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
                 }
                 self.send(id, AMQPClass::Tx(M::RollbackOk(tx::RollbackOk {})));
             }
             M::SelectOk(_) | M::CommitOk(_) | M::RollbackOk(_) => {
-                return Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"));
+                return Err(AmqpError::connection(
+                    ReplyCode::COMMAND_INVALID,
+                    "server method sent by client",
+                ));
             }
         }
         Ok(())
     }
 
-    pub(super) fn confirm_class(&mut self, id: u16, m: confirm::AMQPMethod) -> Result<(), AmqpError> {
+    pub(super) fn confirm_class(
+        &mut self,
+        id: u16,
+        m: confirm::AMQPMethod,
+    ) -> Result<(), AmqpError> {
         let ch = self.channel_mut(id)?;
         match m {
             confirm::AMQPMethod::Select(s) => {
@@ -351,9 +428,10 @@ impl Session {
                 }
                 Ok(())
             }
-            confirm::AMQPMethod::SelectOk(_) => {
-                Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"))
-            }
+            confirm::AMQPMethod::SelectOk(_) => Err(AmqpError::connection(
+                ReplyCode::COMMAND_INVALID,
+                "server method sent by client",
+            )),
         }
     }
 }

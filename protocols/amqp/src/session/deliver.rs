@@ -43,7 +43,11 @@ impl Session {
                     if !d.consumer.spec.no_ack {
                         ch.unacked.insert(
                             tag,
-                            Unacked { queue: d.queue.clone(), seq: d.seq, consumer: Some(d.consumer.clone()) },
+                            Unacked {
+                                queue: d.queue.clone(),
+                                seq: d.seq,
+                                consumer: Some(d.consumer.clone()),
+                            },
                         );
                     }
                     let deliver = basic::Deliver {
@@ -65,12 +69,20 @@ impl Session {
                 }
                 OutboxEvent::Cancelled(c) => {
                     let id = c.spec.channel;
-                    let Some(ch) = self.channels.get_mut(&id) else { continue };
-                    let ours = ch.consumers.get(&c.spec.tag).is_some_and(|(mine, _)| Arc::ptr_eq(mine, &c));
+                    let Some(ch) = self.channels.get_mut(&id) else {
+                        continue;
+                    };
+                    let ours = ch
+                        .consumers
+                        .get(&c.spec.tag)
+                        .is_some_and(|(mine, _)| Arc::ptr_eq(mine, &c));
                     if ours && !ch.closing {
                         ch.consumers.remove(&c.spec.tag);
                         if self.cancel_notify {
-                            let cancel = basic::Cancel { consumer_tag: c.spec.tag.as_str().into(), nowait: true };
+                            let cancel = basic::Cancel {
+                                consumer_tag: c.spec.tag.as_str().into(),
+                                nowait: true,
+                            };
                             self.send(id, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)));
                         }
                     }
@@ -124,7 +136,9 @@ impl Session {
                     }
                 }
             }
-            let Some(c) = self.confirms.pop_front() else { break };
+            let Some(c) = self.confirms.pop_front() else {
+                break;
+            };
             run = match run {
                 Some((ch, first, last, nack))
                     if ch == c.channel && nack == c.nack && c.tag == last + 1 =>
@@ -144,7 +158,7 @@ impl Session {
     }
 
     fn send_confirm(&mut self, (id, first, last, nack): (u16, u64, u64, bool)) {
-        if !self.channels.get(&id).is_some_and(|ch| !ch.closing) {
+        if self.channels.get(&id).is_none_or(|ch| ch.closing) {
             return;
         }
         // A multiple ack covers every earlier tag; only use it when the run
@@ -152,9 +166,16 @@ impl Session {
         // confirms leave in publish order per channel.
         let multiple = first != last;
         let m = if nack {
-            basic::AMQPMethod::Nack(basic::Nack { delivery_tag: last, multiple, requeue: false })
+            basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: last,
+                multiple,
+                requeue: false,
+            })
         } else {
-            basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple })
+            basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: last,
+                multiple,
+            })
         };
         self.send(id, AMQPClass::Basic(m));
     }

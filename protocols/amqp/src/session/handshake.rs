@@ -40,7 +40,10 @@ impl Session {
         props.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
         props.insert("platform".into(), text("Rust"));
         props.insert("copyright".into(), text("The Switchyard authors"));
-        props.insert("information".into(), text("https://example.invalid/switchyard"));
+        props.insert(
+            "information".into(),
+            text("https://example.invalid/switchyard"),
+        );
         props.insert("cluster_name".into(), text("switchyard"));
         props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
         let start = connection::Start {
@@ -50,7 +53,10 @@ impl Session {
             mechanisms: "PLAIN AMQPLAIN".into(),
             locales: "en_US".into(),
         };
-        self.send(0, AMQPClass::Connection(connection::AMQPMethod::Start(start)));
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(start)),
+        );
         self.phase = Phase::StartOk;
     }
 
@@ -74,7 +80,10 @@ impl Session {
             }
             (Phase::Running, M::Blocked(_) | M::Unblocked(_)) => Ok(()),
             (Phase::Running, M::UpdateSecret(_)) => {
-                self.send(0, AMQPClass::Connection(M::UpdateSecretOk(connection::UpdateSecretOk {})));
+                self.send(
+                    0,
+                    AMQPClass::Connection(M::UpdateSecretOk(connection::UpdateSecretOk {})),
+                );
                 Ok(())
             }
             (_, m) => {
@@ -103,9 +112,12 @@ impl Session {
     }
 
     fn start_ok(&mut self, ok: connection::StartOk) -> Result<(), AmqpError> {
-        if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities") {
-            self.cancel_notify =
-                matches!(caps.inner().get("consumer_cancel_notify"), Some(AMQPValue::Boolean(true)));
+        if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities")
+        {
+            self.cancel_notify = matches!(
+                caps.inner().get("consumer_cancel_notify"),
+                Some(AMQPValue::Boolean(true))
+            );
         }
         let credentials = match ok.mechanism.as_str() {
             "PLAIN" => plain(ok.response.as_bytes()),
@@ -149,13 +161,20 @@ impl Session {
             class_id: 10,
             method_id: 11,
         };
-        self.send(0, AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)),
+        );
         self.phase = Phase::Closed;
         Ok(())
     }
 
     fn tune_ok(&mut self, ok: connection::TuneOk) -> Result<(), AmqpError> {
-        let frame_max = if ok.frame_max == 0 { self.config.frame_max } else { ok.frame_max };
+        let frame_max = if ok.frame_max == 0 {
+            self.config.frame_max
+        } else {
+            ok.frame_max
+        };
         if frame_max > self.config.frame_max || frame_max < MIN_FRAME_MAX {
             return Err(AmqpError::connection(
                 ReplyCode::NOT_ALLOWED,
@@ -165,11 +184,18 @@ impl Session {
                 ),
             ));
         }
-        let channel_max = if ok.channel_max == 0 { self.config.channel_max } else { ok.channel_max };
+        let channel_max = if ok.channel_max == 0 {
+            self.config.channel_max
+        } else {
+            ok.channel_max
+        };
         if channel_max > self.config.channel_max {
             return Err(AmqpError::connection(
                 ReplyCode::NOT_ALLOWED,
-                format!("negotiated channel_max = {channel_max} is higher than the maximum allowed value ({})", self.config.channel_max),
+                format!(
+                    "negotiated channel_max = {channel_max} is higher than the maximum allowed value ({})",
+                    self.config.channel_max
+                ),
             ));
         }
         self.frame_max = frame_max;
@@ -189,7 +215,10 @@ impl Session {
             .at(10, 40));
         };
         self.vhost = Some(vhost);
-        self.send(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
         self.phase = Phase::Running;
         tracing::debug!(conn = self.conn_id, peer = %self.peer, user = %self.user, vhost = name, "connection open");
         Ok(())
@@ -247,7 +276,10 @@ mod tests {
 
     #[test]
     fn plain_and_amqplain() {
-        assert_eq!(plain(b"\0guest\0guest"), Some(("guest".into(), "guest".into())));
+        assert_eq!(
+            plain(b"\0guest\0guest"),
+            Some(("guest".into(), "guest".into()))
+        );
         assert_eq!(plain(b"guest"), None);
         let mut t = FieldTable::default();
         t.insert("LOGIN".into(), AMQPValue::LongString("guest".into()));

@@ -38,7 +38,12 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { frame_max: 131_072, channel_max: 2047, heartbeat: 60, max_message_size: 128 << 20 }
+        Self {
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 << 20,
+        }
     }
 }
 
@@ -86,7 +91,10 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("peer", &self.peer).field("phase", &self.phase).finish()
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("phase", &self.phase)
+            .finish()
     }
 }
 
@@ -144,7 +152,9 @@ impl Session {
     /// Handle one decoded frame.
     pub fn handle_frame(&mut self, frame: Frame) {
         let channel = match &frame {
-            Frame::Method(c, _) | Frame::Header(c, _) | Frame::Body(c, _) | Frame::Heartbeat(c) => *c,
+            Frame::Method(c, _) | Frame::Header(c, _) | Frame::Body(c, _) | Frame::Heartbeat(c) => {
+                *c
+            }
         };
         if let Err(e) = self.dispatch(frame) {
             self.fail(channel, e);
@@ -174,11 +184,15 @@ impl Session {
     pub fn handle_decode_error(&mut self, e: DecodeError) {
         let code = match e {
             DecodeError::UnknownMethod { .. } => ReplyCode::NOT_IMPLEMENTED,
-            DecodeError::MalformedMethod { .. } | DecodeError::ShortMethod => ReplyCode::SYNTAX_ERROR,
+            DecodeError::MalformedMethod { .. } | DecodeError::ShortMethod => {
+                ReplyCode::SYNTAX_ERROR
+            }
             _ => ReplyCode::FRAME_ERROR,
         };
         let mut err = AmqpError::connection(code, e.to_string());
-        if let DecodeError::UnknownMethod { class, method } | DecodeError::MalformedMethod { class, method } = e {
+        if let DecodeError::UnknownMethod { class, method }
+        | DecodeError::MalformedMethod { class, method } = e
+        {
             err = err.at(class, method);
         }
         if matches!(self.phase, Phase::Header | Phase::StartOk | Phase::TuneOk) {
@@ -195,7 +209,13 @@ impl Session {
         match self.phase {
             Phase::Closing | Phase::Closed => {}
             Phase::Running | Phase::Open => {
-                self.fail(0, AmqpError::connection(ReplyCode::CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'"));
+                self.fail(
+                    0,
+                    AmqpError::connection(
+                        ReplyCode::CONNECTION_FORCED,
+                        "broker forced connection closure with reason 'shutdown'",
+                    ),
+                );
             }
             _ => {
                 self.phase = Phase::Closed;
@@ -214,7 +234,10 @@ impl Session {
                 class_id: e.class_id,
                 method_id: e.method_id,
             };
-            self.send(channel, AMQPClass::Channel(channel::AMQPMethod::Close(close)));
+            self.send(
+                channel,
+                AMQPClass::Channel(channel::AMQPMethod::Close(close)),
+            );
             if let Some(mut ch) = self.channels.remove(&channel) {
                 self.release_channel(&mut ch);
                 ch.closing = true;
@@ -230,7 +253,10 @@ impl Session {
             class_id: e.class_id,
             method_id: e.method_id,
         };
-        self.send(0, AMQPClass::Connection(connection::AMQPMethod::Close(close)));
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)),
+        );
         self.phase = Phase::Closing;
         self.release();
     }
@@ -247,7 +273,10 @@ impl Session {
 
     fn channel_mut(&mut self, id: u16) -> Result<&mut Channel, AmqpError> {
         self.channels.get_mut(&id).ok_or_else(|| {
-            AmqpError::connection(ReplyCode::CHANNEL_ERROR, format!("expected 'channel.open' on channel {id}"))
+            AmqpError::connection(
+                ReplyCode::CHANNEL_ERROR,
+                format!("expected 'channel.open' on channel {id}"),
+            )
         })
     }
 

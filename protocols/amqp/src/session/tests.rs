@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::codec::{Decoder, Encoder, Frame, PROTOCOL_HEADER};
-use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, connection, queue};
 use amq_protocol::protocol::BasicProperties;
+use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, connection, queue};
 use switchyard_engine::store::MemoryStore;
 
 struct Peer {
@@ -14,8 +14,15 @@ struct Peer {
 impl Peer {
     fn new() -> Self {
         let broker = Broker::open(Arc::new(MemoryStore)).unwrap();
-        let s = Session::new(broker, SessionConfig::default(), "127.0.0.1:1".parse().unwrap());
-        Self { s, enc: Encoder::default() }
+        let s = Session::new(
+            broker,
+            SessionConfig::default(),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        Self {
+            s,
+            enc: Encoder::default(),
+        }
     }
 
     fn frames(&mut self) -> Vec<Frame> {
@@ -39,30 +46,74 @@ impl Peer {
 
     fn open(&mut self) {
         self.s.handle_protocol_header(PROTOCOL_HEADER);
-        assert!(matches!(self.frames()[0], Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))));
+        assert!(matches!(
+            self.frames()[0],
+            Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))
+        ));
         let ok = connection::StartOk {
             client_properties: Default::default(),
             mechanism: "PLAIN".into(),
             response: "\0guest\0guest".into(),
             locale: "en_US".into(),
         };
-        let out = self.method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)));
-        assert!(matches!(out[0], Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))));
-        let tune = connection::TuneOk { channel_max: 10, frame_max: 4096, heartbeat: 0 };
-        assert!(self.method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune))).is_empty());
-        let open = connection::Open { virtual_host: "/".into() };
+        let out = self.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)),
+        );
+        assert!(matches!(
+            out[0],
+            Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))
+        ));
+        let tune = connection::TuneOk {
+            channel_max: 10,
+            frame_max: 4096,
+            heartbeat: 0,
+        };
+        assert!(
+            self.method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune))
+            )
+            .is_empty()
+        );
+        let open = connection::Open {
+            virtual_host: "/".into(),
+        };
         let out = self.method(0, AMQPClass::Connection(connection::AMQPMethod::Open(open)));
-        assert!(matches!(out[0], Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))));
-        let out = self.method(1, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
-        assert!(matches!(out[0], Frame::Method(1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))));
+        assert!(matches!(
+            out[0],
+            Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
+        ));
+        let out = self.method(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        );
+        assert!(matches!(
+            out[0],
+            Frame::Method(1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))
+        ));
         assert_eq!(self.s.phase(), Phase::Running);
     }
 
     fn publish(&mut self, ch: u16, key: &str, body: &[u8]) -> Vec<Frame> {
-        let p = basic::Publish { exchange: "".into(), routing_key: key.into(), mandatory: true, immediate: false };
-        assert!(self.method(ch, AMQPClass::Basic(basic::AMQPMethod::Publish(p))).is_empty());
+        let p = basic::Publish {
+            exchange: "".into(),
+            routing_key: key.into(),
+            mandatory: true,
+            immediate: false,
+        };
+        assert!(
+            self.method(ch, AMQPClass::Basic(basic::AMQPMethod::Publish(p)))
+                .is_empty()
+        );
         let mut buf = BytesMut::new();
-        self.enc.content(ch, BasicProperties::default().with_delivery_mode(2), body, 4096, &mut buf);
+        self.enc.content(
+            ch,
+            BasicProperties::default().with_delivery_mode(2),
+            body,
+            4096,
+            &mut buf,
+        );
         let dec = Decoder::new(0);
         while let Some(f) = dec.decode(&mut buf).unwrap() {
             self.s.handle_frame(f);
@@ -75,7 +126,9 @@ impl Peer {
 fn close_code(f: &Frame) -> Option<u16> {
     match f {
         Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(c))) => Some(c.reply_code),
-        Frame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => Some(c.reply_code),
+        Frame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
+            Some(c.reply_code)
+        }
         _ => None,
     }
 }
@@ -99,7 +152,10 @@ fn bad_login_is_refused_with_403() {
         response: "\0guest\0wrong".into(),
         locale: "en_US".into(),
     };
-    let out = p.method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)));
+    let out = p.method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)),
+    );
     assert_eq!(close_code(&out[0]), Some(403));
     assert_eq!(p.s.phase(), Phase::Closed);
 }
@@ -108,20 +164,43 @@ fn bad_login_is_refused_with_403() {
 fn publish_consume_ack_and_double_ack() {
     let mut p = Peer::new();
     p.open();
-    let d = queue::Declare { queue: "q".into(), ..Default::default() };
+    let d = queue::Declare {
+        queue: "q".into(),
+        ..Default::default()
+    };
     let out = p.method(1, AMQPClass::Queue(queue::AMQPMethod::Declare(d)));
-    assert!(matches!(out[0], Frame::Method(1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_)))));
+    assert!(matches!(
+        out[0],
+        Frame::Method(1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_)))
+    ));
     assert!(p.publish(1, "q", b"hello").is_empty());
     // Unroutable mandatory publish comes back as basic.return 312.
     let out = p.publish(1, "nowhere", b"x");
-    assert!(matches!(&out[0], Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Return(r))) if r.reply_code == 312));
-    let c = basic::Consume { queue: "q".into(), consumer_tag: "t".into(), ..Default::default() };
+    assert!(
+        matches!(&out[0], Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Return(r))) if r.reply_code == 312)
+    );
+    let c = basic::Consume {
+        queue: "q".into(),
+        consumer_tag: "t".into(),
+        ..Default::default()
+    };
     let out = p.method(1, AMQPClass::Basic(basic::AMQPMethod::Consume(c)));
-    assert!(matches!(out[0], Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)))));
-    let Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))) = &out[1] else { panic!("{out:?}") };
+    assert!(matches!(
+        out[0],
+        Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)))
+    ));
+    let Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))) = &out[1] else {
+        panic!("{out:?}")
+    };
     assert_eq!(out[3], Frame::Body(1, bytes::Bytes::from_static(b"hello")));
-    let ack = basic::Ack { delivery_tag: d.delivery_tag, multiple: false };
-    assert!(p.method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(ack.clone()))).is_empty());
+    let ack = basic::Ack {
+        delivery_tag: d.delivery_tag,
+        multiple: false,
+    };
+    assert!(
+        p.method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(ack.clone())))
+            .is_empty()
+    );
     let out = p.method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(ack)));
     assert_eq!(close_code(&out[0]), Some(406));
 }
@@ -130,11 +209,24 @@ fn publish_consume_ack_and_double_ack() {
 fn confirms_and_unopened_channel() {
     let mut p = Peer::new();
     p.open();
-    let out = p.method(1, AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false })));
-    assert!(matches!(out[0], Frame::Method(1, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)))));
+    let out = p.method(
+        1,
+        AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+            nowait: false,
+        })),
+    );
+    assert!(matches!(
+        out[0],
+        Frame::Method(1, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)))
+    ));
     let out = p.publish(1, "nowhere", b"x");
-    assert!(matches!(out.last(), Some(Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))) if a.delivery_tag == 1));
-    let d = queue::Declare { queue: "q".into(), ..Default::default() };
+    assert!(
+        matches!(out.last(), Some(Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))) if a.delivery_tag == 1)
+    );
+    let d = queue::Declare {
+        queue: "q".into(),
+        ..Default::default()
+    };
     let out = p.method(7, AMQPClass::Queue(queue::AMQPMethod::Declare(d)));
     assert_eq!(close_code(&out[0]), Some(504));
     assert_eq!(p.s.phase(), Phase::Closing);

@@ -11,11 +11,16 @@ use switchyard_engine::{Command, Destination, ExchangeKind, Outcome, QueueSpec};
 impl Session {
     pub(super) fn channel_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
         let id = match &frame {
-            Frame::Method(c, _) | Frame::Header(c, _) | Frame::Body(c, _) | Frame::Heartbeat(c) => *c,
+            Frame::Method(c, _) | Frame::Header(c, _) | Frame::Body(c, _) | Frame::Heartbeat(c) => {
+                *c
+            }
         };
         if let Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) = frame {
             self.open_channel(id)?;
-            self.send(id, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+            self.send(
+                id,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            );
             return Ok(());
         }
         let ch = self.channel_mut(id)?;
@@ -27,7 +32,10 @@ impl Session {
                         self.channels.remove(&id);
                     }
                     channel::AMQPMethod::Close(_) => {
-                        self.send(id, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                        self.send(
+                            id,
+                            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
                         self.channels.remove(&id);
                     }
                     _ => {}
@@ -39,7 +47,11 @@ impl Session {
         match frame {
             Frame::Method(_, m) if in_content => Err(AmqpError::connection(
                 ReplyCode::UNEXPECTED_FRAME,
-                format!("expected content frame, got method {}/{}", m.get_amqp_class_id(), m.get_amqp_method_id()),
+                format!(
+                    "expected content frame, got method {}/{}",
+                    m.get_amqp_class_id(),
+                    m.get_amqp_method_id()
+                ),
             )),
             Frame::Method(_, m) => self.channel_method(id, m),
             Frame::Header(_, h) => self.content_header(id, h),
@@ -67,7 +79,13 @@ impl Session {
                 "method not valid on a channel",
             )),
         };
-        r.map_err(|e| if e.class_id == 0 { e.at(class, method) } else { e })
+        r.map_err(|e| {
+            if e.class_id == 0 {
+                e.at(class, method)
+            } else {
+                e
+            }
+        })
     }
 
     fn channel_class(&mut self, id: u16, m: channel::AMQPMethod) -> Result<(), AmqpError> {
@@ -82,10 +100,16 @@ impl Session {
             }
             M::CloseOk(_) => Ok(()),
             M::Flow(f) if f.active => {
-                self.send(id, AMQPClass::Channel(M::FlowOk(channel::FlowOk { active: true })));
+                self.send(
+                    id,
+                    AMQPClass::Channel(M::FlowOk(channel::FlowOk { active: true })),
+                );
                 Ok(())
             }
-            M::Flow(_) => Err(AmqpError::connection(ReplyCode::NOT_IMPLEMENTED, "active=false")),
+            M::Flow(_) => Err(AmqpError::connection(
+                ReplyCode::NOT_IMPLEMENTED,
+                "active=false",
+            )),
             M::FlowOk(_) => Ok(()),
             M::Open(_) | M::OpenOk(_) => Err(AmqpError::connection(
                 ReplyCode::CHANNEL_ERROR,
@@ -127,12 +151,21 @@ impl Session {
                     )?;
                 }
                 if !d.nowait {
-                    self.send(id, AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})));
+                    self.send(
+                        id,
+                        AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})),
+                    );
                 }
             }
             M::Delete(d) => {
                 let name = d.exchange.as_str().to_owned();
-                match vhost.apply(Command::DeleteExchange { name, if_unused: d.if_unused }, self.conn_id) {
+                match vhost.apply(
+                    Command::DeleteExchange {
+                        name,
+                        if_unused: d.if_unused,
+                    },
+                    self.conn_id,
+                ) {
                     // Deleting a missing exchange is fine (RabbitMQ 3.x).
                     Ok(_) | Err(switchyard_engine::EngineError::ExchangeNotFound(..)) => {}
                     Err(e) => return Err(e.into()),
@@ -170,7 +203,10 @@ impl Session {
                 }
             }
             M::DeclareOk(_) | M::DeleteOk(_) | M::BindOk(_) | M::UnbindOk(_) => {
-                return Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"));
+                return Err(AmqpError::connection(
+                    ReplyCode::COMMAND_INVALID,
+                    "server method sent by client",
+                ));
             }
         }
         Ok(())
@@ -181,9 +217,10 @@ impl Session {
         if !name.is_empty() {
             return Ok(name.to_owned());
         }
-        self.channel_mut(id)?.last_queue.clone().ok_or_else(|| {
-            AmqpError::channel(ReplyCode::NOT_FOUND, "no previously declared queue")
-        })
+        self.channel_mut(id)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::channel(ReplyCode::NOT_FOUND, "no previously declared queue"))
     }
 
     fn queue_class(&mut self, id: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
@@ -206,13 +243,21 @@ impl Session {
                         arguments: table_in(&d.arguments),
                     };
                     match vhost.apply(Command::DeclareQueue(spec), conn)? {
-                        Outcome::Queue { name, messages, consumers } => (name, messages, consumers),
+                        Outcome::Queue {
+                            name,
+                            messages,
+                            consumers,
+                        } => (name, messages, consumers),
                         _ => unreachable!("DeclareQueue always yields Outcome::Queue"),
                     }
                 };
                 self.channel_mut(id)?.last_queue = Some(name.clone());
                 if !d.nowait {
-                    let ok = queue::DeclareOk { queue: name.into(), message_count: messages, consumer_count: consumers };
+                    let ok = queue::DeclareOk {
+                        queue: name.into(),
+                        message_count: messages,
+                        consumer_count: consumers,
+                    };
                     self.send(id, AMQPClass::Queue(M::DeclareOk(ok)));
                 }
             }
@@ -251,12 +296,19 @@ impl Session {
                     _ => 0,
                 };
                 if !p.nowait {
-                    self.send(id, AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n })));
+                    self.send(
+                        id,
+                        AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n })),
+                    );
                 }
             }
             M::Delete(d) => {
                 let name = self.queue_name(id, d.queue.as_str())?;
-                let cmd = Command::DeleteQueue { name, if_unused: d.if_unused, if_empty: d.if_empty };
+                let cmd = Command::DeleteQueue {
+                    name,
+                    if_unused: d.if_unused,
+                    if_empty: d.if_empty,
+                };
                 let n = match vhost.apply(cmd, conn) {
                     Ok(Outcome::Messages(n)) => n,
                     Ok(_) => 0,
@@ -265,11 +317,17 @@ impl Session {
                     Err(e) => return Err(e.into()),
                 };
                 if !d.nowait {
-                    self.send(id, AMQPClass::Queue(M::DeleteOk(queue::DeleteOk { message_count: n })));
+                    self.send(
+                        id,
+                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk { message_count: n })),
+                    );
                 }
             }
             M::DeclareOk(_) | M::BindOk(_) | M::PurgeOk(_) | M::DeleteOk(_) | M::UnbindOk(_) => {
-                return Err(AmqpError::connection(ReplyCode::COMMAND_INVALID, "server method sent by client"));
+                return Err(AmqpError::connection(
+                    ReplyCode::COMMAND_INVALID,
+                    "server method sent by client",
+                ));
             }
         }
         Ok(())
