@@ -1,0 +1,372 @@
+//! Configuration in two stages (as ripgrep's `lowargs`/`hiargs`).
+//!
+//! Stage one is raw: [`FileConfig`] mirrors `config/switchyard.toml` field for
+//! field, every field optional, unknown keys rejected; [`Overrides`] holds what
+//! the command line and `SWITCHYARD_*` environment variables set. Stage two is
+//! [`Config`]: each value taken from the first of flag/env, file, built-in
+//! default that has it, then validated into the types the broker runs on
+//! (`SocketAddr`, `Duration`, `NonZero*`). Every error names the option as the
+//! user wrote it (`--amqp` or `amqp.listen in FILE`).
+//!
+//! This module does no I/O besides reading the config file; it knows nothing of
+//! sockets, the store or the runtime.
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the config file is looked for when `--config` is not given.
+pub(crate) const DEFAULT_PATH: &str = "config/switchyard.toml";
+
+/// The word that disables a listener in place of an address.
+const DISABLED: &str = "none";
+/// AMQP 0-9-1 `frame-min-size`: no peer may be offered a smaller frame.
+const AMQP_FRAME_MIN: u32 = 4096;
+
+// Built-in defaults; `config/switchyard.toml` repeats them (a test checks).
+const DEFAULT_DATA_DIR: &str = "./data";
+const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_AMQP_LISTEN: &str = "127.0.0.1:5672";
+const DEFAULT_AMQP_FRAME_MAX: u32 = 131_072;
+const DEFAULT_AMQP_CHANNEL_MAX: u16 = 2_047;
+const DEFAULT_AMQP_HEARTBEAT: u16 = 60;
+const DEFAULT_AMQP_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_AMQP_MAX_CONNECTIONS: usize = 65_536;
+const DEFAULT_AMQP_MAX_MESSAGE_SIZE: u64 = 128 << 20;
+
+/// `config/switchyard.toml` as written: every key optional.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    #[serde(default)]
+    pub(crate) server: ServerFile,
+    #[serde(default)]
+    pub(crate) amqp: AmqpFile,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerFile {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) shutdown_timeout_ms: Option<u64>,
+}
+
+/// `[amqp]`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AmqpFile {
+    pub(crate) listen: Option<String>,
+    pub(crate) frame_max: Option<u32>,
+    pub(crate) channel_max: Option<u16>,
+    pub(crate) heartbeat: Option<u16>,
+    pub(crate) handshake_timeout_ms: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_message_size: Option<u64>,
+}
+
+/// What the command line and environment set; `None` defers to the file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Overrides {
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) amqp: Option<String>,
+    pub(crate) amqp_heartbeat: Option<u16>,
+    pub(crate) amqp_frame_max: Option<u32>,
+}
+
+/// A parsed config file and where it came from (`None`: no file, built-in
+/// defaults only).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LoadedFile {
+    pub(crate) config: FileConfig,
+    pub(crate) path: Option<PathBuf>,
+}
+
+/// The validated configuration the broker runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) server: ServerConfig,
+    pub(crate) amqp: AmqpListenerConfig,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerConfig {
+    /// Directory of the durable store.
+    pub(crate) data_dir: PathBuf,
+    /// How long shutdown waits for connections before flushing anyway.
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// The AMQP 0-9-1 listener and the limits it offers each connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AmqpListenerConfig {
+    /// `None`: the listener is disabled.
+    pub(crate) listen: Option<SocketAddr>,
+    /// Largest frame offered in `connection.tune`; at least 4096.
+    pub(crate) frame_max: u32,
+    /// Most channels offered in `connection.tune`.
+    pub(crate) channel_max: NonZeroU16,
+    /// Heartbeat proposed in `connection.tune`, in seconds; 0 proposes none.
+    pub(crate) heartbeat: u16,
+    /// Deadline for the handshake up to `connection.open`.
+    pub(crate) handshake_timeout: Duration,
+    /// Most simultaneous connections.
+    pub(crate) max_connections: NonZeroUsize,
+    /// Largest message body accepted, in bytes.
+    pub(crate) max_message_size: NonZeroU64,
+}
+
+/// An invalid option value, with the option named as the user set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read the config file: `explicit` if given (it must exist), else
+/// [`DEFAULT_PATH`] if it exists, else none.
+pub(crate) fn load_file(explicit: Option<&Path>) -> anyhow::Result<LoadedFile> {
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None if Path::new(DEFAULT_PATH).is_file() => PathBuf::from(DEFAULT_PATH),
+        None => return Ok(LoadedFile::default()),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let config =
+        parse_file(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+    Ok(LoadedFile {
+        config,
+        path: Some(path),
+    })
+}
+
+/// Parse config file text.
+pub(crate) fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
+    toml::from_str(text)
+}
+
+/// One option: its key in the file, and its flag and variable if it has them.
+#[derive(Clone, Copy)]
+struct Key {
+    file: &'static str,
+    flag: Option<(&'static str, &'static str)>,
+}
+
+const DATA_DIR: Key = Key {
+    file: "server.data_dir",
+    flag: Some(("--data-dir", "SWITCHYARD_DATA_DIR")),
+};
+const SHUTDOWN_TIMEOUT: Key = Key {
+    file: "server.shutdown_timeout_ms",
+    flag: None,
+};
+const AMQP_LISTEN: Key = Key {
+    file: "amqp.listen",
+    flag: Some(("--amqp", "SWITCHYARD_AMQP")),
+};
+const AMQP_FRAME_MAX: Key = Key {
+    file: "amqp.frame_max",
+    flag: Some(("--amqp-frame-max", "SWITCHYARD_AMQP_FRAME_MAX")),
+};
+const AMQP_CHANNEL_MAX: Key = Key {
+    file: "amqp.channel_max",
+    flag: None,
+};
+const AMQP_HANDSHAKE_TIMEOUT: Key = Key {
+    file: "amqp.handshake_timeout_ms",
+    flag: None,
+};
+const AMQP_MAX_CONNECTIONS: Key = Key {
+    file: "amqp.max_connections",
+    flag: None,
+};
+const AMQP_MAX_MESSAGE_SIZE: Key = Key {
+    file: "amqp.max_message_size",
+    flag: None,
+};
+
+/// Where a value came from.
+#[derive(Clone, Copy)]
+enum Origin {
+    Flag,
+    File,
+    Default,
+}
+
+/// Picks each value from its highest-precedence source and words errors.
+struct Resolver<'a> {
+    file_path: Option<&'a Path>,
+}
+
+impl Resolver<'_> {
+    fn pick<T>(&self, flag: Option<T>, file: Option<T>, default: T) -> (T, Origin) {
+        match (flag, file) {
+            (Some(v), _) => (v, Origin::Flag),
+            (None, Some(v)) => (v, Origin::File),
+            (None, None) => (default, Origin::Default),
+        }
+    }
+
+    fn error(
+        &self,
+        key: Key,
+        origin: Origin,
+        value: impl fmt::Debug,
+        problem: &str,
+    ) -> ConfigError {
+        let place = match (origin, key.flag) {
+            (Origin::Flag, Some((flag, env))) => format!("{flag} (or {env})"),
+            (Origin::File, _) => match self.file_path {
+                Some(path) => format!("{} in {}", key.file, path.display()),
+                None => key.file.to_owned(),
+            },
+            _ => format!("{} (built-in default)", key.file),
+        };
+        ConfigError(format!("invalid value {value:?} for {place}: {problem}"))
+    }
+
+    fn at_least<T: PartialOrd + Copy + fmt::Display + fmt::Debug>(
+        &self,
+        key: Key,
+        (value, origin): (T, Origin),
+        min: T,
+    ) -> Result<T, ConfigError> {
+        if value >= min {
+            Ok(value)
+        } else {
+            Err(self.error(key, origin, value, &format!("must be at least {min}")))
+        }
+    }
+
+    fn millis(&self, key: Key, picked: (u64, Origin)) -> Result<Duration, ConfigError> {
+        self.at_least(key, picked, 1).map(Duration::from_millis)
+    }
+}
+
+/// Parse a listener address: an IP socket address, or `none`.
+fn parse_listen(text: &str) -> Result<Option<SocketAddr>, &'static str> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case(DISABLED) {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        "expected an IP address and port such as 127.0.0.1:5672, or \"none\" to disable the listener"
+    })
+}
+
+impl Config {
+    /// Merge `overrides` over `file` over the built-in defaults, and validate.
+    pub(crate) fn resolve(file: &LoadedFile, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let r = Resolver {
+            file_path: file.path.as_deref(),
+        };
+        let (server, amqp) = (&file.config.server, &file.config.amqp);
+
+        let data_dir = r.pick(
+            overrides.data_dir.clone(),
+            server.data_dir.clone(),
+            PathBuf::from(DEFAULT_DATA_DIR),
+        );
+        if data_dir.0.as_os_str().is_empty() {
+            return Err(r.error(DATA_DIR, data_dir.1, "", "must not be empty"));
+        }
+        let shutdown_timeout = r.pick(
+            None,
+            server.shutdown_timeout_ms,
+            DEFAULT_SHUTDOWN_TIMEOUT_MS,
+        );
+
+        let listen = r.pick(
+            overrides.amqp.clone(),
+            amqp.listen.clone(),
+            DEFAULT_AMQP_LISTEN.to_owned(),
+        );
+        let listen =
+            parse_listen(&listen.0).map_err(|p| r.error(AMQP_LISTEN, listen.1, &listen.0, p))?;
+        let frame_max = r.pick(
+            overrides.amqp_frame_max,
+            amqp.frame_max,
+            DEFAULT_AMQP_FRAME_MAX,
+        );
+        let channel_max = r.pick(None, amqp.channel_max, DEFAULT_AMQP_CHANNEL_MAX);
+        let heartbeat = r.pick(
+            overrides.amqp_heartbeat,
+            amqp.heartbeat,
+            DEFAULT_AMQP_HEARTBEAT,
+        );
+        let handshake = r.pick(
+            None,
+            amqp.handshake_timeout_ms,
+            DEFAULT_AMQP_HANDSHAKE_TIMEOUT_MS,
+        );
+        let max_conn = r.pick(None, amqp.max_connections, DEFAULT_AMQP_MAX_CONNECTIONS);
+        let max_msg = r.pick(None, amqp.max_message_size, DEFAULT_AMQP_MAX_MESSAGE_SIZE);
+
+        Ok(Self {
+            server: ServerConfig {
+                data_dir: data_dir.0,
+                shutdown_timeout: r.millis(SHUTDOWN_TIMEOUT, shutdown_timeout)?,
+            },
+            amqp: AmqpListenerConfig {
+                listen,
+                frame_max: r.at_least(AMQP_FRAME_MAX, frame_max, AMQP_FRAME_MIN)?,
+                channel_max: NonZeroU16::new(channel_max.0).ok_or_else(|| {
+                    r.error(AMQP_CHANNEL_MAX, channel_max.1, 0, "must be at least 1")
+                })?,
+                heartbeat: heartbeat.0,
+                handshake_timeout: r.millis(AMQP_HANDSHAKE_TIMEOUT, handshake)?,
+                max_connections: NonZeroUsize::new(max_conn.0).ok_or_else(|| {
+                    r.error(AMQP_MAX_CONNECTIONS, max_conn.1, 0, "must be at least 1")
+                })?,
+                max_message_size: NonZeroU64::new(max_msg.0).ok_or_else(|| {
+                    r.error(AMQP_MAX_MESSAGE_SIZE, max_msg.1, 0, "must be at least 1")
+                })?,
+            },
+        })
+    }
+
+    /// This configuration in file form, every key set (for `check-config`;
+    /// resolving it again yields `self`).
+    pub(crate) fn to_file(&self) -> FileConfig {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let a = &self.amqp;
+        FileConfig {
+            server: ServerFile {
+                data_dir: Some(self.server.data_dir.clone()),
+                shutdown_timeout_ms: Some(millis(self.server.shutdown_timeout)),
+            },
+            amqp: AmqpFile {
+                listen: Some(
+                    a.listen
+                        .map_or_else(|| DISABLED.to_owned(), |s| s.to_string()),
+                ),
+                frame_max: Some(a.frame_max),
+                channel_max: Some(a.channel_max.get()),
+                heartbeat: Some(a.heartbeat),
+                handshake_timeout_ms: Some(millis(a.handshake_timeout)),
+                max_connections: Some(a.max_connections.get()),
+                max_message_size: Some(a.max_message_size.get()),
+            },
+        }
+    }
+
+    /// This configuration as TOML in the config file's format.
+    pub(crate) fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(&self.to_file()).context("cannot print the configuration as TOML")
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,216 @@
+//! Unit tests of config resolution: the shipped file, precedence, validation.
+
+use super::*;
+
+const SHIPPED: &str = include_str!("../../../config/switchyard.toml");
+
+fn file(text: &str) -> LoadedFile {
+    LoadedFile {
+        config: parse_file(text).expect("test config parses"),
+        path: Some(PathBuf::from("test.toml")),
+    }
+}
+
+fn defaults() -> Config {
+    Config::resolve(&LoadedFile::default(), &Overrides::default()).expect("defaults are valid")
+}
+
+fn resolve_err(file_text: &str, overrides: &Overrides) -> String {
+    match Config::resolve(&file(file_text), overrides) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn built_in_defaults() {
+    let c = defaults();
+    assert_eq!(c.server.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.server.shutdown_timeout, Duration::from_secs(5));
+    assert_eq!(
+        c.amqp.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 5672)))
+    );
+    assert_eq!(c.amqp.frame_max, 131_072);
+    assert_eq!(c.amqp.channel_max.get(), 2047);
+    assert_eq!(c.amqp.heartbeat, 60);
+    assert_eq!(c.amqp.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(c.amqp.max_connections.get(), 65_536);
+    assert_eq!(c.amqp.max_message_size.get(), 134_217_728);
+}
+
+#[test]
+fn shipped_file_equals_built_in_defaults() {
+    let shipped = file(SHIPPED);
+    assert_eq!(
+        Config::resolve(&shipped, &Overrides::default()),
+        Ok(defaults())
+    );
+}
+
+#[test]
+fn shipped_file_sets_every_key() {
+    // Destructured exhaustively so a new option fails to compile here until
+    // it is added to the shipped file too.
+    let FileConfig {
+        server: ServerFile {
+            data_dir,
+            shutdown_timeout_ms,
+        },
+        amqp:
+            AmqpFile {
+                listen,
+                frame_max,
+                channel_max,
+                heartbeat,
+                handshake_timeout_ms,
+                max_connections,
+                max_message_size,
+            },
+    } = file(SHIPPED).config;
+    assert!(data_dir.is_some() && shutdown_timeout_ms.is_some());
+    assert!(listen.is_some() && frame_max.is_some() && channel_max.is_some());
+    assert!(heartbeat.is_some() && handshake_timeout_ms.is_some());
+    assert!(max_connections.is_some() && max_message_size.is_some());
+}
+
+#[test]
+fn amqp_defaults_match_the_protocol_crate() {
+    let ours = defaults().amqp;
+    let theirs = switchyard_amqp::AmqpConfig::default();
+    assert_eq!(ours.frame_max, theirs.frame_max);
+    assert_eq!(ours.channel_max.get(), theirs.channel_max);
+    assert_eq!(ours.heartbeat, theirs.heartbeat);
+    assert_eq!(ours.handshake_timeout, theirs.handshake_timeout);
+    assert_eq!(ours.max_connections.get(), theirs.max_connections);
+    assert_eq!(ours.max_message_size.get(), theirs.max_message_size);
+}
+
+#[test]
+fn file_overrides_defaults_and_flags_override_file() {
+    let f = file(
+        "[server]\ndata_dir = \"/var/lib/sy\"\n\
+         [amqp]\nlisten = \"0.0.0.0:5673\"\nheartbeat = 30\nframe_max = 8192\n",
+    );
+    let c = Config::resolve(&f, &Overrides::default()).expect("valid");
+    assert_eq!(c.server.data_dir, PathBuf::from("/var/lib/sy"));
+    assert_eq!(c.amqp.listen, Some(SocketAddr::from(([0, 0, 0, 0], 5673))));
+    assert_eq!(c.amqp.heartbeat, 30);
+    assert_eq!(c.amqp.frame_max, 8192);
+    // Unset keys keep their defaults.
+    assert_eq!(c.amqp.channel_max, defaults().amqp.channel_max);
+
+    let o = Overrides {
+        data_dir: Some(PathBuf::from("here")),
+        amqp: Some("[::1]:0".to_owned()),
+        amqp_heartbeat: Some(0),
+        amqp_frame_max: Some(4096),
+    };
+    let c = Config::resolve(&f, &o).expect("valid");
+    assert_eq!(c.server.data_dir, PathBuf::from("here"));
+    assert_eq!(c.amqp.listen, Some("[::1]:0".parse().expect("literal")));
+    assert_eq!(c.amqp.heartbeat, 0);
+    assert_eq!(c.amqp.frame_max, 4096);
+}
+
+#[test]
+fn none_disables_a_listener() {
+    let c = Config::resolve(&file("[amqp]\nlisten = \"none\"\n"), &Overrides::default());
+    assert_eq!(c.expect("valid").amqp.listen, None);
+    let o = Overrides {
+        amqp: Some("NONE".to_owned()),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        Config::resolve(&file(""), &o).expect("valid").amqp.listen,
+        None
+    );
+    // A flag can re-enable what the file disabled.
+    let o = Overrides {
+        amqp: Some("127.0.0.1:1".to_owned()),
+        ..Overrides::default()
+    };
+    let c = Config::resolve(&file("[amqp]\nlisten = \"none\"\n"), &o).expect("valid");
+    assert!(c.amqp.listen.is_some());
+}
+
+#[test]
+fn bad_address_names_the_option() {
+    let from_file = resolve_err("[amqp]\nlisten = \"localhost\"\n", &Overrides::default());
+    assert!(
+        from_file.contains("amqp.listen in test.toml"),
+        "{from_file}"
+    );
+    assert!(from_file.contains("\"localhost\""), "{from_file}");
+
+    let o = Overrides {
+        amqp: Some("5672".to_owned()),
+        ..Overrides::default()
+    };
+    let from_flag = resolve_err("", &o);
+    assert!(
+        from_flag.contains("--amqp (or SWITCHYARD_AMQP)"),
+        "{from_flag}"
+    );
+}
+
+#[test]
+fn limits_are_checked() {
+    let none = Overrides::default();
+    for (text, key) in [
+        ("[amqp]\nframe_max = 4095\n", "amqp.frame_max"),
+        ("[amqp]\nchannel_max = 0\n", "amqp.channel_max"),
+        ("[amqp]\nmax_connections = 0\n", "amqp.max_connections"),
+        ("[amqp]\nmax_message_size = 0\n", "amqp.max_message_size"),
+        (
+            "[amqp]\nhandshake_timeout_ms = 0\n",
+            "amqp.handshake_timeout_ms",
+        ),
+        (
+            "[server]\nshutdown_timeout_ms = 0\n",
+            "server.shutdown_timeout_ms",
+        ),
+        ("[server]\ndata_dir = \"\"\n", "server.data_dir"),
+    ] {
+        let err = resolve_err(text, &none);
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let o = Overrides {
+        amqp_frame_max: Some(100),
+        ..Overrides::default()
+    };
+    let err = resolve_err("", &o);
+    assert!(
+        err.contains("--amqp-frame-max") && err.contains("4096"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    assert!(parse_file("[amqp]\nlisten = \"none\"\nport = 1\n").is_err());
+    assert!(parse_file("[mqtt]\nlisten = \"none\"\n").is_err());
+    assert!(parse_file("data_dir = \"x\"\n").is_err());
+}
+
+#[test]
+fn printed_config_resolves_to_itself() {
+    let o = Overrides {
+        amqp: Some("none".to_owned()),
+        amqp_heartbeat: Some(5),
+        ..Overrides::default()
+    };
+    let c = Config::resolve(&file(SHIPPED), &o).expect("valid");
+    let printed = c.to_toml().expect("prints");
+    assert_eq!(
+        Config::resolve(&file(&printed), &Overrides::default()),
+        Ok(c)
+    );
+}
+
+#[test]
+fn missing_explicit_file_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = load_file(Some(&dir.path().join("nope.toml"))).expect_err("missing file");
+    assert!(format!("{err:#}").contains("nope.toml"), "{err:#}");
+}
