@@ -52,14 +52,25 @@ impl Broker {
             broker.add_vhost(&b.vhost).recover_binding(b);
         }
         let mut recovered = 0usize;
+        let mut orphans = std::collections::BTreeSet::new();
         for (queue_id, seq, message) in snapshot.messages {
             match by_id.get(&queue_id) {
                 Some(q) => {
                     q.recover(seq, message);
                     recovered += 1;
                 }
-                None => tracing::warn!(queue_id, seq, "message of an unknown queue skipped"),
+                None => {
+                    orphans.insert(queue_id);
+                }
             }
+        }
+        for id in orphans {
+            // Messages whose queue row is gone (e.g. a failed batch): drop them.
+            tracing::warn!(queue_id = id, "removing messages of an unknown queue");
+            store.submit(
+                crate::store::StoreOp::DeleteQueue { id, vhost: String::new(), name: String::new() },
+                None,
+            );
         }
         tracing::info!(
             queues = by_id.len(),

@@ -97,6 +97,13 @@ impl Queue {
         }
     }
 
+    /// Whether the queue and its persistent messages are written to the
+    /// store: durable and not exclusive (exclusive queues die with their
+    /// connection, so they never survive a restart, as in RabbitMQ).
+    pub fn persistent(&self) -> bool {
+        self.spec.durable && self.spec.exclusive_owner.is_none()
+    }
+
     /// Queue name.
     pub fn name(&self) -> &str {
         &self.spec.name
@@ -128,7 +135,7 @@ impl Queue {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        let persist = self.spec.durable && message.is_persistent();
+        let persist = self.persistent() && message.is_persistent();
         let rest = if persist {
             self.store.submit(
                 StoreOp::PutMessage {

@@ -300,7 +300,7 @@ impl Vhost {
             )));
         }
         let id = self.queue_ids.fetch_add(1, Ordering::Relaxed);
-        if spec.durable {
+        if spec.durable && spec.exclusive_owner.is_none() {
             self.store.submit(
                 StoreOp::PutQueue(QueueRecord {
                     id,
@@ -343,7 +343,7 @@ impl Vhost {
                     EngineError::QueueNotFound(dest.name.to_string(), self.name.clone())
                 })?;
                 check_owner(q, conn)?;
-                q.spec.durable
+                q.persistent()
             }
             DestinationKind::Exchange => {
                 topo.exchanges
@@ -413,7 +413,7 @@ impl Vhost {
                     DestinationKind::Queue => topo
                         .queues
                         .get(&*b.destination.name)
-                        .is_some_and(|q| q.spec.durable),
+                        .is_some_and(|q| q.persistent()),
                     DestinationKind::Exchange => topo
                         .exchanges
                         .get(&*b.destination.name)
@@ -439,8 +439,8 @@ impl Vhost {
         let Some(q) = topo.queues.remove(name) else {
             return;
         };
-        self.unbind_everywhere(topo, &Destination::queue(name), q.spec.durable);
-        if q.spec.durable {
+        self.unbind_everywhere(topo, &Destination::queue(name), q.persistent());
+        if q.persistent() {
             self.store.submit(
                 StoreOp::DeleteQueue {
                     id: q.id,
@@ -500,7 +500,7 @@ impl Vhost {
         let message = Arc::new(message);
         let persistent = message.is_persistent();
         let last_persisting = if persistent && want_durable {
-            queues.iter().rposition(|q| q.spec.durable)
+            queues.iter().rposition(|q| q.persistent())
         } else {
             None
         };
