@@ -68,7 +68,11 @@ impl Broker {
             // Messages whose queue row is gone (e.g. a failed batch): drop them.
             tracing::warn!(queue_id = id, "removing messages of an unknown queue");
             store.submit(
-                crate::store::StoreOp::DeleteQueue { id, vhost: String::new(), name: String::new() },
+                crate::store::StoreOp::DeleteQueue {
+                    id,
+                    vhost: String::new(),
+                    name: String::new(),
+                },
                 None,
             );
         }

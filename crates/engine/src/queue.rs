@@ -113,10 +113,12 @@ impl Queue {
     pub(crate) fn recover(&self, seq: u64, message: Message) {
         let mut st = self.state.lock();
         st.next_seq = st.next_seq.max(seq + 1);
+        // It may have been delivered before the restart: the spec's "may have
+        // been previously delivered" flag says so, as RabbitMQ does.
         st.ready.push_back(Entry {
             seq,
             message: Arc::new(message),
-            redelivered: false,
+            redelivered: true,
             persisted: true,
         });
     }

@@ -74,6 +74,9 @@ pub struct BindingRecord {
 /// One change to durable state, applied in submission order.
 #[derive(Clone, Debug)]
 pub enum StoreOp {
+    /// Changes nothing; its ticket resolves once everything submitted before
+    /// it is durable.
+    Barrier,
     /// Create a vhost.
     PutVhost(String),
     /// Create or replace a durable exchange.
@@ -160,7 +163,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A store that keeps nothing: every op is "durable" immediately. Used by
-/// engine tests and for a broker started without a data directory.
+/// engine and session tests so they run without a disk.
 #[derive(Debug, Default)]
 pub struct MemoryStore;
 

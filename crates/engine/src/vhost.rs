@@ -518,8 +518,9 @@ impl Vhost {
                 None
             };
             if let Some(unused) = q.enqueue(message.clone(), ticket) {
-                // The queue vanished under us: nothing to wait for.
-                let _ = unused.send(());
+                // The queue vanished under us; earlier copies may still be
+                // in flight, so resolve only after everything before now.
+                self.store.submit(StoreOp::Barrier, Some(unused));
             }
         }
         Ok(Published {

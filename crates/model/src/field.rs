@@ -42,7 +42,8 @@ pub enum FieldValue {
         /// Unscaled value.
         value: u32,
     },
-    /// Short string (AMQP `s` in some dialects); UTF-8.
+    /// Short UTF-8 string. AMQP adapters send it as a long string (`S`),
+    /// since RabbitMQ's dialect has no short-string field type.
     ShortString(String),
     /// Long string (AMQP `S`): bytes, usually but not necessarily UTF-8.
     LongString(Bytes),

@@ -188,6 +188,7 @@ impl<'txn> Tables<'txn> {
 
     fn apply(&mut self, op: &StoreOp, buf: &mut Vec<u8>) -> Result<(), Error> {
         match op {
+            StoreOp::Barrier => {}
             StoreOp::PutVhost(name) => {
                 self.vhosts.insert(name.as_str(), ())?;
             }

@@ -48,6 +48,8 @@ pub(crate) enum Settle {
 #[derive(Debug)]
 pub(crate) struct PendingConfirm {
     pub(crate) channel: u16,
+    /// Which opening of the channel number published it.
+    pub(crate) epoch: u64,
     pub(crate) tag: u64,
     /// `None` once durable (or never needed to be).
     pub(crate) ticket: Option<Durable>,
@@ -60,6 +62,9 @@ pub(crate) struct PendingConfirm {
 /// One open channel.
 #[derive(Debug, Default)]
 pub(crate) struct Channel {
+    /// Distinguishes successive channels that reuse one number, so a late
+    /// confirm never reaches a reopened channel.
+    pub(crate) epoch: u64,
     /// A `channel.close` was sent; wait for close-ok, drop everything else.
     pub(crate) closing: bool,
     pub(crate) incoming: Option<Incoming>,

@@ -33,7 +33,9 @@ fn value_in(v: &AMQPValue) -> FieldValue {
             scale: d.scale,
             value: d.value,
         },
-        AMQPValue::ShortString(s) => FieldValue::ShortString(s.as_str().to_owned()),
+        AMQPValue::ShortString(s) => {
+            FieldValue::LongString(Bytes::copy_from_slice(s.as_str().as_bytes()))
+        }
         AMQPValue::LongString(s) => FieldValue::LongString(Bytes::copy_from_slice(s.as_bytes())),
         AMQPValue::FieldArray(a) => FieldValue::Array(a.as_slice().iter().map(value_in).collect()),
         AMQPValue::Timestamp(t) => FieldValue::Timestamp(*t),
@@ -69,7 +71,11 @@ fn value_out(v: &FieldValue) -> AMQPValue {
             scale: *scale,
             value: *value,
         }),
-        FieldValue::ShortString(s) => AMQPValue::ShortString(s.as_str().into()),
+        // amq-protocol tags ShortString with a type RabbitMQ clients do not
+        // parse; on the wire every string is a long string (`S`).
+        FieldValue::ShortString(s) => {
+            AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+        }
         FieldValue::LongString(b) => AMQPValue::LongString(LongString::from(b.to_vec())),
         FieldValue::Bytes(b) => AMQPValue::ByteArray(ByteArray::from(b.to_vec())),
         FieldValue::Timestamp(t) => AMQPValue::Timestamp(*t),

@@ -13,6 +13,10 @@ use std::sync::Arc;
 use switchyard_engine::{Consumer, ConsumerSpec};
 use switchyard_model::Message;
 
+/// Publishes (and separately, acknowledgements) one transaction may buffer;
+/// a bound so a client cannot grow broker memory without limit.
+const TX_MAX_PUBLISHES: usize = 65_536;
+
 impl Session {
     pub(super) fn basic_class(&mut self, id: u16, m: basic::AMQPMethod) -> Result<(), AmqpError> {
         use basic::AMQPMethod as M;
@@ -26,6 +30,9 @@ impl Session {
                     ch.credit.set_prefetch(u32::from(q.prefetch_count));
                 } else {
                     ch.consumer_prefetch = u32::from(q.prefetch_count);
+                }
+                for q in ch.consumed_queues() {
+                    q.dispatch();
                 }
                 self.send(id, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
                 Ok(())
@@ -172,6 +179,12 @@ impl Session {
             body,
         };
         if let Some(tx) = ch.tx.as_mut() {
+            if tx.publishes.len() >= TX_MAX_PUBLISHES {
+                return Err(AmqpError::channel(
+                    ReplyCode::PRECONDITION_FAILED,
+                    format!("transaction holds more than {TX_MAX_PUBLISHES} publishes"),
+                ));
+            }
             tx.publishes.push((message, inc.publish.mandatory));
             return Ok(());
         }
@@ -209,9 +222,10 @@ impl Session {
         if confirm {
             let ch = self.channel_mut(id)?;
             ch.next_publish_seq += 1;
-            let tag = ch.next_publish_seq;
+            let (tag, epoch) = (ch.next_publish_seq, ch.epoch);
             self.confirms.push_back(PendingConfirm {
                 channel: id,
+                epoch,
                 tag,
                 ticket: published.durable,
                 nack: false,
@@ -250,17 +264,17 @@ impl Session {
         let consumer = Arc::new(Consumer::new(spec, ch.credit.clone(), outbox));
         ch.consumers
             .insert(tag.clone(), (consumer.clone(), queue.clone()));
-        // consume-ok must precede the first deliver, so send it before the
-        // queue can hand anything over.
+        // Deliveries land in the outbox and are only turned into frames
+        // after this method returns, so consume-ok still precedes them.
+        if let Err(e) = queue.add_consumer(consumer) {
+            self.channel_mut(id)?.consumers.remove(&tag);
+            return Err(e.into());
+        }
         if !c.nowait {
             let ok = basic::ConsumeOk {
                 consumer_tag: tag.as_str().into(),
             };
             self.send(id, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)));
-        }
-        if let Err(e) = queue.add_consumer(consumer) {
-            self.channel_mut(id)?.consumers.remove(&tag);
-            return Err(e.into());
         }
         Ok(())
     }
@@ -333,6 +347,12 @@ impl Session {
             ));
         };
         if let Some(tx) = ch.tx.as_mut() {
+            if tx.settles.len() >= TX_MAX_PUBLISHES {
+                return Err(AmqpError::channel(
+                    ReplyCode::PRECONDITION_FAILED,
+                    format!("transaction holds more than {TX_MAX_PUBLISHES} acknowledgements"),
+                ));
+            }
             tx.settles.push((tags, how));
             return Ok(());
         }

@@ -121,7 +121,7 @@ impl Session {
     /// Send every confirm whose message is durable, coalescing consecutive
     /// acks on one channel into a `multiple` ack.
     pub(super) fn flush_confirms(&mut self) {
-        let mut run: Option<(u16, u64, u64, bool)> = None; // channel, first, last, nack
+        let mut run: Option<(u16, u64, u64, bool, u64)> = None; // channel, first, last, nack, epoch
         while let Some(front) = self.confirms.front_mut() {
             if front.held {
                 break;
@@ -140,16 +140,19 @@ impl Session {
                 break;
             };
             run = match run {
-                Some((ch, first, last, nack))
-                    if ch == c.channel && nack == c.nack && c.tag == last + 1 =>
+                Some((ch, first, last, nack, epoch))
+                    if ch == c.channel
+                        && nack == c.nack
+                        && c.tag == last + 1
+                        && epoch == c.epoch =>
                 {
-                    Some((ch, first, c.tag, nack))
+                    Some((ch, first, c.tag, nack, epoch))
                 }
                 Some(prev) => {
                     self.send_confirm(prev);
-                    Some((c.channel, c.tag, c.tag, c.nack))
+                    Some((c.channel, c.tag, c.tag, c.nack, c.epoch))
                 }
-                None => Some((c.channel, c.tag, c.tag, c.nack)),
+                None => Some((c.channel, c.tag, c.tag, c.nack, c.epoch)),
             };
         }
         if let Some(prev) = run {
@@ -157,8 +160,12 @@ impl Session {
         }
     }
 
-    fn send_confirm(&mut self, (id, first, last, nack): (u16, u64, u64, bool)) {
-        if self.channels.get(&id).is_none_or(|ch| ch.closing) {
+    fn send_confirm(&mut self, (id, first, last, nack, epoch): (u16, u64, u64, bool, u64)) {
+        if self
+            .channels
+            .get(&id)
+            .is_none_or(|ch| ch.closing || ch.epoch != epoch)
+        {
             return;
         }
         // A multiple ack covers every earlier tag; only use it when the run

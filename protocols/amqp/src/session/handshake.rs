@@ -239,7 +239,14 @@ impl Session {
             )
             .at(20, 10));
         }
-        self.channels.insert(id, Channel::default());
+        self.next_epoch += 1;
+        self.channels.insert(
+            id,
+            Channel {
+                epoch: self.next_epoch,
+                ..Channel::default()
+            },
+        );
         Ok(())
     }
 }

@@ -87,6 +87,7 @@ pub struct Session {
     cancel_notify: bool,
     user: String,
     released: bool,
+    next_epoch: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -104,7 +105,8 @@ impl Session {
         let conn_id = broker.next_connection_id();
         Self {
             broker,
-            frame_max: config.frame_max,
+            // Until tune-ok, only the spec minimum is accepted (as RabbitMQ).
+            frame_max: crate::codec::MIN_FRAME_MAX,
             channel_max: config.channel_max,
             heartbeat: config.heartbeat,
             config,
@@ -121,6 +123,7 @@ impl Session {
             cancel_notify: false,
             user: String::new(),
             released: false,
+            next_epoch: 0,
         }
     }
 
