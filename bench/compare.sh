@@ -52,6 +52,7 @@ rabbitmqctl -n "$RABBIT_NODE" await_startup --timeout 120 >/dev/null
 
 SCENARIOS=(
   "transient-1to1-16B|--size 16"
+  "latency-1to1-16B-20k|--size 16 --rate 20000"
   "persistent-confirm-1to1-1KiB|--size 1024 --persistent --confirm 256"
   "transient-4to4-16B|--size 16 --producers 4 --consumers 4"
   "fanout-1to4-16B|--size 16 --fanout --consumers 4"

@@ -50,6 +50,10 @@ pub(crate) struct AmqpArgs {
     /// Publisher confirm window (0 = no confirms).
     #[arg(long, default_value_t = 0)]
     confirm: usize,
+    /// Messages per second per producer (0 = as fast as possible). Latency is
+    /// only meaningful below saturation, as in PerfTest's --rate.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// Publishes in flight per producer before waiting for lapin to write them.
     #[arg(long, default_value_t = 512)]
     pipeline: usize,
@@ -214,6 +218,11 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
             .as_ref()
             .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
     };
+    let rate = if args.rate > 0 {
+        format!("-rate{}", args.rate)
+    } else {
+        String::new()
+    };
     let kind = match (args.persistent, args.confirm > 0, args.fanout) {
         (_, _, true) => "fanout",
         (true, true, _) => "persistent-confirm",
@@ -222,7 +231,7 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
         (false, false, _) => "transient",
     };
     Ok(Report {
-        scenario: format!("amqp-{kind}-{}to{}", args.producers, args.consumers),
+        scenario: format!("amqp-{kind}-{}to{}{rate}", args.producers, args.consumers),
         broker: args.broker,
         size: args.size.max(crate::track::HEADER),
         producers: args.producers,
@@ -264,7 +273,15 @@ async fn produce(
     let mut sending = VecDeque::new();
     let mut window = VecDeque::new();
     let mut seq: u32 = 0;
+    let begun = Instant::now();
     while Instant::now() < deadline && (args.max_messages == 0 || seq < args.max_messages) {
+        if args.rate > 0 {
+            let due = (begun.elapsed().as_secs_f64() * args.rate as f64) as u64;
+            if u64::from(seq) >= due {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        }
         let mut payload = Vec::with_capacity(args.size.max(16));
         stamp(&mut payload, args.size, id, seq);
         let (ch, props) = (ch.clone(), props.clone());

@@ -30,7 +30,7 @@ pub use consumer::{
 };
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
-pub use queue::{Got, Queue, QueueSpec};
+pub use queue::{Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSpec};
 pub use store::Durable;
 pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
 

@@ -14,6 +14,7 @@ use crate::store::{Store, StoreOp};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use switchyard_model::{FieldTable, Message};
 use tokio::sync::oneshot;
 
@@ -40,9 +41,49 @@ struct Entry {
     persisted: bool,
 }
 
+/// Ready messages in position order, with their byte total.
+#[derive(Debug, Default)]
+struct Ready {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+impl Ready {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn push_back(&mut self, e: Entry) {
+        self.bytes += e.message.size_hint();
+        self.entries.push_back(e);
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let e = self.entries.pop_front()?;
+        self.bytes -= e.message.size_hint();
+        Some(e)
+    }
+
+    /// Insert at the position its `seq` belongs to.
+    fn insert_sorted(&mut self, e: Entry) {
+        self.bytes += e.message.size_hint();
+        let pos = self.entries.partition_point(|r| r.seq < e.seq);
+        self.entries.insert(pos, e);
+    }
+
+    fn take_all(&mut self) -> VecDeque<Entry> {
+        self.bytes = 0;
+        std::mem::take(&mut self.entries)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    ready: VecDeque<Entry>,
+    ready: Ready,
     unacked: HashMap<u64, Entry>,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
@@ -75,7 +116,14 @@ pub struct Queue {
     pub id: u64,
     store: Arc<dyn Store>,
     state: Mutex<State>,
+    /// Ready bytes are above the high-water mark: publishers should pause.
+    full: AtomicBool,
 }
+
+/// Ready bytes above which a queue asks publishers to pause.
+pub const QUEUE_HIGH_WATER_BYTES: usize = 256 << 20;
+/// Ready bytes below which a full queue lets publishers resume.
+pub const QUEUE_LOW_WATER_BYTES: usize = 192 << 20;
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +142,22 @@ impl Queue {
             id,
             store,
             state: Mutex::new(State::default()),
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether publishers should pause until the queue drains (its ready
+    /// messages hold more than [`QUEUE_HIGH_WATER_BYTES`]).
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    fn update_pressure(&self, st: &State) {
+        let full = self.full.load(Ordering::Relaxed);
+        if !full && st.ready.bytes > QUEUE_HIGH_WATER_BYTES {
+            self.full.store(true, Ordering::Relaxed);
+        } else if full && st.ready.bytes < QUEUE_LOW_WATER_BYTES {
+            self.full.store(false, Ordering::Relaxed);
         }
     }
 
@@ -168,6 +232,11 @@ impl Queue {
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
+        self.dispatch_inner(st);
+        self.update_pressure(st);
+    }
+
+    fn dispatch_inner(self: &Arc<Self>, st: &mut State) {
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let n = st.consumers.len();
             let start = st.cursor % n;
@@ -261,8 +330,7 @@ impl Queue {
         back.sort_by_key(|e| e.seq);
         for mut e in back {
             e.redelivered = true;
-            let pos = st.ready.partition_point(|r| r.seq < e.seq);
-            st.ready.insert(pos, e);
+            st.ready.insert_sorted(e);
         }
         self.dispatch_locked(&mut st);
     }
@@ -271,6 +339,7 @@ impl Queue {
     pub fn get(&self, no_ack: bool) -> Option<Got> {
         let mut st = self.state.lock();
         let entry = st.ready.pop_front()?;
+        self.update_pressure(&st);
         let got = Got {
             seq: entry.seq,
             message: entry.message.clone(),
@@ -288,7 +357,8 @@ impl Queue {
     /// Drop every ready message; returns how many.
     pub fn purge(&self) -> u32 {
         let mut st = self.state.lock();
-        let gone = std::mem::take(&mut st.ready);
+        let gone = st.ready.take_all();
+        self.update_pressure(&st);
         for e in &gone {
             self.settle_entry(e);
         }
@@ -328,7 +398,8 @@ impl Queue {
         }
         st.deleted = true;
         let count = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
-        st.ready.clear();
+        st.ready.take_all();
+        self.full.store(false, Ordering::Relaxed);
         st.unacked.clear();
         for c in std::mem::take(&mut st.consumers) {
             c.outbox.push(OutboxEvent::Cancelled(c.clone()));

@@ -242,3 +242,30 @@ fn alternate_and_e2e() {
     );
     assert_eq!(v.queue("unrouted", 1).unwrap().counts().0, 1);
 }
+
+#[test]
+fn full_queue_throttles_publishers_until_drained() {
+    let (_b, v) = broker();
+    declare(&v, "big");
+    let queue = v.queue("big", 1).unwrap();
+    let body = vec![0u8; 1 << 20];
+    let mut throttled_at = None;
+    for i in 0..400 {
+        let m = Message {
+            body: body.clone().into(),
+            ..msg("", "big", "")
+        };
+        if v.publish(m, false).unwrap().throttle.is_some() {
+            throttled_at = Some(i);
+            break;
+        }
+    }
+    let at = throttled_at.expect("a 256 MiB backlog must throttle");
+    assert!((250..=260).contains(&at), "throttled after {at} MiB");
+    assert!(queue.is_full());
+    // Draining below the low-water mark releases it.
+    while queue.is_full() {
+        queue.get(true).unwrap();
+    }
+    assert!(queue.counts().0 < 200);
+}

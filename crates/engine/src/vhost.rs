@@ -39,6 +39,9 @@ pub struct Published {
     /// Resolves when every persistent copy is on disk; `None` if nothing
     /// needed writing.
     pub durable: Option<Durable>,
+    /// A target queue is over its high-water mark: the publisher should
+    /// pause until [`Queue::is_full`] clears.
+    pub throttle: Option<Arc<Queue>>,
 }
 
 /// One virtual host.
@@ -523,9 +526,11 @@ impl Vhost {
                 self.store.submit(StoreOp::Barrier, Some(unused));
             }
         }
+        let throttle = queues.iter().find(|q| q.is_full()).cloned();
         Ok(Published {
             queues: queues.len(),
             durable: rx,
+            throttle,
         })
     }
 

@@ -205,6 +205,9 @@ impl Session {
         let published = vhost
             .publish(message, confirm)
             .map_err(|e| AmqpError::from(e).at(60, 40))?;
+        if published.throttle.is_some() {
+            self.throttle = published.throttle.clone();
+        }
         if published.queues == 0
             && let Some((exchange, routing_key, props, body)) = returned
         {

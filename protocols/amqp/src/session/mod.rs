@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use switchyard_engine::{Broker, Outbox, OutboxEvent, Vhost};
+use switchyard_engine::{Broker, Outbox, OutboxEvent, Queue, Vhost};
 
 /// Limits and defaults offered to clients.
 #[derive(Debug, Clone)]
@@ -88,6 +88,9 @@ pub struct Session {
     user: String,
     released: bool,
     next_epoch: u64,
+    /// A queue this connection published into is full: stop reading until
+    /// it drains (TCP backpressure on the publisher).
+    throttle: Option<Arc<Queue>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -124,6 +127,7 @@ impl Session {
             user: String::new(),
             released: false,
             next_epoch: 0,
+            throttle: None,
         }
     }
 
@@ -140,6 +144,20 @@ impl Session {
     /// Negotiated heartbeat in seconds (0 = off).
     pub fn heartbeat(&self) -> u16 {
         self.heartbeat
+    }
+
+    /// Whether a queue this connection publishes to is full; clears itself
+    /// once the queue drains below its low-water mark.
+    pub fn throttled(&mut self) -> bool {
+        if self
+            .throttle
+            .as_ref()
+            .is_some_and(|q| q.is_full() && !q.is_deleted())
+        {
+            return true;
+        }
+        self.throttle = None;
+        false
     }
 
     /// The outbox the engine delivers into.
