@@ -45,7 +45,11 @@ export RABBITMQ_NODENAME=$RABBIT_NODE RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
   RABBITMQ_NODE_PORT=$RABBIT_PORT RABBITMQ_MNESIA_BASE=$WORK/rabbit/mnesia \
   RABBITMQ_LOG_BASE=$WORK/rabbit/log RABBITMQ_DIST_PORT=25673 \
   RABBITMQ_ENABLED_PLUGINS_FILE=$WORK/rabbit/enabled_plugins
-mkdir -p "$WORK/rabbit"; echo '[].' >"$WORK/rabbit/enabled_plugins"
+export ERL_CRASH_DUMP=$WORK/rabbit/erl_crash.dump
+mkdir -p "$WORK/rabbit/mnesia" "$WORK/rabbit/log"; echo '[].' >"$WORK/rabbit/enabled_plugins"
+# Debian's rabbitmq-server drops to the rabbitmq user: let it use its dirs.
+chmod 755 "$WORK"
+if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$WORK/rabbit"; fi
 rabbitmq-server >"$WORK/rabbit/stdout" 2>&1 &
 PIDS+=($!); RABBIT_STARTED=1
 rabbitmqctl -n "$RABBIT_NODE" await_startup --timeout 120 >/dev/null
