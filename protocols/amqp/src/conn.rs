@@ -165,6 +165,7 @@ pub async fn run(
 
         let out_len = session.output().len();
         let store_busy = store.backlog() > STORE_HIGH_WATER || session.throttled();
+        session.handle_pressure(store_busy);
         let can_read = phase != Phase::Closed && out_len < OUTPUT_HIGH_WATER && !store_busy;
         if !can_read {
             // We chose not to read: silence is ours, not a missed heartbeat.

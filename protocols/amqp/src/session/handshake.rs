@@ -114,10 +114,9 @@ impl Session {
     fn start_ok(&mut self, ok: connection::StartOk) -> Result<(), AmqpError> {
         if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities")
         {
-            self.cancel_notify = matches!(
-                caps.inner().get("consumer_cancel_notify"),
-                Some(AMQPValue::Boolean(true))
-            );
+            let has = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
+            self.cancel_notify = has("consumer_cancel_notify");
+            self.blocked_notify = has("connection.blocked");
         }
         let credentials = match ok.mechanism.as_str() {
             "PLAIN" => plain(ok.response.as_bytes()),

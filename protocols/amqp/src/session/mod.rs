@@ -85,6 +85,10 @@ pub struct Session {
     events: Vec<OutboxEvent>,
     /// Client declared `consumer_cancel_notify`.
     cancel_notify: bool,
+    /// Client declared `connection.blocked`.
+    blocked_notify: bool,
+    /// We told the client it is blocked.
+    blocked_sent: bool,
     user: String,
     released: bool,
     next_epoch: u64,
@@ -124,6 +128,8 @@ impl Session {
             confirms: ConfirmQueue::new(),
             events: Vec::new(),
             cancel_notify: false,
+            blocked_notify: false,
+            blocked_sent: false,
             user: String::new(),
             released: false,
             next_epoch: 0,
@@ -158,6 +164,24 @@ impl Session {
         }
         self.throttle = None;
         false
+    }
+
+    /// The broker stopped (or resumed) reading this connection because a
+    /// queue it publishes to is full or the store is behind. Clients that
+    /// support it are told with `connection.blocked` / `unblocked`.
+    pub fn handle_pressure(&mut self, pressured: bool) {
+        if !self.blocked_notify || self.phase != Phase::Running || pressured == self.blocked_sent {
+            return;
+        }
+        self.blocked_sent = pressured;
+        let m = if pressured {
+            connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: "resource limit: queue or store backlog".into(),
+            })
+        } else {
+            connection::AMQPMethod::Unblocked(connection::Unblocked {})
+        };
+        self.send(0, AMQPClass::Connection(m));
     }
 
     /// The outbox the engine delivers into.

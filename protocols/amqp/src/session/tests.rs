@@ -45,13 +45,17 @@ impl Peer {
     }
 
     fn open(&mut self) {
+        self.open_with(Default::default());
+    }
+
+    fn open_with(&mut self, client_properties: amq_protocol::types::FieldTable) {
         self.s.handle_protocol_header(PROTOCOL_HEADER);
         assert!(matches!(
             self.frames()[0],
             Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))
         ));
         let ok = connection::StartOk {
-            client_properties: Default::default(),
+            client_properties,
             mechanism: "PLAIN".into(),
             response: "\0guest\0guest".into(),
             locale: "en_US".into(),
@@ -230,4 +234,36 @@ fn confirms_and_unopened_channel() {
     let out = p.method(7, AMQPClass::Queue(queue::AMQPMethod::Declare(d)));
     assert_eq!(close_code(&out[0]), Some(504));
     assert_eq!(p.s.phase(), Phase::Closing);
+}
+
+#[test]
+fn blocked_only_for_clients_that_asked() {
+    use amq_protocol::types::{AMQPValue, FieldTable};
+    let mut plain = Peer::new();
+    plain.open();
+    plain.s.handle_pressure(true);
+    assert!(plain.frames().is_empty());
+
+    let mut caps = FieldTable::default();
+    caps.insert("connection.blocked".into(), AMQPValue::Boolean(true));
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    let mut p = Peer::new();
+    p.open_with(props);
+    p.s.handle_pressure(true);
+    p.s.handle_pressure(true);
+    let out = p.frames();
+    assert_eq!(out.len(), 1, "blocked is sent once: {out:?}");
+    assert!(matches!(
+        out[0],
+        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(_)))
+    ));
+    p.s.handle_pressure(false);
+    assert!(matches!(
+        p.frames()[0],
+        Frame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Unblocked(_))
+        )
+    ));
 }
