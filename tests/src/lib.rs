@@ -325,7 +325,8 @@ impl Drop for Broker {
 }
 
 /// Finds the broker binary: `$SWITCHYARD_BIN` if set, else
-/// `$CARGO_BIN_EXE_switchyard` if set at run time, else `switchyard` next to
+/// `$CARGO_BIN_EXE_switchyard-under-test` if set at run time, else
+/// `switchyard-under-test` next to
 /// the `deps/` directory holding the running test executable (cargo's layout).
 ///
 /// # Panics
@@ -333,7 +334,7 @@ impl Drop for Broker {
 /// If no candidate exists.
 #[must_use]
 pub fn locate_binary() -> PathBuf {
-    for var in [BIN_ENV, "CARGO_BIN_EXE_switchyard"] {
+    for var in [BIN_ENV, "CARGO_BIN_EXE_switchyard-under-test"] {
         if let Some(path) = std::env::var_os(var) {
             return PathBuf::from(path);
         }
@@ -343,7 +344,7 @@ pub fn locate_binary() -> PathBuf {
     if dir.ends_with("deps") {
         dir = dir.parent().expect("deps/ has a parent");
     }
-    let mut name = OsString::from("switchyard");
+    let mut name = OsString::from("switchyard-under-test");
     name.push(std::env::consts::EXE_SUFFIX);
     let candidate = dir.join(name);
     assert!(

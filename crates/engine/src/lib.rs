@@ -18,6 +18,7 @@ mod command;
 mod consumer;
 mod error;
 pub mod exchange;
+pub mod inthash;
 mod queue;
 mod route;
 pub mod store;

@@ -10,9 +10,10 @@
 
 use crate::consumer::{Consumer, Delivery, OutboxEvent};
 use crate::error::{EngineError, Result};
+use crate::inthash::IntMap;
 use crate::store::{Store, StoreOp};
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use switchyard_model::{FieldTable, Message};
@@ -84,7 +85,7 @@ impl Ready {
 #[derive(Debug, Default)]
 struct State {
     ready: Ready,
-    unacked: HashMap<u64, Entry>,
+    unacked: IntMap<u64, Entry>,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
     /// Round-robin cursor into `consumers`.

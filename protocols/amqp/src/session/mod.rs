@@ -18,9 +18,9 @@ use crate::codec::{DecodeError, Encoder, Frame};
 use crate::error::{AmqpError, ReplyCode, Scope};
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use bytes::BytesMut;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{Broker, Outbox, OutboxEvent, Queue, Vhost};
 
 /// Limits and defaults offered to clients.
@@ -77,7 +77,7 @@ pub struct Session {
     frame_max: u32,
     channel_max: u16,
     heartbeat: u16,
-    channels: HashMap<u16, Channel>,
+    channels: IntMap<u16, Channel>,
     outbox: Arc<Outbox>,
     out: BytesMut,
     enc: Encoder,
@@ -121,7 +121,7 @@ impl Session {
             conn_id,
             phase: Phase::Header,
             vhost: None,
-            channels: HashMap::new(),
+            channels: IntMap::default(),
             outbox: Arc::new(Outbox::default()),
             out: BytesMut::with_capacity(16 * 1024),
             enc: Encoder::default(),
