@@ -60,6 +60,8 @@ pub struct Broker {
     child: Option<Child>,
     amqp_addr: Option<SocketAddr>,
     starts: u32,
+    /// Config file passed with `--config`, if any.
+    config: Option<PathBuf>,
 }
 
 impl Broker {
@@ -91,7 +93,32 @@ impl Broker {
         Self::launch(locate_binary(), data_dir.into(), None)
     }
 
+    /// Starts a broker on a fresh temporary data directory with `toml` as
+    /// its config file (flags still set the data dir and listener).
+    ///
+    /// # Panics
+    ///
+    /// As [`Broker::start`].
+    #[must_use]
+    pub fn start_with_config(toml: &str) -> Self {
+        let data = tempfile::Builder::new()
+            .prefix("switchyard-data-")
+            .tempdir()
+            .expect("create temporary data directory");
+        let data_dir = data.path().to_path_buf();
+        Self::launch_with(locate_binary(), data_dir, Some(data), Some(toml))
+    }
+
     fn launch(bin: PathBuf, data_dir: PathBuf, owned: Option<TempDir>) -> Self {
+        Self::launch_with(bin, data_dir, owned, None)
+    }
+
+    fn launch_with(
+        bin: PathBuf,
+        data_dir: PathBuf,
+        owned: Option<TempDir>,
+        toml: Option<&str>,
+    ) -> Self {
         let run_dir = tempfile::Builder::new()
             .prefix("switchyard-run-")
             .tempdir()
@@ -104,7 +131,13 @@ impl Broker {
             child: None,
             amqp_addr: None,
             starts: 0,
+            config: None,
         };
+        if let Some(toml) = toml {
+            let path = broker.run_dir.path().join("switchyard.toml");
+            fs::write(&path, toml).expect("write broker config file");
+            broker.config = Some(path);
+        }
         broker.spawn();
         broker
     }
@@ -146,8 +179,12 @@ impl Broker {
         .expect("write broker log file");
         let stdout = log.try_clone().expect("clone broker log file handle");
 
-        let child = Command::new(&self.bin)
-            .arg("serve")
+        let mut command = Command::new(&self.bin);
+        command.arg("serve");
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--amqp")

@@ -5,7 +5,7 @@ use crate::vhost::Vhost;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The default vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -16,6 +16,8 @@ pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     queue_ids: Arc<AtomicU64>,
     connection_ids: AtomicU64,
+    /// Most queues per vhost, shared with every vhost.
+    max_queues: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -34,6 +36,7 @@ impl Broker {
             vhosts: RwLock::new(HashMap::new()),
             queue_ids: Arc::new(AtomicU64::new(next_id)),
             connection_ids: AtomicU64::new(1),
+            max_queues: Arc::new(AtomicUsize::new(usize::MAX)),
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -97,9 +100,20 @@ impl Broker {
                     self.store
                         .submit(crate::store::StoreOp::PutVhost(name.to_owned()), None);
                 }
-                Arc::new(Vhost::new(name, self.store.clone(), self.queue_ids.clone()))
+                Arc::new(Vhost::new(
+                    name,
+                    self.store.clone(),
+                    self.queue_ids.clone(),
+                    self.max_queues.clone(),
+                ))
             })
             .clone()
+    }
+
+    /// Limit the number of queues in each vhost; declares beyond it fail
+    /// with [`crate::EngineError::ResourceLimit`]. Recovered queues count.
+    pub fn set_max_queues_per_vhost(&self, n: usize) {
+        self.max_queues.store(n, Ordering::Relaxed);
     }
 
     /// A vhost by name.

@@ -11,7 +11,7 @@ use crate::store::{
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use switchyard_model::Message;
 use tokio::sync::oneshot;
 
@@ -50,6 +50,7 @@ pub struct Vhost {
     pub name: String,
     store: Arc<dyn Store>,
     queue_ids: Arc<AtomicU64>,
+    max_queues: Arc<AtomicUsize>,
     pub(crate) topology: RwLock<Topology>,
 }
 
@@ -64,7 +65,12 @@ fn reserved(name: &str) -> bool {
 }
 
 impl Vhost {
-    pub(crate) fn new(name: &str, store: Arc<dyn Store>, queue_ids: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        store: Arc<dyn Store>,
+        queue_ids: Arc<AtomicU64>,
+        max_queues: Arc<AtomicUsize>,
+    ) -> Self {
         let mut topo = Topology::default();
         for (n, kind) in BUILTIN_EXCHANGES {
             topo.exchanges.insert(
@@ -76,6 +82,7 @@ impl Vhost {
             name: name.to_owned(),
             store,
             queue_ids,
+            max_queues,
             topology: RwLock::new(topo),
         }
     }
@@ -293,6 +300,13 @@ impl Vhost {
                 messages,
                 consumers,
             });
+        }
+        let limit = self.max_queues.load(Ordering::Relaxed);
+        if topo.queues.len() >= limit {
+            return Err(EngineError::ResourceLimit(format!(
+                "cannot declare queue '{}': queue limit in vhost '{}' ({limit}) is reached",
+                spec.name, self.name
+            )));
         }
         if spec.name.is_empty() {
             spec.name = generated_name();

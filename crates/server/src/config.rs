@@ -37,6 +37,9 @@ const DEFAULT_AMQP_HEARTBEAT: u16 = 60;
 const DEFAULT_AMQP_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_AMQP_MAX_CONNECTIONS: usize = 65_536;
 const DEFAULT_AMQP_MAX_MESSAGE_SIZE: u64 = 128 << 20;
+const DEFAULT_AMQP_MAX_CONNECTIONS_PER_IP: usize = 4_096;
+const DEFAULT_AMQP_MAX_CONSUMERS_PER_CHANNEL: usize = 65_536;
+const DEFAULT_MAX_QUEUES_PER_VHOST: usize = 100_000;
 
 /// `config/switchyard.toml` as written: every key optional.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -54,6 +57,7 @@ pub(crate) struct FileConfig {
 pub(crate) struct ServerFile {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) shutdown_timeout_ms: Option<u64>,
+    pub(crate) max_queues_per_vhost: Option<usize>,
 }
 
 /// `[amqp]`.
@@ -67,6 +71,8 @@ pub(crate) struct AmqpFile {
     pub(crate) handshake_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_message_size: Option<u64>,
+    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) max_consumers_per_channel: Option<usize>,
 }
 
 /// What the command line and environment set; `None` defers to the file.
@@ -100,6 +106,8 @@ pub(crate) struct ServerConfig {
     pub(crate) data_dir: PathBuf,
     /// How long shutdown waits for connections before flushing anyway.
     pub(crate) shutdown_timeout: Duration,
+    /// Most queues one vhost may hold.
+    pub(crate) max_queues_per_vhost: NonZeroUsize,
 }
 
 /// The AMQP 0-9-1 listener and the limits it offers each connection.
@@ -119,6 +127,10 @@ pub(crate) struct AmqpListenerConfig {
     pub(crate) max_connections: NonZeroUsize,
     /// Largest message body accepted, in bytes.
     pub(crate) max_message_size: NonZeroU64,
+    /// Most simultaneous connections from one source address.
+    pub(crate) max_connections_per_ip: NonZeroUsize,
+    /// Most consumers on one channel.
+    pub(crate) max_consumers_per_channel: NonZeroUsize,
 }
 
 /// An invalid option value, with the option named as the user set it.
@@ -193,6 +205,18 @@ const AMQP_MAX_CONNECTIONS: Key = Key {
 };
 const AMQP_MAX_MESSAGE_SIZE: Key = Key {
     file: "amqp.max_message_size",
+    flag: None,
+};
+const AMQP_MAX_CONNECTIONS_PER_IP: Key = Key {
+    file: "amqp.max_connections_per_ip",
+    flag: None,
+};
+const AMQP_MAX_CONSUMERS_PER_CHANNEL: Key = Key {
+    file: "amqp.max_consumers_per_channel",
+    flag: None,
+};
+const MAX_QUEUES_PER_VHOST: Key = Key {
+    file: "server.max_queues_per_vhost",
     flag: None,
 };
 
@@ -312,11 +336,30 @@ impl Config {
         );
         let max_conn = r.pick(None, amqp.max_connections, DEFAULT_AMQP_MAX_CONNECTIONS);
         let max_msg = r.pick(None, amqp.max_message_size, DEFAULT_AMQP_MAX_MESSAGE_SIZE);
+        let per_ip = r.pick(
+            None,
+            amqp.max_connections_per_ip,
+            DEFAULT_AMQP_MAX_CONNECTIONS_PER_IP,
+        );
+        let per_ch = r.pick(
+            None,
+            amqp.max_consumers_per_channel,
+            DEFAULT_AMQP_MAX_CONSUMERS_PER_CHANNEL,
+        );
+        let max_queues = r.pick(
+            None,
+            server.max_queues_per_vhost,
+            DEFAULT_MAX_QUEUES_PER_VHOST,
+        );
+        let at_least_one = |key: Key, v: (usize, Origin)| {
+            NonZeroUsize::new(v.0).ok_or_else(|| r.error(key, v.1, 0, "must be at least 1"))
+        };
 
         Ok(Self {
             server: ServerConfig {
                 data_dir: data_dir.0,
                 shutdown_timeout: r.millis(SHUTDOWN_TIMEOUT, shutdown_timeout)?,
+                max_queues_per_vhost: at_least_one(MAX_QUEUES_PER_VHOST, max_queues)?,
             },
             amqp: AmqpListenerConfig {
                 listen,
@@ -332,6 +375,8 @@ impl Config {
                 max_message_size: NonZeroU64::new(max_msg.0).ok_or_else(|| {
                     r.error(AMQP_MAX_MESSAGE_SIZE, max_msg.1, 0, "must be at least 1")
                 })?,
+                max_connections_per_ip: at_least_one(AMQP_MAX_CONNECTIONS_PER_IP, per_ip)?,
+                max_consumers_per_channel: at_least_one(AMQP_MAX_CONSUMERS_PER_CHANNEL, per_ch)?,
             },
         })
     }
@@ -345,6 +390,7 @@ impl Config {
             server: ServerFile {
                 data_dir: Some(self.server.data_dir.clone()),
                 shutdown_timeout_ms: Some(millis(self.server.shutdown_timeout)),
+                max_queues_per_vhost: Some(self.server.max_queues_per_vhost.get()),
             },
             amqp: AmqpFile {
                 listen: Some(
@@ -357,6 +403,8 @@ impl Config {
                 handshake_timeout_ms: Some(millis(a.handshake_timeout)),
                 max_connections: Some(a.max_connections.get()),
                 max_message_size: Some(a.max_message_size.get()),
+                max_connections_per_ip: Some(a.max_connections_per_ip.get()),
+                max_consumers_per_channel: Some(a.max_consumers_per_channel.get()),
             },
         }
     }

@@ -53,10 +53,12 @@ fn shipped_file_sets_every_key() {
     // Destructured exhaustively so a new option fails to compile here until
     // it is added to the shipped file too.
     let FileConfig {
-        server: ServerFile {
-            data_dir,
-            shutdown_timeout_ms,
-        },
+        server:
+            ServerFile {
+                data_dir,
+                shutdown_timeout_ms,
+                max_queues_per_vhost,
+            },
         amqp:
             AmqpFile {
                 listen,
@@ -66,8 +68,12 @@ fn shipped_file_sets_every_key() {
                 handshake_timeout_ms,
                 max_connections,
                 max_message_size,
+                max_connections_per_ip,
+                max_consumers_per_channel,
             },
     } = file(SHIPPED).config;
+    assert!(max_queues_per_vhost.is_some());
+    assert!(max_connections_per_ip.is_some() && max_consumers_per_channel.is_some());
     assert!(data_dir.is_some() && shutdown_timeout_ms.is_some());
     assert!(listen.is_some() && frame_max.is_some() && channel_max.is_some());
     assert!(heartbeat.is_some() && handshake_timeout_ms.is_some());
@@ -84,6 +90,14 @@ fn amqp_defaults_match_the_protocol_crate() {
     assert_eq!(ours.handshake_timeout, theirs.handshake_timeout);
     assert_eq!(ours.max_connections.get(), theirs.max_connections);
     assert_eq!(ours.max_message_size.get(), theirs.max_message_size);
+    assert_eq!(
+        ours.max_connections_per_ip.get(),
+        theirs.max_connections_per_ip
+    );
+    assert_eq!(
+        ours.max_consumers_per_channel.get(),
+        theirs.max_consumers_per_channel
+    );
 }
 
 #[test]

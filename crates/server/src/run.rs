@@ -48,6 +48,7 @@ pub(crate) fn serve(config: &Config, ready_file: Option<&Path>) -> anyhow::Resul
         Broker::open(Arc::clone(&store) as Arc<dyn Store>)
             .map_err(|e| anyhow!("cannot recover state from {}: {e}", data_dir.display()))?
     };
+    broker.set_max_queues_per_vhost(config.server.max_queues_per_vhost.get());
 
     let outcome = runtime.block_on(run(config, &broker, ready_file));
 
@@ -159,6 +160,8 @@ fn amqp_config(c: &AmqpListenerConfig) -> switchyard_amqp::AmqpConfig {
         handshake_timeout: c.handshake_timeout,
         max_connections: c.max_connections.get(),
         max_message_size: c.max_message_size.get(),
+        max_connections_per_ip: c.max_connections_per_ip.get(),
+        max_consumers_per_channel: c.max_consumers_per_channel.get(),
     }
 }
 

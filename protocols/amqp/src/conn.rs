@@ -12,7 +12,9 @@
 use crate::codec::Decoder;
 use crate::session::{Phase, Session, SessionConfig};
 use bytes::BytesMut;
-use std::net::SocketAddr;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::{Broker, Durable};
@@ -45,6 +47,11 @@ pub struct AmqpConfig {
     pub max_connections: usize,
     /// Largest message body accepted.
     pub max_message_size: u64,
+    /// Simultaneous connections accepted from one source address; further
+    /// ones are closed at once (slows connection floods from one host).
+    pub max_connections_per_ip: usize,
+    /// Consumers one channel may hold (`basic.consume` beyond: 530).
+    pub max_consumers_per_channel: usize,
 }
 
 impl Default for AmqpConfig {
@@ -56,6 +63,8 @@ impl Default for AmqpConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 65_536,
             max_message_size: 128 << 20,
+            max_connections_per_ip: 4_096,
+            max_consumers_per_channel: 65_536,
         }
     }
 }
@@ -67,6 +76,7 @@ impl AmqpConfig {
             channel_max: self.channel_max,
             heartbeat: self.heartbeat,
             max_message_size: self.max_message_size,
+            max_consumers_per_channel: self.max_consumers_per_channel,
         }
     }
 }
@@ -81,6 +91,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let per_ip = PerIp::default();
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -103,13 +114,50 @@ pub async fn serve(
                 }
             },
         };
+        let Some(slot) = per_ip.acquire(peer.ip(), config.max_connections_per_ip) else {
+            tracing::warn!(%peer, limit = config.max_connections_per_ip, "too many connections from one address; closing");
+            drop(stream);
+            continue;
+        };
         let broker = broker.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             run(stream, peer, broker, &config, shutdown).await;
         });
+    }
+}
+
+/// Connections per source address.
+#[derive(Clone, Default)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// Held by a connection task; frees its address slot when dropped.
+struct IpSlot(PerIp, IpAddr);
+
+impl PerIp {
+    fn acquire(&self, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let mut map = self.0.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock();
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
     }
 }
 

@@ -244,12 +244,19 @@ impl Session {
         let name = self.queue_name(id, c.queue.as_str())?;
         let queue = vhost.queue(&name, self.conn_id)?;
         let outbox = self.outbox.clone();
+        let max_consumers = self.config.max_consumers_per_channel;
         let ch = self.channel_mut(id)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             format!("amq.ctag-{}", rand_suffix())
         } else {
             c.consumer_tag.as_str().to_owned()
         };
+        if ch.consumers.len() >= max_consumers {
+            return Err(AmqpError::connection(
+                ReplyCode::NOT_ALLOWED,
+                format!("reached maximum ({max_consumers}) of consumers per channel"),
+            ));
+        }
         if ch.consumers.contains_key(&tag) {
             return Err(AmqpError::connection(
                 ReplyCode::NOT_ALLOWED,

@@ -34,6 +34,8 @@ pub struct SessionConfig {
     pub heartbeat: u16,
     /// Largest message body accepted (bytes).
     pub max_message_size: u64,
+    /// Consumers one channel may hold.
+    pub max_consumers_per_channel: usize,
 }
 
 impl Default for SessionConfig {
@@ -43,6 +45,7 @@ impl Default for SessionConfig {
             channel_max: 2047,
             heartbeat: 60,
             max_message_size: 128 << 20,
+            max_consumers_per_channel: 65_536,
         }
     }
 }
