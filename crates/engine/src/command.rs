@@ -5,7 +5,7 @@
 //! the store; a replicated deployment would append the same value to a Raft
 //! log first and apply it on every node.
 
-use crate::exchange::{Destination, ExchangeKind};
+use crate::exchange::{Binding, ExchangeKind};
 use crate::queue::QueueSpec;
 use switchyard_model::FieldTable;
 
@@ -46,27 +46,19 @@ pub enum Command {
         /// Refuse if it has ready messages.
         if_empty: bool,
     },
-    /// Add a binding.
+    /// Add a binding from `source`.
     Bind {
         /// Source exchange.
         source: String,
-        /// Queue or exchange.
-        destination: Destination,
-        /// Binding key.
-        routing_key: String,
-        /// Arguments.
-        arguments: FieldTable,
+        /// Destination, key and arguments.
+        binding: Binding,
     },
-    /// Remove a binding (absent bindings are not an error).
+    /// Remove a binding from `source` (absent bindings are not an error).
     Unbind {
         /// Source exchange.
         source: String,
-        /// Queue or exchange.
-        destination: Destination,
-        /// Binding key.
-        routing_key: String,
-        /// Arguments.
-        arguments: FieldTable,
+        /// Destination, key and arguments.
+        binding: Binding,
     },
     /// Drop a queue's ready messages.
     PurgeQueue {

@@ -1,5 +1,6 @@
 //! Engine behaviour through its public API, on the in-memory store.
 
+use crate::exchange::Binding;
 use crate::store::MemoryStore;
 use crate::*;
 use std::sync::Arc;
@@ -38,9 +39,11 @@ fn bind(v: &Vhost, x: &str, q: &str, key: &str) {
     v.apply(
         Command::Bind {
             source: x.into(),
-            destination: Destination::queue(q),
-            routing_key: key.into(),
-            arguments: Default::default(),
+            binding: Binding {
+                destination: Destination::queue(q),
+                routing_key: key.into(),
+                arguments: Default::default(),
+            },
         },
         1,
     )
@@ -227,9 +230,11 @@ fn alternate_and_e2e() {
     v.apply(
         Command::Bind {
             source: "main".into(),
-            destination: Destination::exchange("f"),
-            routing_key: "k".into(),
-            arguments: Default::default(),
+            binding: Binding {
+                destination: Destination::exchange("f"),
+                routing_key: "k".into(),
+                arguments: Default::default(),
+            },
         },
         1,
     )

@@ -201,57 +201,35 @@ impl Vhost {
                 self.remove_queue(&mut topo, &name);
                 Ok(Outcome::Messages(n))
             }
-            Command::Bind {
-                source,
-                destination,
-                routing_key,
-                arguments,
-            } => {
-                let durable = self.check_binding_ends(&topo, &source, &destination, conn)?;
+            Command::Bind { source, binding: b } => {
+                let durable = self.check_binding_ends(&topo, &source, &b.destination, conn)?;
                 let x = topo.exchanges.get_mut(&source).ok_or_else(|| {
                     EngineError::ExchangeNotFound(source.clone(), self.name.clone())
                 })?;
                 if x.kind == ExchangeKind::Headers
-                    && crate::exchange::headers::MatchMode::from_args(&arguments).is_none()
+                    && crate::exchange::headers::MatchMode::from_args(&b.arguments).is_none()
                 {
                     return Err(EngineError::PreconditionFailed(
                         "invalid x-match field value; expected one of all, any, all-with-x, any-with-x"
                             .into(),
                     ));
                 }
-                let b = Binding {
-                    destination,
-                    routing_key,
-                    arguments,
-                };
                 if x.bind(b.clone()) && durable {
-                    self.store
-                        .submit(StoreOp::PutBinding(self.binding_record(&source, &b)), None);
+                    let record = self.binding_record(&source, &b);
+                    self.store.submit(StoreOp::PutBinding(record), None);
                 }
                 Ok(Outcome::Done)
             }
-            Command::Unbind {
-                source,
-                destination,
-                routing_key,
-                arguments,
-            } => {
-                let durable = self.check_binding_ends(&topo, &source, &destination, conn)?;
-                let b = Binding {
-                    destination,
-                    routing_key,
-                    arguments,
-                };
-                let removed = topo
+            Command::Unbind { source, binding: b } => {
+                let durable = self.check_binding_ends(&topo, &source, &b.destination, conn)?;
+                if topo
                     .exchanges
                     .get_mut(&source)
-                    .is_some_and(|x| x.unbind(&b));
-                if removed {
+                    .is_some_and(|x| x.unbind(&b))
+                {
                     if durable {
-                        self.store.submit(
-                            StoreOp::DeleteBinding(self.binding_record(&source, &b)),
-                            None,
-                        );
+                        let record = self.binding_record(&source, &b);
+                        self.store.submit(StoreOp::DeleteBinding(record), None);
                     }
                     self.auto_delete_exchange(&mut topo, &source);
                 }

@@ -6,6 +6,8 @@ use crate::codec::Frame;
 use crate::convert::table_in;
 use crate::error::{AmqpError, ReplyCode};
 use amq_protocol::protocol::{AMQPClass, access, channel, exchange, queue};
+use amq_protocol::types::FieldTable as AmqpTable;
+use switchyard_engine::exchange::Binding;
 use switchyard_engine::{Command, Destination, ExchangeKind, Outcome, QueueSpec};
 
 impl Session {
@@ -175,28 +177,26 @@ impl Session {
                 }
             }
             M::Bind(b) => {
-                vhost.apply(
-                    Command::Bind {
-                        source: b.source.as_str().to_owned(),
-                        destination: Destination::exchange(b.destination.as_str()),
-                        routing_key: b.routing_key.as_str().to_owned(),
-                        arguments: table_in(&b.arguments),
-                    },
-                    self.conn_id,
+                let dest = Destination::exchange(b.destination.as_str());
+                self.bind(
+                    true,
+                    b.source.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    &b.arguments,
                 )?;
                 if !b.nowait {
                     self.send(id, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
                 }
             }
             M::Unbind(b) => {
-                vhost.apply(
-                    Command::Unbind {
-                        source: b.source.as_str().to_owned(),
-                        destination: Destination::exchange(b.destination.as_str()),
-                        routing_key: b.routing_key.as_str().to_owned(),
-                        arguments: table_in(&b.arguments),
-                    },
-                    self.conn_id,
+                let dest = Destination::exchange(b.destination.as_str());
+                self.bind(
+                    false,
+                    b.source.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    &b.arguments,
                 )?;
                 if !b.nowait {
                     self.send(id, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
@@ -209,6 +209,30 @@ impl Session {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Add (`bind`) or remove a binding from exchange `source`.
+    fn bind(
+        &mut self,
+        bind: bool,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: &AmqpTable,
+    ) -> Result<(), AmqpError> {
+        let source = source.to_owned();
+        let binding = Binding {
+            destination,
+            routing_key: routing_key.to_owned(),
+            arguments: table_in(arguments),
+        };
+        let cmd = if bind {
+            Command::Bind { source, binding }
+        } else {
+            Command::Unbind { source, binding }
+        };
+        self.vhost()?.clone().apply(cmd, self.conn_id)?;
         Ok(())
     }
 
@@ -263,14 +287,13 @@ impl Session {
             }
             M::Bind(b) => {
                 let name = self.queue_name(id, b.queue.as_str())?;
-                vhost.apply(
-                    Command::Bind {
-                        source: b.exchange.as_str().to_owned(),
-                        destination: Destination::queue(&name),
-                        routing_key: b.routing_key.as_str().to_owned(),
-                        arguments: table_in(&b.arguments),
-                    },
-                    conn,
+                let dest = Destination::queue(&name);
+                self.bind(
+                    true,
+                    b.exchange.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    &b.arguments,
                 )?;
                 if !b.nowait {
                     self.send(id, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
@@ -278,14 +301,13 @@ impl Session {
             }
             M::Unbind(b) => {
                 let name = self.queue_name(id, b.queue.as_str())?;
-                vhost.apply(
-                    Command::Unbind {
-                        source: b.exchange.as_str().to_owned(),
-                        destination: Destination::queue(&name),
-                        routing_key: b.routing_key.as_str().to_owned(),
-                        arguments: table_in(&b.arguments),
-                    },
-                    conn,
+                let dest = Destination::queue(&name);
+                self.bind(
+                    false,
+                    b.exchange.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    &b.arguments,
                 )?;
                 self.send(id, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
             }
