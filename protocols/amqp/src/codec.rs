@@ -500,5 +500,100 @@ mod seeds {
         enc.content(1, props, b"hello world", 4096, &mut out);
         Encoder::heartbeat(&mut out);
         std::fs::write(format!("{dir}/publish"), &out).unwrap();
+
+        // A whole client conversation for the session target.
+        use amq_protocol::protocol::{confirm, tx};
+        let session_dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/corpus/amqp_session"
+        );
+        let mut out = BytesMut::new();
+        let conn = [
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: Default::default(),
+                mechanism: "PLAIN".into(),
+                response: "\0guest\0guest".into(),
+                locale: "en_US".into(),
+            })),
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: 16,
+                frame_max: 4096,
+                heartbeat: 0,
+            })),
+            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+                virtual_host: "/".into(),
+            })),
+        ];
+        for m in conn {
+            enc.method(0, m, &mut out);
+        }
+        let setup = [
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: "q".into(),
+                ..Default::default()
+            })),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+                nowait: false,
+            })),
+        ];
+        for m in setup {
+            enc.method(1, m, &mut out);
+        }
+        let p = basic::Publish {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            mandatory: true,
+            immediate: false,
+        };
+        enc.method(1, AMQPClass::Basic(basic::AMQPMethod::Publish(p)), &mut out);
+        enc.content(
+            1,
+            BasicProperties::default().with_delivery_mode(2),
+            b"payload",
+            4096,
+            &mut out,
+        );
+        let tail = [
+            AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+                prefetch_count: 1,
+                global: false,
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                queue: "q".into(),
+                consumer_tag: "c".into(),
+                ..Default::default()
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: 1,
+                multiple: false,
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+                queue: "q".into(),
+                no_ack: false,
+            })),
+            AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})),
+            AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {})),
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: 200,
+                reply_text: "bye".into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        ];
+        for m in tail {
+            enc.method(1, m, &mut out);
+        }
+        enc.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: 200,
+                reply_text: "bye".into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+            &mut out,
+        );
+        std::fs::write(format!("{session_dir}/conversation"), &out).unwrap();
     }
 }

@@ -10,8 +10,11 @@
 
 mod basic;
 mod deliver;
+mod fuzzing;
 mod handshake;
 mod topology;
+
+pub use fuzzing::drive_for_fuzzing;
 
 use crate::channel::{Channel, ConfirmQueue};
 use crate::codec::{DecodeError, Encoder, Frame};

@@ -267,3 +267,23 @@ fn blocked_only_for_clients_that_asked() {
         )
     ));
 }
+
+/// Replays the committed `amqp_session` fuzz corpus through the session on
+/// stable Rust, with the fuzz target's oracle.
+#[test]
+fn replay_session_fuzz_corpus() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/corpus/amqp_session"
+    );
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)
+        .expect("session corpus directory")
+        .flatten()
+    {
+        let data = std::fs::read(e.path()).unwrap();
+        drive_for_fuzzing(&data);
+        n += 1;
+    }
+    assert!(n > 0, "session corpus is empty");
+}
