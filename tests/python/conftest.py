@@ -121,6 +121,8 @@ class BrokerProcess:
             str(self.data_dir),
             "--amqp",
             "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
             "--ready-file",
             str(self.ready_file),
         ]

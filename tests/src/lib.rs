@@ -189,6 +189,8 @@ impl Broker {
             .arg(&self.data_dir)
             .arg("--amqp")
             .arg("127.0.0.1:0")
+            .arg("--mqtt")
+            .arg("127.0.0.1:0")
             .arg("--ready-file")
             .arg(&ready)
             // Hermetic: no config file from the test's working directory
@@ -229,6 +231,16 @@ impl Broker {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The address the MQTT listener is bound to.
+    ///
+    /// # Panics
+    ///
+    /// If the broker is not running or announced no MQTT listener.
+    #[must_use]
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        read_ready_line(&self.ready_file(), "mqtt=").expect("mqtt= line in the ready file")
     }
 
     /// The address the AMQP listener is bound to.
@@ -395,9 +407,13 @@ pub fn locate_binary() -> PathBuf {
 /// Reads `amqp=HOST:PORT` from a ready file; `None` while it does not exist
 /// or has no such line.
 fn read_ready_file(path: &Path) -> Option<SocketAddr> {
+    read_ready_line(path, "amqp=")
+}
+
+fn read_ready_line(path: &Path, prefix: &str) -> Option<SocketAddr> {
     let text = fs::read_to_string(path).ok()?;
     text.lines()
-        .filter_map(|line| line.trim().strip_prefix("amqp="))
+        .filter_map(|line| line.trim().strip_prefix(prefix))
         .find_map(|addr| addr.trim().parse().ok())
 }
 

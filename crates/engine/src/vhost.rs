@@ -103,6 +103,19 @@ impl Vhost {
         self.topology.read().queues.keys().cloned().collect()
     }
 
+    /// Every binding whose destination is `dest`, with its source exchange
+    /// (adapters rebuild per-binding state, e.g. MQTT subscription QoS).
+    pub fn bindings_to(&self, dest: &Destination) -> Vec<(String, Binding)> {
+        let topo = self.topology.read();
+        let mut out = Vec::new();
+        for x in topo.exchanges.values() {
+            for b in x.bindings().iter().filter(|b| &b.destination == dest) {
+                out.push((x.name.clone(), b.clone()));
+            }
+        }
+        out
+    }
+
     /// Whether an exchange exists.
     pub fn has_exchange(&self, name: &str) -> bool {
         self.topology.read().exchanges.contains_key(name)

@@ -67,6 +67,11 @@ pub(crate) struct ConfigArgs {
     /// [file: amqp.frame_max; default: 131072].
     #[arg(long, env = "SWITCHYARD_AMQP_FRAME_MAX", value_name = "BYTES")]
     pub(crate) amqp_frame_max: Option<u32>,
+
+    /// MQTT 3.1.1 listener address, or `none` to disable it
+    /// [file: mqtt.listen; default: 127.0.0.1:1883].
+    #[arg(long, env = "SWITCHYARD_MQTT", value_name = "ADDR")]
+    pub(crate) mqtt: Option<String>,
 }
 
 impl Cli {
@@ -84,6 +89,7 @@ impl ConfigArgs {
             amqp: self.amqp.clone(),
             amqp_heartbeat: self.amqp_heartbeat,
             amqp_frame_max: self.amqp_frame_max,
+            mqtt: self.mqtt.clone(),
         }
     }
 }

@@ -19,11 +19,13 @@ use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use crate::config_mqtt::{MqttFile, MqttListenerConfig};
+
 /// Where the config file is looked for when `--config` is not given.
 pub(crate) const DEFAULT_PATH: &str = "config/switchyard.toml";
 
 /// The word that disables a listener in place of an address.
-const DISABLED: &str = "none";
+pub(crate) const DISABLED: &str = "none";
 /// AMQP 0-9-1 `frame-min-size`: no peer may be offered a smaller frame.
 const AMQP_FRAME_MIN: u32 = 4096;
 
@@ -49,6 +51,8 @@ pub(crate) struct FileConfig {
     pub(crate) server: ServerFile,
     #[serde(default)]
     pub(crate) amqp: AmqpFile,
+    #[serde(default)]
+    pub(crate) mqtt: MqttFile,
 }
 
 /// `[server]`.
@@ -82,6 +86,7 @@ pub(crate) struct Overrides {
     pub(crate) amqp: Option<String>,
     pub(crate) amqp_heartbeat: Option<u16>,
     pub(crate) amqp_frame_max: Option<u32>,
+    pub(crate) mqtt: Option<String>,
 }
 
 /// A parsed config file and where it came from (`None`: no file, built-in
@@ -97,6 +102,7 @@ pub(crate) struct LoadedFile {
 pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) amqp: AmqpListenerConfig,
+    pub(crate) mqtt: MqttListenerConfig,
 }
 
 /// Process-wide settings.
@@ -170,9 +176,9 @@ pub(crate) fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
 
 /// One option: its key in the file, and its flag and variable if it has them.
 #[derive(Clone, Copy)]
-struct Key {
-    file: &'static str,
-    flag: Option<(&'static str, &'static str)>,
+pub(crate) struct Key {
+    pub(crate) file: &'static str,
+    pub(crate) flag: Option<(&'static str, &'static str)>,
 }
 
 const DATA_DIR: Key = Key {
@@ -222,19 +228,19 @@ const MAX_QUEUES_PER_VHOST: Key = Key {
 
 /// Where a value came from.
 #[derive(Clone, Copy)]
-enum Origin {
+pub(crate) enum Origin {
     Flag,
     File,
     Default,
 }
 
 /// Picks each value from its highest-precedence source and words errors.
-struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     file_path: Option<&'a Path>,
 }
 
 impl Resolver<'_> {
-    fn pick<T>(&self, flag: Option<T>, file: Option<T>, default: T) -> (T, Origin) {
+    pub(crate) fn pick<T>(&self, flag: Option<T>, file: Option<T>, default: T) -> (T, Origin) {
         match (flag, file) {
             (Some(v), _) => (v, Origin::Flag),
             (None, Some(v)) => (v, Origin::File),
@@ -242,7 +248,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn error(
+    pub(crate) fn error(
         &self,
         key: Key,
         origin: Origin,
@@ -260,7 +266,7 @@ impl Resolver<'_> {
         ConfigError(format!("invalid value {value:?} for {place}: {problem}"))
     }
 
-    fn at_least<T: PartialOrd + Copy + fmt::Display + fmt::Debug>(
+    pub(crate) fn at_least<T: PartialOrd + Copy + fmt::Display + fmt::Debug>(
         &self,
         key: Key,
         (value, origin): (T, Origin),
@@ -273,13 +279,13 @@ impl Resolver<'_> {
         }
     }
 
-    fn millis(&self, key: Key, picked: (u64, Origin)) -> Result<Duration, ConfigError> {
+    pub(crate) fn millis(&self, key: Key, picked: (u64, Origin)) -> Result<Duration, ConfigError> {
         self.at_least(key, picked, 1).map(Duration::from_millis)
     }
 }
 
 /// Parse a listener address: an IP socket address, or `none`.
-fn parse_listen(text: &str) -> Result<Option<SocketAddr>, &'static str> {
+pub(crate) fn parse_listen(text: &str) -> Result<Option<SocketAddr>, &'static str> {
     let text = text.trim();
     if text.eq_ignore_ascii_case(DISABLED) {
         return Ok(None);
@@ -378,6 +384,7 @@ impl Config {
                 max_connections_per_ip: at_least_one(AMQP_MAX_CONNECTIONS_PER_IP, per_ip)?,
                 max_consumers_per_channel: at_least_one(AMQP_MAX_CONSUMERS_PER_CHANNEL, per_ch)?,
             },
+            mqtt: MqttListenerConfig::resolve(&r, &file.config.mqtt, overrides.mqtt.clone())?,
         })
     }
 
@@ -406,6 +413,7 @@ impl Config {
                 max_connections_per_ip: Some(a.max_connections_per_ip.get()),
                 max_consumers_per_channel: Some(a.max_consumers_per_channel.get()),
             },
+            mqtt: self.mqtt.to_file(),
         }
     }
 

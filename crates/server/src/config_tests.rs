@@ -71,7 +71,17 @@ fn shipped_file_sets_every_key() {
                 max_connections_per_ip,
                 max_consumers_per_channel,
             },
+        mqtt:
+            MqttFile {
+                listen: mqtt_listen,
+                max_packet_size,
+                max_inflight,
+                connect_timeout_ms,
+                max_connections: mqtt_max_connections,
+            },
     } = file(SHIPPED).config;
+    assert!(mqtt_listen.is_some() && max_packet_size.is_some() && max_inflight.is_some());
+    assert!(connect_timeout_ms.is_some() && mqtt_max_connections.is_some());
     assert!(max_queues_per_vhost.is_some());
     assert!(max_connections_per_ip.is_some() && max_consumers_per_channel.is_some());
     assert!(data_dir.is_some() && shutdown_timeout_ms.is_some());
@@ -119,8 +129,10 @@ fn file_overrides_defaults_and_flags_override_file() {
         amqp: Some("[::1]:0".to_owned()),
         amqp_heartbeat: Some(0),
         amqp_frame_max: Some(4096),
+        mqtt: Some("none".to_owned()),
     };
     let c = Config::resolve(&f, &o).expect("valid");
+    assert_eq!(c.mqtt.listen, None);
     assert_eq!(c.server.data_dir, PathBuf::from("here"));
     assert_eq!(c.amqp.listen, Some("[::1]:0".parse().expect("literal")));
     assert_eq!(c.amqp.heartbeat, 0);
@@ -203,7 +215,8 @@ fn limits_are_checked() {
 #[test]
 fn unknown_keys_are_rejected() {
     assert!(parse_file("[amqp]\nlisten = \"none\"\nport = 1\n").is_err());
-    assert!(parse_file("[mqtt]\nlisten = \"none\"\n").is_err());
+    assert!(parse_file("[mqtt]\nlisten = \"none\"\nqos = 3\n").is_err());
+    assert!(parse_file("[stomp]\nlisten = \"none\"\n").is_err());
     assert!(parse_file("data_dir = \"x\"\n").is_err());
 }
 

@@ -11,6 +11,7 @@
 
 mod cli;
 mod config;
+mod config_mqtt;
 mod run;
 
 use clap::Parser as _;

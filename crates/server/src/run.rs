@@ -81,9 +81,16 @@ async fn run(
         Some(addr) => Some(bind("amqp", addr).await?),
         None => None,
     };
+    let mqtt = match config.mqtt.listen {
+        Some(addr) => Some(bind("mqtt", addr).await?),
+        None => None,
+    };
     let mut bound = Vec::new();
     if let Some((_, addr)) = &amqp {
         bound.push(("amqp", *addr));
+    }
+    if let Some((_, addr)) = &mqtt {
+        bound.push(("mqtt", *addr));
     }
     if bound.is_empty() {
         warn!("every listener is disabled; nothing to serve");
@@ -107,6 +114,20 @@ async fn run(
         listeners.spawn(async move {
             accept.await;
             "amqp"
+        });
+    }
+    if let Some((listener, _)) = mqtt {
+        let accept = switchyard_mqtt::serve(
+            listener,
+            switchyard_mqtt::Shared::new(Arc::clone(broker)),
+            config.mqtt.protocol(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let accept = tracker.track_future(accept);
+        listeners.spawn(async move {
+            accept.await;
+            "mqtt"
         });
     }
 

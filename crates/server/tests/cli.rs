@@ -22,6 +22,8 @@ fn switchyard(dir: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
+    // Tests run in parallel: no test may take the fixed MQTT port.
+    cmd.env("SWITCHYARD_MQTT", "none");
     cmd
 }
 

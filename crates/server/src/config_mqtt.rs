@@ -1,0 +1,112 @@
+//! The `[mqtt]` section of the configuration: raw file form and validated
+//! form, resolved with the same precedence rules as the rest (see
+//! [`crate::config`]).
+
+use crate::config::{ConfigError, DISABLED, Key, Resolver, parse_listen};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroUsize};
+use std::time::Duration;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+const DEFAULT_MAX_PACKET_SIZE: usize = 16 << 20;
+const DEFAULT_MAX_INFLIGHT: u16 = 64;
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+
+const LISTEN: Key = Key {
+    file: "mqtt.listen",
+    flag: Some(("--mqtt", "SWITCHYARD_MQTT")),
+};
+const MAX_PACKET_SIZE: Key = Key {
+    file: "mqtt.max_packet_size",
+    flag: None,
+};
+const MAX_INFLIGHT: Key = Key {
+    file: "mqtt.max_inflight",
+    flag: None,
+};
+const CONNECT_TIMEOUT: Key = Key {
+    file: "mqtt.connect_timeout_ms",
+    flag: None,
+};
+const MAX_CONNECTIONS: Key = Key {
+    file: "mqtt.max_connections",
+    flag: None,
+};
+
+/// `[mqtt]` as written.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MqttFile {
+    pub(crate) listen: Option<String>,
+    pub(crate) max_packet_size: Option<usize>,
+    pub(crate) max_inflight: Option<u16>,
+    pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+}
+
+/// The MQTT listener and its per-connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MqttListenerConfig {
+    /// `None`: the listener is disabled.
+    pub(crate) listen: Option<SocketAddr>,
+    /// Largest packet (remaining length) accepted, in bytes.
+    pub(crate) max_packet_size: NonZeroUsize,
+    /// QoS 1/2 deliveries in flight per client.
+    pub(crate) max_inflight: NonZeroU16,
+    /// Deadline for CONNECT after the socket opens.
+    pub(crate) connect_timeout: Duration,
+    /// Most simultaneous MQTT connections.
+    pub(crate) max_connections: NonZeroUsize,
+}
+
+impl MqttListenerConfig {
+    pub(crate) fn resolve(
+        r: &Resolver<'_>,
+        file: &MqttFile,
+        flag: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let listen = r.pick(flag, file.listen.clone(), DEFAULT_LISTEN.to_owned());
+        let addr = parse_listen(&listen.0).map_err(|p| r.error(LISTEN, listen.1, &listen.0, p))?;
+        let size = r.pick(None, file.max_packet_size, DEFAULT_MAX_PACKET_SIZE);
+        let inflight = r.pick(None, file.max_inflight, DEFAULT_MAX_INFLIGHT);
+        let timeout = r.pick(None, file.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
+        let conns = r.pick(None, file.max_connections, DEFAULT_MAX_CONNECTIONS);
+        Ok(Self {
+            listen: addr,
+            max_packet_size: NonZeroUsize::new(size.0)
+                .ok_or_else(|| r.error(MAX_PACKET_SIZE, size.1, 0, "must be at least 1"))?,
+            max_inflight: NonZeroU16::new(inflight.0)
+                .ok_or_else(|| r.error(MAX_INFLIGHT, inflight.1, 0, "must be at least 1"))?,
+            connect_timeout: r.millis(CONNECT_TIMEOUT, timeout)?,
+            max_connections: NonZeroUsize::new(conns.0)
+                .ok_or_else(|| r.error(MAX_CONNECTIONS, conns.1, 0, "must be at least 1"))?,
+        })
+    }
+
+    pub(crate) fn to_file(&self) -> MqttFile {
+        MqttFile {
+            listen: Some(
+                self.listen
+                    .map_or_else(|| DISABLED.to_owned(), |a| a.to_string()),
+            ),
+            max_packet_size: Some(self.max_packet_size.get()),
+            max_inflight: Some(self.max_inflight.get()),
+            connect_timeout_ms: Some(
+                u64::try_from(self.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+            max_connections: Some(self.max_connections.get()),
+        }
+    }
+
+    /// The protocol crate's settings.
+    pub(crate) fn protocol(&self) -> switchyard_mqtt::MqttConfig {
+        switchyard_mqtt::MqttConfig {
+            max_packet_size: self.max_packet_size.get(),
+            max_inflight: self.max_inflight.get(),
+            connect_timeout: self.connect_timeout,
+            max_connections: self.max_connections.get(),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The MQTT connection task: owns one TCP socket and drives a [`Session`].
+//!
+//! One `select!` loop: socket reads (armed while output is under its
+//! high-water mark and no target queue is full), writes of everything the
+//! session produced, engine deliveries, the oldest durability ticket (for
+//! PUBACK/PUBREC), the CONNECT deadline and keep-alive (1.5 × the client's
+//! interval), session takeover and shutdown.
+
+use crate::codec::Decoder;
+use crate::session::{Phase, Session, SessionConfig, Shared};
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_engine::Durable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+/// MQTT listener settings.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Largest packet (remaining length) accepted.
+    pub max_packet_size: usize,
+    /// QoS 1/2 deliveries in flight per client.
+    pub max_inflight: u16,
+    /// A client must send CONNECT within this.
+    pub connect_timeout: Duration,
+    /// Concurrent connections accepted.
+    pub max_connections: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 16 << 20,
+            max_inflight: 64,
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 65_536,
+        }
+    }
+}
+
+/// Accept MQTT clients on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: MqttConfig,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT accept failed");
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            run(stream, peer, shared, &config, shutdown).await;
+        });
+    }
+}
+
+async fn wait_ticket(ticket: &mut Option<Durable>) -> bool {
+    match ticket.as_mut() {
+        Some(t) => t.await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Drive one connection to completion.
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    config: &MqttConfig,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let session_config = SessionConfig {
+        max_inflight: config.max_inflight,
+    };
+    let mut session = Session::new(shared, session_config, peer);
+    let outbox = session.outbox().clone();
+    let takeover = session.takeover();
+    let decoder = Decoder::new(config.max_packet_size);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut ticket: Option<Durable> = None;
+    let started = Instant::now();
+    let mut last_read = started;
+    let mut eof = false;
+
+    loop {
+        while session.phase() != Phase::Closed {
+            match decoder.decode(&mut rbuf) {
+                Ok(Some(p)) => session.handle_packet(p),
+                Ok(None) => break,
+                Err(e) => {
+                    session.handle_decode_error(e);
+                    break;
+                }
+            }
+        }
+        if session.output().len() < OUTPUT_HIGH_WATER && outbox.has_events() {
+            session.handle_outbox();
+        }
+        if ticket.is_none() {
+            ticket = session.take_ticket();
+        }
+        let out_len = session.output().len();
+        if (session.phase() == Phase::Closed || eof) && out_len == 0 {
+            break;
+        }
+        if eof {
+            break;
+        }
+        let throttled = session.throttled();
+        let can_read =
+            session.phase() != Phase::Closed && out_len < OUTPUT_HIGH_WATER && !throttled;
+        if !can_read {
+            last_read = Instant::now();
+        }
+        let deadline = match (session.phase(), session.keep_alive()) {
+            (Phase::Connect, _) => started + config.connect_timeout,
+            (_, 0) => Instant::now() + Duration::from_secs(3600),
+            (_, k) => last_read + Duration::from_millis(u64::from(k) * 1500),
+        };
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                session.handle_shutdown();
+                break;
+            }
+            _ = takeover.cancelled() => {
+                tracing::info!(%peer, "MQTT session taken over by a new connection");
+                session.handle_shutdown();
+                break;
+            }
+            r = wr.write_buf(session.output()), if out_len > 0 => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            ok = wait_ticket(&mut ticket) => {
+                ticket = None;
+                session.handle_durable(ok);
+            }
+            r = rd.read_buf(&mut rbuf), if can_read => match r {
+                Ok(0) | Err(_) => eof = true,
+                Ok(_) => last_read = Instant::now(),
+            },
+            _ = outbox.ready(), if out_len < OUTPUT_HIGH_WATER => {}
+            _ = sleep(Duration::from_millis(1)), if throttled => {}
+            _ = sleep_until(deadline) => {
+                if session.phase() == Phase::Connect {
+                    break;
+                }
+                session.handle_keepalive_timeout();
+            }
+        }
+    }
+    // Abnormal ends (EOF without DISCONNECT, errors) publish the will here.
+    session.release();
+    let _ = wr.shutdown().await;
+}

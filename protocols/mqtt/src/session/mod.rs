@@ -1,0 +1,313 @@
+//! One MQTT 3.1.1 client's state machine, without sockets.
+//!
+//! Inputs: [`Session::handle_packet`], [`Session::handle_decode_error`],
+//! [`Session::handle_outbox`] (deliveries from the engine),
+//! [`Session::handle_durable`] (a QoS 1/2 publish reached disk) and
+//! [`Session::handle_keepalive_timeout`]. Output: bytes in
+//! [`Session::output`]. The session is a queue (`mqtt-session-<client id>`,
+//! durable for persistent sessions) bound to `amq.topic` once per
+//! subscription, as in LavinMQ and RabbitMQ's MQTT plugin.
+
+mod connect;
+mod inbound;
+mod outbound;
+
+use crate::codec::{DecodeError, Packet, encode};
+use crate::retained::RetainedStore;
+use bytes::BytesMut;
+use mqttbytes::QoS;
+use mqttbytes::v4;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use switchyard_engine::exchange::topic::TopicTrie;
+use switchyard_engine::inthash::IntMap;
+use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Vhost};
+use tokio_util::sync::CancellationToken;
+
+/// State shared by all MQTT connections of a broker.
+#[derive(Debug)]
+pub struct Shared {
+    broker: Arc<Broker>,
+    retained: RetainedStore,
+    /// Connected clients by (vhost, client id), for session takeover.
+    clients: Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
+}
+
+impl Shared {
+    /// Shared MQTT state over `broker`.
+    pub fn new(broker: Arc<Broker>) -> Arc<Self> {
+        Arc::new(Self {
+            broker,
+            retained: RetainedStore::default(),
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Unacknowledged QoS 1/2 deliveries in flight to the client.
+    pub max_inflight: u16,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { max_inflight: 64 }
+    }
+}
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for CONNECT.
+    Connect,
+    /// Connected.
+    Connected,
+    /// Done: flush output and close the socket.
+    Closed,
+}
+
+/// Where an outbound QoS 1/2 message is in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Puback,
+    Pubrec,
+    Pubcomp,
+}
+
+/// An outbound QoS 1/2 PUBLISH not yet acknowledged.
+#[derive(Debug)]
+struct InFlight {
+    /// Queue position to settle; `None` for retained messages sent directly.
+    target: Option<(Arc<Queue>, u64)>,
+    stage: Stage,
+}
+
+/// A PUBACK/PUBREC owed once the publish is durable.
+#[derive(Debug)]
+struct PendingAck {
+    reply: Packet,
+    ticket: Option<Durable>,
+    held: bool,
+}
+
+/// One MQTT client connection.
+pub struct Session {
+    shared: Arc<Shared>,
+    config: SessionConfig,
+    peer: SocketAddr,
+    conn_id: u64,
+    phase: Phase,
+    client_id: String,
+    username: String,
+    keep_alive: u16,
+    will: Option<v4::LastWill>,
+    vhost: Option<Arc<Vhost>>,
+    queue: Option<Arc<Queue>>,
+    consumer: Option<Arc<Consumer>>,
+    outbox: Arc<Outbox>,
+    credit: Arc<ChannelCredit>,
+    /// Filter → granted QoS.
+    subs: HashMap<String, QoS>,
+    /// Binding keys of `subs`, to find the QoS of a delivery.
+    matcher: TopicTrie<String>,
+    next_pkid: u16,
+    inflight: IntMap<u16, InFlight>,
+    inbound_qos2: HashSet<u16>,
+    acks: VecDeque<PendingAck>,
+    out: BytesMut,
+    takeover: CancellationToken,
+    throttle: Option<Arc<Queue>>,
+    released: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session for a client at `peer`.
+    pub fn new(shared: Arc<Shared>, config: SessionConfig, peer: SocketAddr) -> Self {
+        let conn_id = shared.broker.next_connection_id();
+        Self {
+            shared,
+            config,
+            peer,
+            conn_id,
+            phase: Phase::Connect,
+            client_id: String::new(),
+            username: String::new(),
+            keep_alive: 0,
+            will: None,
+            vhost: None,
+            queue: None,
+            consumer: None,
+            outbox: Arc::new(Outbox::default()),
+            credit: Arc::default(),
+            subs: HashMap::new(),
+            matcher: TopicTrie::default(),
+            next_pkid: 0,
+            inflight: IntMap::default(),
+            inbound_qos2: HashSet::new(),
+            acks: VecDeque::new(),
+            out: BytesMut::with_capacity(8 * 1024),
+            takeover: CancellationToken::new(),
+            throttle: None,
+            released: false,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Keep-alive the client asked for, in seconds (0 = none).
+    pub fn keep_alive(&self) -> u16 {
+        self.keep_alive
+    }
+
+    /// Cancelled when another connection takes over this client id.
+    pub fn takeover(&self) -> CancellationToken {
+        self.takeover.clone()
+    }
+
+    /// The outbox the engine delivers into.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Bytes waiting to be written.
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Whether a queue this client publishes to is full (stop reading).
+    pub fn throttled(&mut self) -> bool {
+        if self
+            .throttle
+            .as_ref()
+            .is_some_and(|q| q.is_full() && !q.is_deleted())
+        {
+            return true;
+        }
+        self.throttle = None;
+        false
+    }
+
+    fn send(&mut self, p: Packet) {
+        encode(&p, &mut self.out);
+    }
+
+    /// Handle one decoded packet.
+    pub fn handle_packet(&mut self, p: Packet) {
+        match (self.phase, p) {
+            (Phase::Closed, _) => {}
+            (Phase::Connect, Packet::Connect(c)) => self.connect(c),
+            (Phase::Connect, other) => self.close(format!("first packet {other:?} is not CONNECT")),
+            (Phase::Connected, Packet::Publish(p)) => self.publish(p),
+            (Phase::Connected, Packet::PubAck(a)) => self.settle(a.pkid, Stage::Puback),
+            (Phase::Connected, Packet::PubRec(r)) => self.pubrec(r.pkid),
+            (Phase::Connected, Packet::PubRel(r)) => self.pubrel(r.pkid),
+            (Phase::Connected, Packet::PubComp(c)) => self.settle(c.pkid, Stage::Pubcomp),
+            (Phase::Connected, Packet::Subscribe(s)) => self.subscribe(s),
+            (Phase::Connected, Packet::Unsubscribe(u)) => self.unsubscribe(u),
+            (Phase::Connected, Packet::PingReq) => self.send(Packet::PingResp),
+            (Phase::Connected, Packet::Disconnect) => {
+                // A clean DISCONNECT discards the will (3.1.2.5).
+                self.will = None;
+                self.phase = Phase::Closed;
+                self.release();
+            }
+            (Phase::Connected, other) => self.close(format!("unexpected packet {other:?}")),
+        }
+    }
+
+    /// The peer sent bytes the codec rejects. MQTT 3.1.1 has no error
+    /// packet; an unsupported protocol level gets CONNACK 0x01 first.
+    pub fn handle_decode_error(&mut self, e: DecodeError) {
+        if self.phase == Phase::Connect && matches!(e, DecodeError::UnsupportedLevel(_)) {
+            let ack = v4::ConnAck::new(v4::ConnectReturnCode::RefusedProtocolVersion, false);
+            self.send(Packet::ConnAck(ack));
+        }
+        self.close(e.to_string());
+    }
+
+    /// No packet within 1.5 × keep-alive: the client is gone (will sent).
+    pub fn handle_keepalive_timeout(&mut self) {
+        self.close("keep-alive timeout".into());
+    }
+
+    /// The broker is shutting down: MQTT 3.1.1 can only close the socket.
+    pub fn handle_shutdown(&mut self) {
+        self.will = None;
+        self.phase = Phase::Closed;
+        self.release();
+    }
+
+    /// End the connection abnormally: the will is published.
+    fn close(&mut self, why: String) {
+        if self.phase != Phase::Closed {
+            tracing::info!(peer = %self.peer, client_id = %self.client_id, %why, "closing MQTT connection");
+        }
+        self.phase = Phase::Closed;
+        self.release();
+    }
+
+    /// Give back everything held in the engine. Idempotent.
+    pub fn release(&mut self) {
+        if self.released || self.vhost.is_none() {
+            self.released = true;
+            return;
+        }
+        self.released = true;
+        self.phase = Phase::Closed;
+        let vhost = self.vhost.clone().expect("checked above");
+        {
+            let mut clients = self.shared.clients.lock();
+            let key = (vhost.name.clone(), self.client_id.clone());
+            if clients.get(&key).is_some_and(|(id, _)| *id == self.conn_id) {
+                clients.remove(&key);
+            }
+        }
+        if let Some(will) = self.will.take() {
+            self.publish_will(&vhost, will);
+        }
+        if let (Some(q), Some(c)) = (self.queue.clone(), self.consumer.take()) {
+            q.remove_consumer(&c);
+            let mut seqs: Vec<u64> = Vec::new();
+            for (_, f) in self.inflight.drain() {
+                if let Some((_, seq)) = f.target {
+                    c.settled();
+                    seqs.push(seq);
+                }
+            }
+            seqs.sort_unstable();
+            q.requeue(&seqs);
+        }
+        self.requeue_outbox();
+        vhost.drop_connection(self.conn_id);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// MQTT QoS as a number.
+fn qos_num(q: QoS) -> u8 {
+    q as u8
+}
+
+#[cfg(test)]
+mod tests;

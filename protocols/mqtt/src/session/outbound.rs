@@ -1,0 +1,195 @@
+//! Messages to the client: deliveries from the session queue at the QoS of
+//! the best matching subscription (capped by the publish QoS), retained
+//! messages on subscribe, and the PUBACK / PUBREC / PUBCOMP that settle them.
+
+use super::inbound::QOS_HEADER;
+use super::{InFlight, Phase, Session, Stage};
+use crate::codec::Packet;
+use crate::topic;
+use mqttbytes::QoS;
+use mqttbytes::v4;
+use std::sync::Arc;
+use switchyard_engine::{Delivery, OutboxEvent, Queue};
+use switchyard_model::{FieldValue, Message};
+
+/// The lower of two QoS levels (`QoS` is only `PartialOrd`).
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if a < b { a } else { b }
+}
+
+fn qos_from(n: i64) -> QoS {
+    match n {
+        i64::MIN..=0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// The QoS a message was published with: MQTT's own header, else AMQP
+/// persistence (persistent = at least once).
+fn published_qos(m: &Message) -> QoS {
+    match m
+        .properties
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(QOS_HEADER))
+        .and_then(FieldValue::as_i64)
+    {
+        Some(n) => qos_from(n),
+        None if m.is_persistent() => QoS::AtLeastOnce,
+        None => QoS::AtMostOnce,
+    }
+}
+
+impl Session {
+    fn next_pkid(&mut self) -> u16 {
+        // At most `max_inflight` (< 65535) ids are in use, so this ends.
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+            if !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    /// Best granted QoS among subscriptions matching `routing_key`.
+    fn subscribed_qos(&self, routing_key: &str) -> QoS {
+        let mut best = QoS::AtMostOnce;
+        self.matcher.for_each_match(routing_key, |filter| {
+            if let Some(&q) = self.subs.get(filter)
+                && q > best
+            {
+                best = q;
+            }
+        });
+        best
+    }
+
+    /// Turn waiting deliveries into PUBLISH packets.
+    pub fn handle_outbox(&mut self) {
+        let mut events = Vec::new();
+        self.outbox.drain_into(&mut events);
+        let mut touched: Vec<Arc<Queue>> = Vec::new();
+        for ev in events {
+            match ev {
+                OutboxEvent::Deliver(d) => {
+                    d.consumer.written();
+                    if !touched.iter().any(|q| Arc::ptr_eq(q, &d.queue)) {
+                        touched.push(d.queue.clone());
+                    }
+                    self.deliver(d);
+                }
+                OutboxEvent::Cancelled(_) => {
+                    self.close("session queue deleted".into());
+                }
+            }
+        }
+        for q in touched {
+            q.dispatch();
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        if self.phase != Phase::Connected {
+            d.consumer.settled();
+            d.queue.requeue(&[d.seq]);
+            return;
+        }
+        let qos = min_qos(
+            published_qos(&d.message),
+            self.subscribed_qos(&d.message.routing_key),
+        );
+        let mut p = v4::Publish::new(
+            topic::from_routing_key(&d.message.routing_key),
+            qos,
+            Vec::new(),
+        );
+        p.payload = d.message.body.clone();
+        if qos == QoS::AtMostOnce {
+            self.send(Packet::Publish(p));
+            d.consumer.settled();
+            d.queue.ack(&[d.seq]);
+            return;
+        }
+        p.pkid = self.next_pkid();
+        p.dup = d.redelivered;
+        let stage = if qos == QoS::AtLeastOnce {
+            Stage::Puback
+        } else {
+            Stage::Pubrec
+        };
+        self.inflight.insert(
+            p.pkid,
+            InFlight {
+                target: Some((d.queue.clone(), d.seq)),
+                stage,
+            },
+        );
+        self.send(Packet::Publish(p));
+    }
+
+    pub(super) fn send_retained(&mut self, filter: &str, granted: QoS) {
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
+        for (topic_name, r) in self.shared.retained.matching(&vhost.name, filter) {
+            let qos = min_qos(r.qos, granted);
+            let mut p = v4::Publish::new(topic_name, qos, Vec::new());
+            p.payload = r.payload;
+            p.retain = true;
+            if qos != QoS::AtMostOnce {
+                p.pkid = self.next_pkid();
+                let stage = if qos == QoS::AtLeastOnce {
+                    Stage::Puback
+                } else {
+                    Stage::Pubrec
+                };
+                self.inflight.insert(
+                    p.pkid,
+                    InFlight {
+                        target: None,
+                        stage,
+                    },
+                );
+            }
+            self.send(Packet::Publish(p));
+        }
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) completes a delivery.
+    pub(super) fn settle(&mut self, pkid: u16, stage: Stage) {
+        if !self.inflight.get(&pkid).is_some_and(|f| f.stage == stage) {
+            return;
+        }
+        let Some(f) = self.inflight.remove(&pkid) else {
+            return;
+        };
+        if let (Some((queue, seq)), Some(c)) = (f.target, self.consumer.as_ref()) {
+            c.settled();
+            queue.ack(&[seq]);
+            queue.dispatch();
+        }
+    }
+
+    pub(super) fn pubrec(&mut self, pkid: u16) {
+        if let Some(f) = self.inflight.get_mut(&pkid)
+            && f.stage == Stage::Pubrec
+        {
+            f.stage = Stage::Pubcomp;
+        }
+        self.send(Packet::PubRel(v4::PubRel::new(pkid)));
+    }
+
+    /// Deliveries still in the outbox go back to their queue.
+    pub(super) fn requeue_outbox(&mut self) {
+        let mut events = Vec::new();
+        self.outbox.drain_into(&mut events);
+        for ev in events {
+            if let OutboxEvent::Deliver(d) = ev {
+                d.consumer.written();
+                d.consumer.settled();
+                d.queue.requeue(&[d.seq]);
+            }
+        }
+    }
+}

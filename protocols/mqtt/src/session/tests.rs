@@ -1,0 +1,215 @@
+//! Deterministic session tests: packets in, packets out, no sockets.
+
+use super::*;
+use mqttbytes::v4::{Connect, LastWill, Publish, Subscribe};
+use switchyard_engine::store::MemoryStore;
+
+fn shared() -> Arc<Shared> {
+    Shared::new(Broker::open(Arc::new(MemoryStore)).unwrap())
+}
+
+fn session(shared: &Arc<Shared>) -> Session {
+    Session::new(
+        shared.clone(),
+        SessionConfig::default(),
+        "127.0.0.1:1".parse().unwrap(),
+    )
+}
+
+fn out(s: &mut Session) -> Vec<Packet> {
+    s.handle_outbox();
+    let mut buf = std::mem::take(s.output());
+    let mut v = Vec::new();
+    // Server packets (CONNACK, SUBACK...) must parse as MQTT 3.1.1.
+    while !buf.is_empty() {
+        match v4::read(&mut buf, 1 << 20) {
+            Ok(p) => v.push(p),
+            Err(e) => panic!("undecodable output: {e:?}"),
+        }
+    }
+    v
+}
+
+fn connect(s: &mut Session, id: &str, clean: bool) -> Vec<Packet> {
+    let mut c = Connect::new(id);
+    c.clean_session = clean;
+    s.handle_packet(Packet::Connect(c));
+    out(s)
+}
+
+fn publish(topic: &str, qos: QoS, pkid: u16, body: &str) -> Packet {
+    let mut p = Publish::new(topic, qos, body.as_bytes().to_vec());
+    p.pkid = pkid;
+    Packet::Publish(p)
+}
+
+#[test]
+fn connect_subscribe_publish_qos1_round_trip() {
+    let sh = shared();
+    let mut s = session(&sh);
+    let acks = connect(&mut s, "dev1", true);
+    assert!(
+        matches!(&acks[0], Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::Success && !a.session_present)
+    );
+    s.handle_packet(Packet::Subscribe(Subscribe::new(
+        "plant/+/temp",
+        QoS::AtLeastOnce,
+    )));
+    assert!(
+        matches!(&out(&mut s)[0], Packet::SubAck(a) if a.return_codes == vec![v4::SubscribeReasonCode::Success(QoS::AtLeastOnce)])
+    );
+    s.handle_packet(publish("plant/7/temp", QoS::AtLeastOnce, 5, "21.5"));
+    let got = out(&mut s);
+    assert!(
+        got.iter()
+            .any(|p| matches!(p, Packet::PubAck(a) if a.pkid == 5)),
+        "{got:?}"
+    );
+    let delivered = got.iter().find_map(|p| match p {
+        Packet::Publish(p) => Some(p.clone()),
+        _ => None,
+    });
+    let d = delivered.expect("delivered to own subscription");
+    assert_eq!(
+        (d.topic.as_str(), d.qos, &d.payload[..]),
+        ("plant/7/temp", QoS::AtLeastOnce, &b"21.5"[..])
+    );
+    s.handle_packet(Packet::PubAck(v4::PubAck::new(d.pkid)));
+    assert_eq!(s.queue.as_ref().unwrap().unacked_count(), 0);
+}
+
+#[test]
+fn qos2_inbound_is_exactly_once() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect(&mut s, "dev2", true);
+    s.handle_packet(Packet::Subscribe(Subscribe::new("x", QoS::AtMostOnce)));
+    out(&mut s);
+    s.handle_packet(publish("x", QoS::ExactlyOnce, 9, "once"));
+    s.handle_packet(publish("x", QoS::ExactlyOnce, 9, "once"));
+    let got = out(&mut s);
+    let recs = got
+        .iter()
+        .filter(|p| matches!(p, Packet::PubRec(r) if r.pkid == 9))
+        .count();
+    let pubs = got
+        .iter()
+        .filter(|p| matches!(p, Packet::Publish(_)))
+        .count();
+    assert_eq!((recs, pubs), (2, 1), "{got:?}");
+    s.handle_packet(Packet::PubRel(v4::PubRel::new(9)));
+    assert!(matches!(&out(&mut s)[0], Packet::PubComp(c) if c.pkid == 9));
+}
+
+#[test]
+fn retained_reaches_wildcard_subscription_and_clears() {
+    let sh = shared();
+    let mut a = session(&sh);
+    connect(&mut a, "pub", true);
+    let mut p = Publish::new("home/kitchen/light", QoS::AtLeastOnce, b"on".to_vec());
+    p.pkid = 1;
+    p.retain = true;
+    a.handle_packet(Packet::Publish(p));
+    let mut b = session(&sh);
+    connect(&mut b, "sub", true);
+    b.handle_packet(Packet::Subscribe(Subscribe::new(
+        "home/#",
+        QoS::AtLeastOnce,
+    )));
+    let got = out(&mut b);
+    assert!(
+        got.iter()
+            .any(|p| matches!(p, Packet::Publish(p) if p.retain && &p.payload[..] == b"on")),
+        "{got:?}"
+    );
+    let mut clear = Publish::new("home/kitchen/light", QoS::AtMostOnce, Vec::new());
+    clear.retain = true;
+    a.handle_packet(Packet::Publish(clear));
+    let mut c = session(&sh);
+    connect(&mut c, "late", true);
+    c.handle_packet(Packet::Subscribe(Subscribe::new(
+        "home/#",
+        QoS::AtLeastOnce,
+    )));
+    assert!(!out(&mut c).iter().any(|p| matches!(p, Packet::Publish(_))));
+}
+
+#[test]
+fn will_on_abnormal_close_not_on_disconnect() {
+    let sh = shared();
+    let mut watcher = session(&sh);
+    connect(&mut watcher, "watcher", true);
+    watcher.handle_packet(Packet::Subscribe(Subscribe::new(
+        "status/#",
+        QoS::AtMostOnce,
+    )));
+    out(&mut watcher);
+    for (id, graceful) in [("gone", false), ("polite", true)] {
+        let mut s = session(&sh);
+        let mut c = Connect::new(id);
+        c.last_will = Some(LastWill::new(
+            format!("status/{id}"),
+            "offline",
+            QoS::AtMostOnce,
+            false,
+        ));
+        s.handle_packet(Packet::Connect(c));
+        if graceful {
+            s.handle_packet(Packet::Disconnect);
+        } else {
+            s.handle_keepalive_timeout();
+        }
+    }
+    let wills: Vec<String> = out(&mut watcher)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(wills, vec!["status/gone".to_owned()]);
+}
+
+#[test]
+fn persistent_session_keeps_subscription_and_messages() {
+    let sh = shared();
+    let mut s = session(&sh);
+    assert!(matches!(&connect(&mut s, "keep", false)[0], Packet::ConnAck(a) if !a.session_present));
+    s.handle_packet(Packet::Subscribe(Subscribe::new("a/b", QoS::AtLeastOnce)));
+    out(&mut s);
+    s.handle_packet(Packet::Disconnect);
+    drop(s);
+    let mut p = session(&sh);
+    connect(&mut p, "other", true);
+    p.handle_packet(publish("a/b", QoS::AtLeastOnce, 3, "queued"));
+    let mut s = session(&sh);
+    let got = connect(&mut s, "keep", false);
+    assert!(matches!(&got[0], Packet::ConnAck(a) if a.session_present));
+    assert!(got.iter().any(|p| matches!(p, Packet::Publish(p) if &p.payload[..] == b"queued" && p.qos == QoS::AtLeastOnce)), "{got:?}");
+}
+
+#[test]
+fn takeover_cancels_the_first_connection() {
+    let sh = shared();
+    let mut first = session(&sh);
+    connect(&mut first, "same", true);
+    let token = first.takeover();
+    let mut second = session(&sh);
+    connect(&mut second, "same", true);
+    assert!(token.is_cancelled());
+}
+
+#[test]
+fn first_packet_must_be_connect_and_bad_login_is_refused() {
+    let sh = shared();
+    let mut s = session(&sh);
+    s.handle_packet(Packet::PingReq);
+    assert_eq!(s.phase(), Phase::Closed);
+    let mut s = session(&sh);
+    let mut c = Connect::new("x");
+    c.set_login("guest", "wrong");
+    s.handle_packet(Packet::Connect(c));
+    assert!(
+        matches!(&out(&mut s)[0], Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::BadUserNamePassword)
+    );
+}
