@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use switchyard_amqp::codec::{Decoder, Frame};
+use switchyard_amqp::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
     let split = data.len() / 2;

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod conn;
+pub mod fuzzing;
 pub mod session;
 pub mod topic;
 
