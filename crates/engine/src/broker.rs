@@ -1,5 +1,6 @@
 //! The broker: the set of vhosts over one store, and start-up recovery.
 
+use crate::retained::Retained;
 use crate::store::{Store, StoreError};
 use crate::vhost::Vhost;
 use parking_lot::RwLock;
@@ -18,6 +19,7 @@ pub struct Broker {
     connection_ids: AtomicU64,
     /// Most queues per vhost, shared with every vhost.
     max_queues: Arc<AtomicUsize>,
+    retained: Retained,
 }
 
 impl std::fmt::Debug for Broker {
@@ -37,6 +39,7 @@ impl Broker {
             queue_ids: Arc::new(AtomicU64::new(next_id)),
             connection_ids: AtomicU64::new(1),
             max_queues: Arc::new(AtomicUsize::new(usize::MAX)),
+            retained: Retained::new(store.clone()),
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -79,9 +82,14 @@ impl Broker {
                 None,
             );
         }
+        let retained = snapshot.retained.len();
+        for (vhost, key, message) in snapshot.retained {
+            broker.retained.recover(vhost, key, message);
+        }
         tracing::info!(
             queues = by_id.len(),
             messages = recovered,
+            retained,
             "recovered durable state"
         );
         Ok(Arc::new(broker))
@@ -114,6 +122,11 @@ impl Broker {
     /// with [`crate::EngineError::ResourceLimit`]. Recovered queues count.
     pub fn set_max_queues_per_vhost(&self, n: usize) {
         self.max_queues.store(n, Ordering::Relaxed);
+    }
+
+    /// Retained messages (MQTT's, today).
+    pub fn retained(&self) -> &Retained {
+        &self.retained
     }
 
     /// A vhost by name.

@@ -20,6 +20,7 @@ mod error;
 pub mod exchange;
 pub mod inthash;
 mod queue;
+mod retained;
 mod route;
 pub mod store;
 mod vhost;
@@ -32,6 +33,7 @@ pub use consumer::{
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
 pub use queue::{Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSpec};
+pub use retained::Retained;
 pub use store::Durable;
 pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
 

@@ -119,6 +119,22 @@ pub enum StoreOp {
         /// Its position.
         seq: u64,
     },
+    /// Set the retained message of `key` (e.g. an MQTT topic) in `vhost`.
+    PutRetained {
+        /// Owning vhost.
+        vhost: String,
+        /// Retention key.
+        key: String,
+        /// The message.
+        message: Arc<Message>,
+    },
+    /// Clear the retained message of `key` in `vhost`.
+    DeleteRetained {
+        /// Owning vhost.
+        vhost: String,
+        /// Retention key.
+        key: String,
+    },
 }
 
 /// Resolves once an operation is durable. Dropped senders (store failure)
@@ -139,6 +155,8 @@ pub struct Snapshot {
     /// Persistent messages: queue id, position, message; ascending by
     /// (queue id, position).
     pub messages: Vec<(u64, u64, Message)>,
+    /// Retained messages: vhost, key, message.
+    pub retained: Vec<(String, String, Message)>,
 }
 
 /// Store failure.

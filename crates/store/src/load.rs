@@ -5,7 +5,7 @@
 //! and skipped: one corrupt queue must not keep the broker from starting.
 //! Storage failures (I/O, a damaged B-tree) are returned as errors instead.
 
-use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, VHOSTS};
+use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, RETAINED, VHOSTS};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -32,6 +32,7 @@ pub(crate) fn load(db: &Database) -> Result<Snapshot, Error> {
         })?,
         bindings: bindings(&txn)?,
         messages: messages(&txn)?,
+        retained: retained(&txn)?,
         // Fields the engine may add later start empty rather than breaking
         // this crate's build.
         ..Snapshot::default()
@@ -110,6 +111,23 @@ fn messages(txn: &ReadTransaction) -> Result<Vec<(u64, u64, Message)>, Error> {
         match postcard::from_bytes::<Message>(value.value()) {
             Ok(message) => out.push((queue_id, seq, message)),
             Err(e) => warn!(queue_id, seq, error = %e, "stored message is corrupt; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Retained messages in key order.
+fn retained(txn: &ReadTransaction) -> Result<Vec<(String, String, Message)>, Error> {
+    let table = txn.open_table(RETAINED)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (key, value) = row?;
+        let (vhost, name) = key.value();
+        match postcard::from_bytes::<Message>(value.value()) {
+            Ok(message) => out.push((vhost.to_owned(), name.to_owned(), message)),
+            Err(e) => {
+                warn!(vhost, key = name, error = %e, "stored retained message is corrupt; skipped")
+            }
         }
     }
     Ok(out)

@@ -41,6 +41,12 @@ pub(crate) const BINDINGS: TableDefinition<'static, &[u8], ()> = TableDefinition
 pub(crate) const MESSAGES: TableDefinition<'static, (u64, u64), &[u8]> =
     TableDefinition::new("messages");
 
+/// Retained messages: `(vhost, key)` → postcard `Message` (the last message
+/// retained under the key, e.g. an MQTT topic). Added without a format bump:
+/// `init` creates it in older files, which simply have none.
+pub(crate) const RETAINED: TableDefinition<'static, (&str, &str), &[u8]> =
+    TableDefinition::new("retained");
+
 /// Everything that can go wrong inside the store. Mapped to the engine's
 /// string-typed [`StoreError`] at the trait boundary.
 #[derive(Debug, Error)]
@@ -149,5 +155,6 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), Error> {
     txn.open_table(QUEUES)?;
     txn.open_table(BINDINGS)?;
     txn.open_table(MESSAGES)?;
+    txn.open_table(RETAINED)?;
     Ok(())
 }

@@ -289,3 +289,40 @@ fn corrupt_rows_are_skipped() {
     assert_eq!(snapshot.queues, [queue(1, "q1")]);
     assert_eq!(keys(&snapshot), [(1, 1), (1, 3)]);
 }
+
+#[test]
+fn retained_messages_round_trip_and_clear() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let store = RedbStore::open(dir.path()).expect("open");
+        for topic in ["a/b", "a/c", "gone"] {
+            store.submit(
+                StoreOp::PutRetained {
+                    vhost: "/".into(),
+                    key: topic.into(),
+                    message: message(1),
+                },
+                None,
+            );
+        }
+        store.submit(
+            StoreOp::DeleteRetained {
+                vhost: "/".into(),
+                key: "gone".into(),
+            },
+            None,
+        );
+        let (tx, rx) = oneshot::channel();
+        store.submit(StoreOp::Barrier, Some(tx));
+        rx.blocking_recv().expect("durable");
+    }
+    let store = RedbStore::open(dir.path()).expect("reopen");
+    let snapshot = store.load().expect("load");
+    let keys: Vec<&str> = snapshot
+        .retained
+        .iter()
+        .map(|(_, k, _)| k.as_str())
+        .collect();
+    assert_eq!(keys, ["a/b", "a/c"]);
+    assert_eq!(snapshot.retained[0].2, *message(1));
+}

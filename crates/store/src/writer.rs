@@ -8,7 +8,7 @@
 //! durable tickets and flush markers. One fsync therefore covers every
 //! publisher that arrived while the previous commit was on disk.
 
-use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, VHOSTS};
+use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, RETAINED, VHOSTS};
 use redb::{Database, Table, WriteTransaction};
 use serde::Serialize;
 use std::sync::Arc;
@@ -173,6 +173,7 @@ struct Tables<'txn> {
     queues: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     bindings: Table<'txn, &'static [u8], ()>,
     messages: Table<'txn, (u64, u64), &'static [u8]>,
+    retained: Table<'txn, (&'static str, &'static str), &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -183,6 +184,7 @@ impl<'txn> Tables<'txn> {
             queues: txn.open_table(QUEUES)?,
             bindings: txn.open_table(BINDINGS)?,
             messages: txn.open_table(MESSAGES)?,
+            retained: txn.open_table(RETAINED)?,
         })
     }
 
@@ -229,6 +231,18 @@ impl<'txn> Tables<'txn> {
             StoreOp::DeleteMessage { queue_id, seq } => {
                 // Removing a missing key is a no-op, not an error.
                 self.messages.remove((*queue_id, *seq))?;
+            }
+            StoreOp::PutRetained {
+                vhost,
+                key,
+                message,
+            } => {
+                let bytes = encode(&**message, buf)?;
+                self.retained
+                    .insert((vhost.as_str(), key.as_str()), bytes)?;
+            }
+            StoreOp::DeleteRetained { vhost, key } => {
+                self.retained.remove((vhost.as_str(), key.as_str()))?;
             }
         }
         Ok(())

@@ -5,7 +5,7 @@
 //!   type checks) and packets to bytes. No I/O.
 //! - [`session`]: one client's state machine — CONNECT, subscriptions as
 //!   bindings of the client's queue to `amq.topic`, QoS 0/1/2 both ways,
-//!   retained messages, wills. No sockets.
+//!   retained messages (kept by the engine, persisted), wills. No sockets.
 //! - [`conn`]: the tokio task that owns a socket and drives a session.
 //!
 //! Topics map onto the engine as RabbitMQ's MQTT plugin does: topic `a/b/c`
@@ -16,8 +16,6 @@ pub mod conn;
 pub mod fuzzing;
 pub mod session;
 pub mod topic;
-
-mod retained;
 
 pub use conn::{MqttConfig, serve};
 pub use session::Shared;

@@ -62,9 +62,7 @@ impl Session {
             return;
         };
         if p.retain {
-            self.shared
-                .retained
-                .put(&vhost.name, &p.topic, p.payload.clone(), p.qos);
+            self.retain(&vhost, &p.topic, p.qos, p.payload.clone());
         }
         match p.qos {
             QoS::AtMostOnce => {
@@ -94,11 +92,18 @@ impl Session {
         self.send(Packet::PubComp(v4::PubComp::new(pkid)));
     }
 
+    /// Retain (or with an empty payload, clear) the message of a topic.
+    fn retain(&self, vhost: &Vhost, topic_name: &str, qos: QoS, payload: Bytes) {
+        let message = (!payload.is_empty()).then(|| self.message(topic_name, qos, payload));
+        self.shared
+            .broker
+            .retained()
+            .put(&vhost.name, topic_name, message);
+    }
+
     pub(super) fn publish_will(&mut self, vhost: &Vhost, will: v4::LastWill) {
         if will.retain {
-            self.shared
-                .retained
-                .put(&vhost.name, &will.topic, will.message.clone(), will.qos);
+            self.retain(vhost, &will.topic, will.qos, will.message.clone());
         }
         if topic::check_name(&will.topic).is_ok() {
             let msg = self.message(&will.topic, will.qos, will.message);

@@ -13,7 +13,6 @@ mod inbound;
 mod outbound;
 
 use crate::codec::{DecodeError, Packet, encode};
-use crate::retained::RetainedStore;
 use bytes::BytesMut;
 use mqttbytes::QoS;
 use mqttbytes::v4;
@@ -30,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Shared {
     broker: Arc<Broker>,
-    retained: RetainedStore,
     /// Connected clients by (vhost, client id), for session takeover.
     clients: Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
 }
@@ -40,7 +38,6 @@ impl Shared {
     pub fn new(broker: Arc<Broker>) -> Arc<Self> {
         Arc::new(Self {
             broker,
-            retained: RetainedStore::default(),
             clients: Mutex::new(HashMap::new()),
         })
     }

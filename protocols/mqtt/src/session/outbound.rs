@@ -132,10 +132,15 @@ impl Session {
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
-        for (topic_name, r) in self.shared.retained.matching(&vhost.name, filter) {
-            let qos = min_qos(r.qos, granted);
+        let retained = self
+            .shared
+            .broker
+            .retained()
+            .scan(&vhost.name, |t| topic::matches(filter, t));
+        for (topic_name, m) in retained {
+            let qos = min_qos(published_qos(&m), granted);
             let mut p = v4::Publish::new(topic_name, qos, Vec::new());
-            p.payload = r.payload;
+            p.payload = m.body.clone();
             p.retain = true;
             if qos != QoS::AtMostOnce {
                 p.pkid = self.next_pkid();
