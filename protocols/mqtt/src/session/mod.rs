@@ -25,6 +25,9 @@ use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Vhost};
 use tokio_util::sync::CancellationToken;
 
+/// Stop reading publishers while the store has this many ops queued.
+const STORE_HIGH_WATER: usize = 200_000;
+
 /// State shared by all MQTT connections of a broker.
 #[derive(Debug)]
 pub struct Shared {
@@ -187,8 +190,12 @@ impl Session {
         &mut self.out
     }
 
-    /// Whether a queue this client publishes to is full (stop reading).
+    /// Whether a queue this client publishes to is full, or the store is
+    /// behind: stop reading the socket until it clears.
     pub fn throttled(&mut self) -> bool {
+        if self.shared.broker.store().backlog() > STORE_HIGH_WATER {
+            return true;
+        }
         if self
             .throttle
             .as_ref()
