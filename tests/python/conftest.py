@@ -57,6 +57,8 @@ def _kill_leftovers() -> None:
 class Endpoint:
     host: str
     port: int
+    # MQTT listener port, from the ready file's `mqtt=` line (None if absent).
+    mqtt_port: int | None = None
 
     def params(self, heartbeat: int = 30, **kwargs) -> pika.ConnectionParameters:
         return pika.ConnectionParameters(
@@ -162,13 +164,18 @@ class BrokerProcess:
                 text = self.ready_file.read_text()
             except FileNotFoundError:
                 text = ""
+            amqp = mqtt_port = None
             for line in text.splitlines():
                 key, sep, value = line.partition("=")
                 if sep and key.strip() == "amqp":
-                    host, port = _parse_hostport(value)
-                    if host in ("0.0.0.0", "::", ""):
-                        host = "127.0.0.1"
-                    return Endpoint(host, port)
+                    amqp = _parse_hostport(value)
+                elif sep and key.strip() == "mqtt":
+                    mqtt_port = _parse_hostport(value)[1]
+            if amqp is not None:
+                host, port = amqp
+                if host in ("0.0.0.0", "::", ""):
+                    host = "127.0.0.1"
+                return Endpoint(host, port, mqtt_port)
             time.sleep(0.02)
         self.stop()
         pytest.fail(

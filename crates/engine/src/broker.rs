@@ -144,6 +144,14 @@ impl Broker {
         &self.store
     }
 
+    /// A ticket that resolves once everything submitted to the store so far
+    /// is durable.
+    pub fn barrier(&self) -> crate::Durable {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store.submit(crate::store::StoreOp::Barrier, Some(tx));
+        rx
+    }
+
     /// Block until everything submitted to the store is durable.
     pub fn flush(&self) {
         self.store.flush();

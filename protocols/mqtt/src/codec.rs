@@ -67,6 +67,18 @@ impl Decoder {
         if kind == 0 || kind == 15 {
             return Err(DecodeError::Malformed(WireError::InvalidPacketType(kind)));
         }
+        // Reserved flag bits must be exactly as specified (MQTT-2.2.2-2):
+        // 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000 for the others
+        // except PUBLISH, whose flags mqttbytes checks.
+        let flags = buf[0] & 0x0f;
+        let expected = match kind {
+            3 => flags,
+            6 | 8 | 10 => 0b0010,
+            _ => 0,
+        };
+        if flags != expected {
+            return Err(DecodeError::Malformed(WireError::MalformedPacket));
+        }
         if kind == 1 {
             check_connect(&buf[header.frame_length() - remaining_len(buf)..header.frame_length()])?;
         }

@@ -6,7 +6,7 @@
 //! PUBACK/PUBREC), the CONNECT deadline and keep-alive (1.5 × the client's
 //! interval), session takeover and shutdown.
 
-use crate::codec::Decoder;
+use crate::codec::{Decoder, Packet};
 use crate::session::{Phase, Session, SessionConfig, Shared};
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
+/// How long a new connection waits for the one it takes over to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 /// MQTT listener settings.
 #[derive(Debug, Clone)]
@@ -101,7 +103,7 @@ pub async fn run(
     let session_config = SessionConfig {
         max_inflight: config.max_inflight,
     };
-    let mut session = Session::new(shared, session_config, peer);
+    let mut session = Session::new(shared.clone(), session_config, peer);
     let outbox = session.outbox().clone();
     let takeover = session.takeover();
     let decoder = Decoder::new(config.max_packet_size);
@@ -111,9 +113,18 @@ pub async fn run(
     let mut last_read = started;
     let mut eof = false;
 
+    let mut stop_requested = false;
     loop {
         while session.phase() != Phase::Closed {
             match decoder.decode(&mut rbuf) {
+                Ok(Some(Packet::Connect(c))) if session.phase() == Phase::Connect => {
+                    // Let a connection holding this client id release its
+                    // session first, so this one resumes what it left.
+                    if let Some(finished) = shared.take_over(&c) {
+                        let _ = tokio::time::timeout(TAKEOVER_WAIT, finished.cancelled()).await;
+                    }
+                    session.handle_packet(Packet::Connect(c));
+                }
                 Ok(Some(p)) => session.handle_packet(p),
                 Ok(None) => break,
                 Err(e) => {
@@ -121,6 +132,10 @@ pub async fn run(
                     break;
                 }
             }
+        }
+        if stop_requested {
+            session.handle_stop();
+            break;
         }
         if session.output().len() < OUTPUT_HIGH_WATER && outbox.has_events() {
             session.handle_outbox();
@@ -155,10 +170,16 @@ pub async fn run(
                 session.handle_shutdown();
                 break;
             }
-            _ = takeover.cancelled() => {
+            _ = takeover.cancelled(), if !stop_requested => {
                 tracing::info!(%peer, "MQTT session taken over by a new connection");
-                session.handle_shutdown();
-                break;
+                // Take in what the client already sent (say, a PUBCOMP just
+                // before it reconnected) before giving the session up.
+                while let Ok(n) = rd.try_read_buf(&mut rbuf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                stop_requested = true;
             }
             r = wr.write_buf(session.output()), if out_len > 0 => match r {
                 Ok(0) | Err(_) => break,

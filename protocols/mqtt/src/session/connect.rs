@@ -67,14 +67,19 @@ impl Session {
 
         // Takeover: a second connection with this id ends the first.
         let key = (vhost.name.clone(), self.client_id.clone());
-        if let Some((_, old)) = self
-            .shared
-            .clients
-            .lock()
-            .insert(key, (self.conn_id, self.takeover.clone()))
-        {
-            old.cancel();
+        let me = super::Client {
+            conn_id: self.conn_id,
+            stop: self.takeover.clone(),
+            finished: self.finished.clone(),
+        };
+        if let Some(old) = self.shared.clients.lock().insert(key.clone(), me) {
+            old.stop.cancel();
         }
+        // Persistent-session protocol state (§4.1) resumes; a clean
+        // session discards it.
+        let saved = self.shared.saved.lock().remove(&key);
+        let saved = if c.clean_session { None } else { saved };
+        self.persistent = !c.clean_session;
 
         let durable_name = format!("mqtt-session-{}", self.client_id);
         let existed = vhost.queue(&durable_name, self.conn_id).is_ok();
@@ -146,14 +151,29 @@ impl Session {
             ConnectReturnCode::Success,
             existed && !c.clean_session,
         )));
-        if let Err(e) = queue.add_consumer(consumer.clone()) {
+        if let Some(saved) = saved {
+            self.inbound_qos2 = saved.inbound_qos2;
+            self.next_pkid = saved.next_pkid;
+            self.saved_pkids = saved.pkids;
+            // Resume QoS 2 deliveries the client already received (4.4).
+            for pkid in saved.pending_pubrel {
+                self.inflight.insert(
+                    pkid,
+                    super::InFlight {
+                        target: None,
+                        stage: super::Stage::Pubcomp,
+                    },
+                );
+                self.send(Packet::PubRel(v4::PubRel::new(pkid)));
+            }
+        }
+        self.queue = Some(queue.clone());
+        self.consumer = Some(consumer.clone());
+        self.phase = Phase::Connected;
+        if let Err(e) = queue.add_consumer(consumer) {
             tracing::warn!(error = %e, "cannot consume MQTT session queue");
             self.phase = Phase::Closed;
-            return;
         }
-        self.queue = Some(queue);
-        self.consumer = Some(consumer);
-        self.phase = Phase::Connected;
     }
 
     fn binding(&self, filter: &str, qos: QoS) -> Binding {

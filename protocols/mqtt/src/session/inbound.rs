@@ -61,7 +61,8 @@ impl Session {
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
-        if p.retain {
+        let retained = p.retain;
+        if retained {
             self.retain(&vhost, &p.topic, p.qos, p.payload.clone());
         }
         match p.qos {
@@ -72,13 +73,15 @@ impl Session {
             QoS::AtLeastOnce => {
                 let msg = self.message(&p.topic, p.qos, p.payload);
                 let ticket = self.route(&vhost, msg, p.qos);
+                let ticket = self.cover_retained(ticket, retained);
                 self.owe(Packet::PubAck(v4::PubAck::new(p.pkid)), ticket);
             }
             QoS::ExactlyOnce => {
                 // A retransmission of a packet id we hold is not routed again.
                 let ticket = if self.inbound_qos2.insert(p.pkid) {
                     let msg = self.message(&p.topic, p.qos, p.payload);
-                    self.route(&vhost, msg, p.qos)
+                    let ticket = self.route(&vhost, msg, p.qos);
+                    self.cover_retained(ticket, retained)
                 } else {
                     None
                 };
@@ -90,6 +93,16 @@ impl Session {
     pub(super) fn pubrel(&mut self, pkid: u16) {
         self.inbound_qos2.remove(&pkid);
         self.send(Packet::PubComp(v4::PubComp::new(pkid)));
+    }
+
+    /// A retained write was submitted before routing; if routing gave no
+    /// ticket (no durable queue matched), wait for a store barrier so the
+    /// acknowledgement still follows the retained write to disk.
+    fn cover_retained(&self, ticket: Option<Durable>, retained: bool) -> Option<Durable> {
+        if ticket.is_some() || !retained {
+            return ticket;
+        }
+        Some(self.shared.broker.barrier())
     }
 
     /// Retain (or with an empty payload, clear) the message of a topic.

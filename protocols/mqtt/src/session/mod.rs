@@ -28,12 +28,39 @@ use tokio_util::sync::CancellationToken;
 /// Stop reading publishers while the store has this many ops queued.
 const STORE_HIGH_WATER: usize = 200_000;
 
+/// A connected client, as the takeover registry knows it.
+#[derive(Debug)]
+struct Client {
+    conn_id: u64,
+    /// Cancelled to ask the connection to end (takeover).
+    stop: CancellationToken,
+    /// Cancelled by the connection once it has released everything.
+    finished: CancellationToken,
+}
+
+/// Protocol state of a persistent session (clean session = 0) that must
+/// outlive one connection (MQTT 3.1.1 §4.1). Kept in memory: it does not
+/// survive a broker restart, the queue and its bindings do.
+#[derive(Debug, Default)]
+struct Saved {
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    inbound_qos2: HashSet<u16>,
+    /// Outbound QoS 2 packet ids whose PUBREL was sent but not completed.
+    pending_pubrel: Vec<u16>,
+    /// Packet ids of unacknowledged deliveries, by queue position, so a
+    /// redelivery reuses its packet id.
+    pkids: HashMap<u64, u16>,
+    next_pkid: u16,
+}
+
 /// State shared by all MQTT connections of a broker.
 #[derive(Debug)]
 pub struct Shared {
     broker: Arc<Broker>,
     /// Connected clients by (vhost, client id), for session takeover.
-    clients: Mutex<HashMap<(String, String), (u64, CancellationToken)>>,
+    clients: Mutex<HashMap<(String, String), Client>>,
+    /// Persistent sessions' protocol state while no connection holds it.
+    saved: Mutex<HashMap<(String, String), Saved>>,
 }
 
 impl Shared {
@@ -42,7 +69,27 @@ impl Shared {
         Arc::new(Self {
             broker,
             clients: Mutex::new(HashMap::new()),
+            saved: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Before a CONNECT for `client_id` (in the vhost its username selects)
+    /// is handled: ask a connection holding that id to end, and return a
+    /// token cancelled once it has released its session, which the caller
+    /// awaits so the new connection sees the released state.
+    pub fn take_over(&self, connect: &v4::Connect) -> Option<CancellationToken> {
+        let vhost = connect
+            .login
+            .as_ref()
+            .and_then(|l| l.username.split_once(':'))
+            .map_or_else(
+                || switchyard_engine::DEFAULT_VHOST.to_owned(),
+                |(v, _)| v.to_owned(),
+            );
+        let clients = self.clients.lock();
+        let old = clients.get(&(vhost, connect.client_id.clone()))?;
+        old.stop.cancel();
+        Some(old.finished.clone())
     }
 }
 
@@ -120,6 +167,11 @@ pub struct Session {
     acks: VecDeque<PendingAck>,
     out: BytesMut,
     takeover: CancellationToken,
+    finished: CancellationToken,
+    /// Clean session = 0: protocol state is saved on release.
+    persistent: bool,
+    /// Packet ids to reuse for redeliveries, restored from a saved session.
+    saved_pkids: HashMap<u64, u16>,
     throttle: Option<Arc<Queue>>,
     released: bool,
 }
@@ -160,6 +212,9 @@ impl Session {
             acks: VecDeque::new(),
             out: BytesMut::with_capacity(8 * 1024),
             takeover: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            persistent: false,
+            saved_pkids: HashMap::new(),
             throttle: None,
             released: false,
         }
@@ -178,6 +233,13 @@ impl Session {
     /// Cancelled when another connection takes over this client id.
     pub fn takeover(&self) -> CancellationToken {
         self.takeover.clone()
+    }
+
+    /// The broker is shutting down or another connection took the client
+    /// id: the connection ends without DISCONNECT, so the will is
+    /// published (MQTT-3.1.2-8).
+    pub fn handle_stop(&mut self) {
+        self.close("connection taken over or broker stopping".into());
     }
 
     /// The outbox the engine delivers into.
@@ -270,6 +332,7 @@ impl Session {
     pub fn release(&mut self) {
         if self.released || self.vhost.is_none() {
             self.released = true;
+            self.finished.cancel();
             return;
         }
         self.released = true;
@@ -278,27 +341,50 @@ impl Session {
         {
             let mut clients = self.shared.clients.lock();
             let key = (vhost.name.clone(), self.client_id.clone());
-            if clients.get(&key).is_some_and(|(id, _)| *id == self.conn_id) {
+            if clients.get(&key).is_some_and(|c| c.conn_id == self.conn_id) {
                 clients.remove(&key);
             }
         }
         if let Some(will) = self.will.take() {
             self.publish_will(&vhost, will);
         }
+        let mut saved = Saved {
+            inbound_qos2: std::mem::take(&mut self.inbound_qos2),
+            next_pkid: self.next_pkid,
+            ..Saved::default()
+        };
         if let (Some(q), Some(c)) = (self.queue.clone(), self.consumer.take()) {
             q.remove_consumer(&c);
-            let mut seqs: Vec<u64> = Vec::new();
-            for (_, f) in self.inflight.drain() {
-                if let Some((_, seq)) = f.target {
-                    c.settled();
-                    seqs.push(seq);
+            let mut requeue: Vec<u64> = Vec::new();
+            let mut received: Vec<u64> = Vec::new();
+            for (pkid, f) in self.inflight.drain() {
+                if f.stage == Stage::Pubcomp {
+                    // PUBREC came back: the client owns the message; only
+                    // the PUBREL/PUBCOMP exchange remains (resumed later).
+                    saved.pending_pubrel.push(pkid);
+                }
+                let Some((_, seq)) = f.target else { continue };
+                c.settled();
+                if f.stage == Stage::Pubcomp {
+                    received.push(seq);
+                } else {
+                    saved.pkids.insert(seq, pkid);
+                    requeue.push(seq);
                 }
             }
-            seqs.sort_unstable();
-            q.requeue(&seqs);
+            q.ack(&received);
+            requeue.sort_unstable();
+            q.requeue(&requeue);
         }
         self.requeue_outbox();
+        if self.persistent {
+            self.shared
+                .saved
+                .lock()
+                .insert((vhost.name.clone(), self.client_id.clone()), saved);
+        }
         vhost.drop_connection(self.conn_id);
+        self.finished.cancel();
     }
 }
 

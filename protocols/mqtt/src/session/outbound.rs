@@ -52,14 +52,21 @@ impl Session {
         }
     }
 
-    /// Best granted QoS among subscriptions matching `routing_key`.
-    fn subscribed_qos(&self, routing_key: &str) -> QoS {
-        let mut best = QoS::AtMostOnce;
+    /// Best granted QoS among subscriptions matching `routing_key`, or
+    /// `None` if none does. Topics starting with `$` are not matched by
+    /// filters starting with a wildcard (MQTT-4.7.2-1), although the
+    /// `amq.topic` binding routed them here.
+    fn subscribed_qos(&self, routing_key: &str) -> Option<QoS> {
+        let dollar = routing_key.starts_with('$');
+        let mut best: Option<QoS> = None;
         self.matcher.for_each_match(routing_key, |filter| {
+            if dollar && filter.starts_with(['+', '#']) {
+                return;
+            }
             if let Some(&q) = self.subs.get(filter)
-                && q > best
+                && best.is_none_or(|b| q > b)
             {
-                best = q;
+                best = Some(q);
             }
         });
         best
@@ -95,10 +102,14 @@ impl Session {
             d.queue.requeue(&[d.seq]);
             return;
         }
-        let qos = min_qos(
-            published_qos(&d.message),
-            self.subscribed_qos(&d.message.routing_key),
-        );
+        let Some(sub_qos) = self.subscribed_qos(&d.message.routing_key) else {
+            // No live subscription wants it (a `$` topic under a wildcard,
+            // or a binding made by another protocol): settle it unsent.
+            d.consumer.settled();
+            d.queue.ack(&[d.seq]);
+            return;
+        };
+        let qos = min_qos(published_qos(&d.message), sub_qos);
         let mut p = v4::Publish::new(
             topic::from_routing_key(&d.message.routing_key),
             qos,
@@ -111,7 +122,11 @@ impl Session {
             d.queue.ack(&[d.seq]);
             return;
         }
-        p.pkid = self.next_pkid();
+        // A redelivery keeps the packet id it was first sent with (4.4).
+        p.pkid = match self.saved_pkids.remove(&d.seq) {
+            Some(id) if d.redelivered && !self.inflight.contains_key(&id) => id,
+            _ => self.next_pkid(),
+        };
         p.dup = d.redelivered;
         let stage = if qos == QoS::AtLeastOnce {
             Stage::Puback
