@@ -202,6 +202,11 @@ impl Session {
     }
 
     pub(super) fn subscribe(&mut self, s: v4::Subscribe) {
+        if s.filters.is_empty() {
+            // MQTT-3.8.3-3: a SUBSCRIBE without filters is a protocol violation
+            // (found by fuzzing: answering it wrote an empty, invalid SUBACK).
+            return self.close("SUBSCRIBE without topic filters".into());
+        }
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
         for f in &s.filters {
@@ -237,6 +242,10 @@ impl Session {
     }
 
     pub(super) fn unsubscribe(&mut self, u: v4::Unsubscribe) {
+        if u.topics.is_empty() {
+            // MQTT-3.10.3-2: at least one topic filter.
+            return self.close("UNSUBSCRIBE without topic filters".into());
+        }
         for filter in &u.topics {
             if let Some(qos) = self.subs.remove(filter) {
                 let _ = self.apply_binding(false, self.binding(filter, qos));
