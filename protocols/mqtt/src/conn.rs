@@ -107,7 +107,9 @@ pub async fn run(
     let outbox = session.outbox().clone();
     let takeover = session.takeover();
     let decoder = Decoder::new(config.max_packet_size);
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    // Buffers start empty and grow with traffic: an idle device costs the
+    // broker as little memory as possible.
+    let mut rbuf = BytesMut::new();
     let mut ticket: Option<Durable> = None;
     let started = Instant::now();
     let mut last_read = started;
@@ -161,8 +163,8 @@ pub async fn run(
             (_, 0) => Instant::now() + Duration::from_secs(3600),
             (_, k) => last_read + Duration::from_millis(u64::from(k) * 1500),
         };
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(16 * 1024);
+        if rbuf.capacity() == rbuf.len() {
+            rbuf.reserve(rbuf.len().clamp(256, 64 * 1024));
         }
         tokio::select! {
             biased;

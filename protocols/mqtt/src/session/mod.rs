@@ -210,7 +210,7 @@ impl Session {
             inflight: IntMap::default(),
             inbound_qos2: HashSet::new(),
             acks: VecDeque::new(),
-            out: BytesMut::with_capacity(8 * 1024),
+            out: BytesMut::new(),
             takeover: CancellationToken::new(),
             finished: CancellationToken::new(),
             persistent: false,
