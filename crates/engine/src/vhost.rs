@@ -29,6 +29,9 @@ pub const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 6] = [
 pub(crate) struct Topology {
     pub(crate) exchanges: HashMap<String, Exchange>,
     pub(crate) queues: HashMap<String, Arc<Queue>>,
+    /// Exclusive queues by owning connection, so closing a connection does
+    /// not scan every queue.
+    pub(crate) exclusive: HashMap<u64, Vec<String>>,
 }
 
 /// Result of routing and enqueueing one message.
@@ -322,6 +325,9 @@ impl Vhost {
         }
         let name = spec.name.clone();
         let q = Arc::new(Queue::new(&self.name, spec, id, self.store.clone()));
+        if let Some(owner) = q.spec.exclusive_owner {
+            topo.exclusive.entry(owner).or_default().push(name.clone());
+        }
         topo.queues.insert(name.clone(), q);
         Ok(Outcome::Queue {
             name,
@@ -447,6 +453,14 @@ impl Vhost {
         let Some(q) = topo.queues.remove(name) else {
             return;
         };
+        if let Some(owner) = q.spec.exclusive_owner
+            && let Some(names) = topo.exclusive.get_mut(&owner)
+        {
+            names.retain(|n| n != name);
+            if names.is_empty() {
+                topo.exclusive.remove(&owner);
+            }
+        }
         self.unbind_everywhere(topo, &Destination::queue(name), q.persistent());
         if q.persistent() {
             self.store.submit(
@@ -476,12 +490,7 @@ impl Vhost {
     /// Delete every exclusive queue owned by connection `conn`.
     pub fn drop_connection(&self, conn: u64) {
         let mut topo = self.topology.write();
-        let owned: Vec<String> = topo
-            .queues
-            .values()
-            .filter(|q| q.spec.exclusive_owner == Some(conn))
-            .map(|q| q.name().to_owned())
-            .collect();
+        let owned = topo.exclusive.remove(&conn).unwrap_or_default();
         for name in owned {
             if let Some(q) = topo.queues.get(&name) {
                 let _ = q.delete(false, false);
