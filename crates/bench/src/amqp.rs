@@ -2,7 +2,7 @@
 //! per consumer), transient or persistent with a publisher-confirm window.
 
 use crate::report::Report;
-use crate::track::{Seen, stamp};
+use crate::track::{Counters, Seen, Totals, stamp};
 use anyhow::{Context, Result, bail};
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -14,7 +14,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Options of the `amqp` subcommand.
@@ -68,12 +68,6 @@ pub(crate) struct AmqpArgs {
     ack_every: u64,
 }
 
-struct Shared {
-    published: AtomicU64,
-    consumed: AtomicU64,
-    stop: AtomicBool,
-}
-
 pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
     if args.producers == 0 || args.consumers == 0 {
         bail!("need at least one producer and one consumer");
@@ -124,11 +118,7 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
         (String::new(), tag.clone())
     };
 
-    let shared = Arc::new(Shared {
-        published: AtomicU64::new(0),
-        consumed: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Counters::new());
     let mut consumer_tasks = Vec::new();
     for i in 0..args.consumers {
         let queue = queues[if args.fanout { i } else { 0 }].clone();
@@ -138,7 +128,10 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
-    let progress = tokio::spawn(progress(shared.clone(), started));
+    let progress = tokio::spawn({
+        let shared = shared.clone();
+        async move { shared.progress(started).await }
+    });
     let mut producer_tasks = Vec::new();
     for p in 0..args.producers {
         producer_tasks.push(tokio::spawn(produce(
@@ -160,18 +153,7 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
         1
     };
     let expected: u64 = sent.iter().map(|&n| u64::from(n)).sum::<u64>() * copies;
-    // Drain: wait until everything arrived or nothing moved for 5 s.
-    let mut last = (shared.consumed.load(Ordering::Relaxed), Instant::now());
-    while shared.consumed.load(Ordering::Relaxed) < expected {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = shared.consumed.load(Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(5) {
-            eprintln!("drain timed out with {now} of {expected} consumed");
-            break;
-        }
-    }
+    shared.drain(expected).await;
     let total_secs = started.elapsed().as_secs_f64();
     shared.stop.store(true, Ordering::Relaxed);
     progress.abort();
@@ -185,22 +167,12 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
             None => *slot = Some(seen),
         }
     }
-    let mut lost = 0;
-    let mut duplicated = 0;
-    let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
-    let mut consumed = 0;
-    for seen in per_queue.into_iter().flatten() {
-        for (p, &n) in sent.iter().enumerate() {
-            lost += u64::from(n) - seen.distinct(p, n);
-        }
-        duplicated += seen.duplicates;
-        consumed += seen.received;
-        match &mut latency {
-            Some(h) => {
-                let _ = h.add(&seen.latency);
-            }
-            None => latency = Some(seen.latency),
-        }
+    let mut totals = Totals::new();
+    for seen in per_queue.iter().flatten() {
+        let lost = (sent.iter().enumerate())
+            .map(|(p, &n)| u64::from(n) - seen.distinct(p, n))
+            .sum();
+        totals.add(seen, lost);
     }
     for q in &queues {
         let _ = ch
@@ -213,11 +185,6 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
             .await;
     }
     let _ = setup.close(200, "bench done".into()).await;
-    let pct = |q: f64| {
-        latency
-            .as_ref()
-            .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
-    };
     let rate = if args.rate > 0 {
         format!("-rate{}", args.rate)
     } else {
@@ -238,14 +205,14 @@ pub(crate) async fn run(args: AmqpArgs) -> Result<Report> {
         consumers: args.consumers,
         seconds: publish_secs,
         published: expected / copies,
-        consumed,
+        consumed: totals.consumed,
         published_per_sec: (expected / copies) as f64 / publish_secs,
-        consumed_per_sec: consumed as f64 / total_secs,
-        latency_p50_us: pct(0.5),
-        latency_p99_us: pct(0.99),
-        latency_p999_us: pct(0.999),
-        lost,
-        duplicated,
+        consumed_per_sec: totals.consumed as f64 / total_secs,
+        latency_p50_us: totals.latency_us(0.5),
+        latency_p99_us: totals.latency_us(0.99),
+        latency_p999_us: totals.latency_us(0.999),
+        lost: totals.lost,
+        duplicated: totals.duplicated,
     })
 }
 
@@ -254,7 +221,7 @@ async fn produce(
     id: u32,
     exchange: String,
     routing_key: String,
-    shared: Arc<Shared>,
+    shared: Arc<Counters>,
 ) -> Result<u32> {
     let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
@@ -319,7 +286,7 @@ async fn produce(
 async fn drain_confirms(
     window: &mut VecDeque<lapin::PublisherConfirm>,
     args: &AmqpArgs,
-    shared: &Shared,
+    shared: &Counters,
     all: bool,
 ) -> Result<()> {
     let keep = if all { 0 } else { args.confirm.max(1) - 1 };
@@ -333,7 +300,7 @@ async fn drain_confirms(
     Ok(())
 }
 
-async fn consume(args: AmqpArgs, queue: String, shared: Arc<Shared>) -> Result<Seen> {
+async fn consume(args: AmqpArgs, queue: String, shared: Arc<Counters>) -> Result<Seen> {
     let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(args.prefetch, BasicQosOptions::default())
@@ -393,22 +360,4 @@ async fn consume(args: AmqpArgs, queue: String, shared: Arc<Shared>) -> Result<S
     }
     let _ = conn.close(200, "done".into()).await;
     Ok(seen)
-}
-
-async fn progress(shared: Arc<Shared>, started: Instant) {
-    let mut last = (0u64, 0u64);
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let p = shared.published.load(Ordering::Relaxed);
-        let c = shared.consumed.load(Ordering::Relaxed);
-        eprintln!(
-            "[{:>5.1}s] published {:>9} ({:>8}/s)  consumed {:>9} ({:>8}/s)",
-            started.elapsed().as_secs_f64(),
-            p,
-            p - last.0,
-            c,
-            c - last.1
-        );
-        last = (p, c);
-    }
 }

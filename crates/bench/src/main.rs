@@ -1,16 +1,23 @@
-//! `switchyard-bench`: a load generator that measures any AMQP 0-9-1 broker
-//! (Switchyard, RabbitMQ) by host and port, the way RabbitMQ PerfTest does:
-//! producers and consumers in one process, timestamps in the payload for
-//! latency, sequence numbers for loss and duplicate detection.
+//! `switchyard-bench`: a load generator that measures any AMQP 0-9-1, MQTT
+//! 3.1.1 or STOMP 1.2 broker (Switchyard, RabbitMQ, Mosquitto) by host and
+//! port, the way RabbitMQ PerfTest does: producers and consumers in one
+//! process, timestamps in the payload for latency, sequence numbers for loss
+//! and duplicate detection. `conns` measures what an idle MQTT connection
+//! costs the broker in memory.
 //!
-//! It uses independent client libraries (lapin), never Switchyard's code, so
-//! the same numbers can be taken from any broker.
+//! It uses independent clients (lapin, rumqttc, and a small STOMP client of
+//! its own in `stomp::client`), never Switchyard's code, so the same numbers
+//! can be taken from any broker.
 
 mod amqp;
+mod conns;
+mod mqtt;
 mod report;
+mod stomp;
 mod track;
 
 use clap::{Parser, Subcommand};
+use report::Outcome;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -24,6 +31,12 @@ struct Cli {
 enum Command {
     /// AMQP 0-9-1 scenarios (transient, persistent with confirms, N→N, fanout).
     Amqp(amqp::AmqpArgs),
+    /// MQTT 3.1.1 scenarios (fan-in N→1, fan-out 1→N; QoS 0, 1, 2).
+    Mqtt(mqtt::MqttArgs),
+    /// STOMP 1.2 scenarios (/queue shared by consumers, /topic copied to each).
+    Stomp(stomp::StompArgs),
+    /// Open N idle MQTT connections and report the broker's RSS per connection.
+    Conns(conns::ConnsArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,13 +53,16 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Amqp(args) => amqp::run(args).await,
+            Command::Amqp(args) => amqp::run(args).await.map(Outcome::Flow),
+            Command::Mqtt(args) => mqtt::run(args).await.map(Outcome::Flow),
+            Command::Stomp(args) => stomp::run(args).await.map(Outcome::Flow),
+            Command::Conns(args) => conns::run(args).await.map(Outcome::Conns),
         }
     });
     match result {
-        Ok(report) => {
-            report.print();
-            if report.lost > 0 {
+        Ok(outcome) => {
+            outcome.print();
+            if outcome.incomplete() {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
