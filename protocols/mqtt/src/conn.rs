@@ -176,9 +176,12 @@ pub async fn run(
                 tracing::info!(%peer, "MQTT session taken over by a new connection");
                 // Take in what the client already sent (say, a PUBCOMP just
                 // before it reconnected) before giving the session up.
-                while let Ok(n) = rd.try_read_buf(&mut rbuf) {
-                    if n == 0 {
-                        break;
+                // Bounded, so a client that keeps sending cannot hold us here.
+                let mut budget = 64 * 1024usize;
+                while budget > 0 {
+                    match rd.try_read_buf(&mut rbuf) {
+                        Ok(n) if n > 0 => budget = budget.saturating_sub(n),
+                        _ => break,
                     }
                 }
                 stop_requested = true;
