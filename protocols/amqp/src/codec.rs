@@ -218,13 +218,7 @@ impl Encoder {
             (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
         };
         for chunk in body.chunks(max_payload) {
-            out.reserve(chunk.len() + FRAME_OVERHEAD);
-            out.put_u8(FRAME_BODY);
-            out.put_u16(channel);
-            // Chunks are at most frame_max (u32) bytes long.
-            out.put_u32(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
-            out.extend_from_slice(chunk);
-            out.put_u8(FRAME_END);
+            raw_frame(FRAME_BODY, channel, chunk, out);
         }
     }
 
@@ -249,6 +243,17 @@ impl Encoder {
     }
 }
 
+/// Append a frame whose payload is written as is (body, heartbeat).
+/// Payloads are at most frame-max, which fits the u32 size field.
+fn raw_frame(kind: u8, channel: u16, payload: &[u8], out: &mut BytesMut) {
+    out.reserve(payload.len() + FRAME_OVERHEAD);
+    out.put_u8(kind);
+    out.put_u16(channel);
+    out.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(payload);
+    out.put_u8(FRAME_END);
+}
+
 /// Encode `frame` and decode it again (fuzzing oracle: must give `frame`).
 /// `None` if the frame cannot be encoded as decoded (never expected).
 pub fn round_trip(frame: &Frame) -> Option<Frame> {
@@ -257,19 +262,8 @@ pub fn round_trip(frame: &Frame) -> Option<Frame> {
     match frame {
         Frame::Method(ch, m) => enc.method(*ch, m.clone(), &mut out),
         Frame::Header(ch, h) => enc.frame(&AMQPFrame::Header(*ch, h.clone()), &mut out),
-        Frame::Body(ch, b) => {
-            out.put_u8(FRAME_BODY);
-            out.put_u16(*ch);
-            out.put_u32(u32::try_from(b.len()).ok()?);
-            out.extend_from_slice(b);
-            out.put_u8(FRAME_END);
-        }
-        Frame::Heartbeat(ch) => {
-            out.put_u8(FRAME_HEARTBEAT);
-            out.put_u16(*ch);
-            out.put_u32(0);
-            out.put_u8(FRAME_END);
-        }
+        Frame::Body(ch, b) => raw_frame(FRAME_BODY, *ch, b, &mut out),
+        Frame::Heartbeat(ch) => raw_frame(FRAME_HEARTBEAT, *ch, &[], &mut out),
     }
     Decoder::new(0).decode(&mut out).ok().flatten()
 }
