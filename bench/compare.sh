@@ -9,7 +9,7 @@
 #   CONNS=10000        idle MQTT connections per broker (conns scenario)
 #   ONLY="amqp mqtt stomp conns"   protocols to run (default: all)
 #   RESULTS=bench/results          where to write <date>.md/.png/.jsonl
-#   SWITCHYARD="amqp"  protocols Switchyard is measured on (e.g. "amqp mqtt")
+#   SWITCHYARD="amqp mqtt stomp"  protocols Switchyard is measured on (e.g. "amqp mqtt")
 # Installs rabbitmq-server and mosquitto from Debian if missing. Starts every
 # broker on loopback and stops only the processes it started.
 #
@@ -25,7 +25,7 @@ SECS=${2:-10}
 CONNS=${CONNS:-10000}
 ONLY=${ONLY:-amqp mqtt stomp conns}
 RESULTS=${RESULTS:-bench/results}
-SWITCHYARD=${SWITCHYARD:-amqp}
+SWITCHYARD=${SWITCHYARD:-amqp mqtt stomp}
 DATE=$(date -u +%Y-%m-%d)
 WORK=$(mktemp -d /tmp/switchyard-compare.XXXXXX)
 RAW=$WORK/raw.jsonl
@@ -88,7 +88,7 @@ wait_idle() {
 # ports and its other listeners off.
 mkdir -p "$WORK/sy"
 SY_FLAGS=()
-for proto in amqp mqtt stomp; do
+for proto in amqp mqtt stomp web-stomp web-mqtt; do
   if target/release/switchyard serve --help | grep -q -- "--$proto "; then
     if [[ " $SWITCHYARD " == *" $proto "* ]]; then SY_FLAGS+=("--$proto" 127.0.0.1:0)
     else SY_FLAGS+=("--$proto" none); fi
@@ -161,7 +161,7 @@ BROKERS[amqp]="rabbitmq"
 BROKERS[mqtt]="mosquitto rabbitmq"
 BROKERS[stomp]="rabbitmq"
 BROKERS[conns]="mosquitto rabbitmq"
-for proto in amqp mqtt stomp; do
+for proto in amqp mqtt stomp web-stomp web-mqtt; do
   if [[ -n "${PORT[$proto/switchyard]:-}" ]]; then BROKERS[$proto]="switchyard ${BROKERS[$proto]}"; fi
 done
 if [[ -n "${PORT[mqtt/switchyard]:-}" ]]; then BROKERS[conns]="switchyard ${BROKERS[conns]}"; fi

@@ -9,7 +9,10 @@ Environment:
   SWITCHYARD_EXTERNAL  host:port of an already running AMQP broker (for example a
                        real RabbitMQ used to sanity-check the tests).  No binary is
                        started then, and tests that restart or kill the broker are
-                       skipped.  Never set by .ci/run.
+                       skipped.  Never set by .ci/run.  The other listeners of that
+                       broker are given by SWITCHYARD_EXTERNAL_MQTT,
+                       SWITCHYARD_EXTERNAL_STOMP, SWITCHYARD_EXTERNAL_WEB_STOMP and
+                       SWITCHYARD_EXTERNAL_WEB_MQTT (ports on the same host).
 """
 
 from __future__ import annotations
@@ -57,8 +60,12 @@ def _kill_leftovers() -> None:
 class Endpoint:
     host: str
     port: int
-    # MQTT listener port, from the ready file's `mqtt=` line (None if absent).
+    # Other listeners' ports, from the ready file's `mqtt=`, `stomp=`,
+    # `web_stomp=` and `web_mqtt=` lines (None if absent).
     mqtt_port: int | None = None
+    stomp_port: int | None = None
+    web_stomp_port: int | None = None
+    web_mqtt_port: int | None = None
 
     def params(self, heartbeat: int = 30, **kwargs) -> pika.ConnectionParameters:
         return pika.ConnectionParameters(
@@ -125,6 +132,12 @@ class BrokerProcess:
             "127.0.0.1:0",
             "--mqtt",
             "127.0.0.1:0",
+            "--stomp",
+            "127.0.0.1:0",
+            "--web-stomp",
+            "127.0.0.1:0",
+            "--web-mqtt",
+            "127.0.0.1:0",
             "--ready-file",
             str(self.ready_file),
         ]
@@ -164,18 +177,20 @@ class BrokerProcess:
                 text = self.ready_file.read_text()
             except FileNotFoundError:
                 text = ""
-            amqp = mqtt_port = None
+            amqp = None
+            ports: dict[str, int] = {}
             for line in text.splitlines():
                 key, sep, value = line.partition("=")
                 if sep and key.strip() == "amqp":
                     amqp = _parse_hostport(value)
-                elif sep and key.strip() == "mqtt":
-                    mqtt_port = _parse_hostport(value)[1]
-            if amqp is not None:
+                elif sep and key.strip() in ("mqtt", "stomp", "web_stomp", "web_mqtt"):
+                    ports[f"{key.strip()}_port"] = _parse_hostport(value)[1]
+            # The broker writes the file once every listener is bound.
+            if amqp is not None and len(ports) == 4:
                 host, port = amqp
                 if host in ("0.0.0.0", "::", ""):
                     host = "127.0.0.1"
-                return Endpoint(host, port, mqtt_port)
+                return Endpoint(host, port, **ports)
             time.sleep(0.02)
         self.stop()
         pytest.fail(
@@ -225,7 +240,12 @@ class BrokerProcess:
 
 def _external_endpoint() -> Endpoint:
     host, port = _parse_hostport(EXTERNAL)
-    return Endpoint(host, port)
+    ports = {}
+    for name in ("mqtt", "stomp", "web_stomp", "web_mqtt"):
+        value = os.environ.get(f"SWITCHYARD_EXTERNAL_{name.upper()}", "").strip()
+        if value:
+            ports[f"{name}_port"] = int(value)
+    return Endpoint(host, port, **ports)
 
 
 def _binary() -> Path:

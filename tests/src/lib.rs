@@ -191,6 +191,12 @@ impl Broker {
             .arg("127.0.0.1:0")
             .arg("--mqtt")
             .arg("127.0.0.1:0")
+            .arg("--stomp")
+            .arg("127.0.0.1:0")
+            .arg("--web-stomp")
+            .arg("127.0.0.1:0")
+            .arg("--web-mqtt")
+            .arg("127.0.0.1:0")
             .arg("--ready-file")
             .arg(&ready)
             // Hermetic: no config file from the test's working directory
@@ -241,6 +247,37 @@ impl Broker {
     #[must_use]
     pub fn mqtt_addr(&self) -> SocketAddr {
         read_ready_line(&self.ready_file(), "mqtt=").expect("mqtt= line in the ready file")
+    }
+
+    /// The address the STOMP listener is bound to.
+    ///
+    /// # Panics
+    ///
+    /// If the broker is not running or announced no STOMP listener.
+    #[must_use]
+    pub fn stomp_addr(&self) -> SocketAddr {
+        read_ready_line(&self.ready_file(), "stomp=").expect("stomp= line in the ready file")
+    }
+
+    /// The address the Web-STOMP listener is bound to.
+    ///
+    /// # Panics
+    ///
+    /// If the broker is not running or announced no Web-STOMP listener.
+    #[must_use]
+    pub fn web_stomp_addr(&self) -> SocketAddr {
+        read_ready_line(&self.ready_file(), "web_stomp=")
+            .expect("web_stomp= line in the ready file")
+    }
+
+    /// The address the Web-MQTT listener is bound to.
+    ///
+    /// # Panics
+    ///
+    /// If the broker is not running or announced no Web-MQTT listener.
+    #[must_use]
+    pub fn web_mqtt_addr(&self) -> SocketAddr {
+        read_ready_line(&self.ready_file(), "web_mqtt=").expect("web_mqtt= line in the ready file")
     }
 
     /// The address the AMQP listener is bound to.

@@ -72,6 +72,21 @@ pub(crate) struct ConfigArgs {
     /// [file: mqtt.listen; default: 127.0.0.1:1883].
     #[arg(long, env = "SWITCHYARD_MQTT", value_name = "ADDR")]
     pub(crate) mqtt: Option<String>,
+
+    /// STOMP listener address, or `none` to disable it
+    /// [file: stomp.listen; default: 127.0.0.1:61613].
+    #[arg(long, env = "SWITCHYARD_STOMP", value_name = "ADDR")]
+    pub(crate) stomp: Option<String>,
+
+    /// Web-STOMP (STOMP over WebSocket, path /ws) listener address, or `none`
+    /// [file: web_stomp.listen; default: 127.0.0.1:15674].
+    #[arg(long, env = "SWITCHYARD_WEB_STOMP", value_name = "ADDR")]
+    pub(crate) web_stomp: Option<String>,
+
+    /// Web-MQTT (MQTT over WebSocket, path /ws) listener address, or `none`
+    /// [file: web_mqtt.listen; default: 127.0.0.1:15675].
+    #[arg(long, env = "SWITCHYARD_WEB_MQTT", value_name = "ADDR")]
+    pub(crate) web_mqtt: Option<String>,
 }
 
 impl Cli {
@@ -90,6 +105,9 @@ impl ConfigArgs {
             amqp_heartbeat: self.amqp_heartbeat,
             amqp_frame_max: self.amqp_frame_max,
             mqtt: self.mqtt.clone(),
+            stomp: self.stomp.clone(),
+            web_stomp: self.web_stomp.clone(),
+            web_mqtt: self.web_mqtt.clone(),
         }
     }
 }

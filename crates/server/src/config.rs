@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) use crate::config_mqtt::{MqttFile, MqttListenerConfig};
+pub(crate) use crate::config_stomp::{
+    StompFile, StompListenerConfig, WebFile, WebKind, WebListenerConfig,
+};
 
 /// Where the config file is looked for when `--config` is not given.
 pub(crate) const DEFAULT_PATH: &str = "config/switchyard.toml";
@@ -53,6 +56,12 @@ pub(crate) struct FileConfig {
     pub(crate) amqp: AmqpFile,
     #[serde(default)]
     pub(crate) mqtt: MqttFile,
+    #[serde(default)]
+    pub(crate) stomp: StompFile,
+    #[serde(default)]
+    pub(crate) web_stomp: WebFile,
+    #[serde(default)]
+    pub(crate) web_mqtt: WebFile,
 }
 
 /// `[server]`.
@@ -87,6 +96,9 @@ pub(crate) struct Overrides {
     pub(crate) amqp_heartbeat: Option<u16>,
     pub(crate) amqp_frame_max: Option<u32>,
     pub(crate) mqtt: Option<String>,
+    pub(crate) stomp: Option<String>,
+    pub(crate) web_stomp: Option<String>,
+    pub(crate) web_mqtt: Option<String>,
 }
 
 /// A parsed config file and where it came from (`None`: no file, built-in
@@ -103,6 +115,9 @@ pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     pub(crate) amqp: AmqpListenerConfig,
     pub(crate) mqtt: MqttListenerConfig,
+    pub(crate) stomp: StompListenerConfig,
+    pub(crate) web_stomp: WebListenerConfig,
+    pub(crate) web_mqtt: WebListenerConfig,
 }
 
 /// Process-wide settings.
@@ -385,6 +400,19 @@ impl Config {
                 max_consumers_per_channel: at_least_one(AMQP_MAX_CONSUMERS_PER_CHANNEL, per_ch)?,
             },
             mqtt: MqttListenerConfig::resolve(&r, &file.config.mqtt, overrides.mqtt.clone())?,
+            stomp: StompListenerConfig::resolve(&r, &file.config.stomp, overrides.stomp.clone())?,
+            web_stomp: WebListenerConfig::resolve(
+                &r,
+                WebKind::Stomp,
+                &file.config.web_stomp,
+                overrides.web_stomp.clone(),
+            )?,
+            web_mqtt: WebListenerConfig::resolve(
+                &r,
+                WebKind::Mqtt,
+                &file.config.web_mqtt,
+                overrides.web_mqtt.clone(),
+            )?,
         })
     }
 
@@ -414,6 +442,9 @@ impl Config {
                 max_consumers_per_channel: Some(a.max_consumers_per_channel.get()),
             },
             mqtt: self.mqtt.to_file(),
+            stomp: self.stomp.to_file(),
+            web_stomp: self.web_stomp.to_file(),
+            web_mqtt: self.web_mqtt.to_file(),
         }
     }
 

@@ -79,7 +79,28 @@ fn shipped_file_sets_every_key() {
                 connect_timeout_ms,
                 max_connections: mqtt_max_connections,
             },
+        stomp:
+            StompFile {
+                listen: stomp_listen,
+                max_body_size,
+                max_headers,
+                max_header_length,
+                connect_timeout_ms: stomp_connect_timeout_ms,
+                max_connections: stomp_max_connections,
+                max_subscriptions,
+                min_heartbeat_ms,
+            },
+        web_stomp: WebFile {
+            listen: web_stomp_listen,
+        },
+        web_mqtt: WebFile {
+            listen: web_mqtt_listen,
+        },
     } = file(SHIPPED).config;
+    assert!(stomp_listen.is_some() && max_body_size.is_some() && max_headers.is_some());
+    assert!(max_header_length.is_some() && stomp_connect_timeout_ms.is_some());
+    assert!(stomp_max_connections.is_some() && max_subscriptions.is_some());
+    assert!(min_heartbeat_ms.is_some() && web_stomp_listen.is_some() && web_mqtt_listen.is_some());
     assert!(mqtt_listen.is_some() && max_packet_size.is_some() && max_inflight.is_some());
     assert!(connect_timeout_ms.is_some() && mqtt_max_connections.is_some());
     assert!(max_queues_per_vhost.is_some());
@@ -130,9 +151,18 @@ fn file_overrides_defaults_and_flags_override_file() {
         amqp_heartbeat: Some(0),
         amqp_frame_max: Some(4096),
         mqtt: Some("none".to_owned()),
+        stomp: Some("none".to_owned()),
+        web_stomp: Some("127.0.0.1:0".to_owned()),
+        web_mqtt: None,
     };
     let c = Config::resolve(&f, &o).expect("valid");
     assert_eq!(c.mqtt.listen, None);
+    assert_eq!(c.stomp.listen, None);
+    assert_eq!(
+        c.web_stomp.listen,
+        Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+    );
+    assert_eq!(c.web_mqtt.listen, defaults().web_mqtt.listen);
     assert_eq!(c.server.data_dir, PathBuf::from("here"));
     assert_eq!(c.amqp.listen, Some("[::1]:0".parse().expect("literal")));
     assert_eq!(c.amqp.heartbeat, 0);
@@ -240,4 +270,28 @@ fn missing_explicit_file_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let err = load_file(Some(&dir.path().join("nope.toml"))).expect_err("missing file");
     assert!(format!("{err:#}").contains("nope.toml"), "{err:#}");
+}
+
+#[test]
+fn stomp_defaults_match_the_protocol_crate() {
+    let ours = defaults().stomp.protocol();
+    let theirs = switchyard_stomp::StompConfig::default();
+    assert_eq!(ours.limits.max_body, theirs.limits.max_body);
+    assert_eq!(ours.limits.max_headers, theirs.limits.max_headers);
+    assert_eq!(
+        ours.limits.max_header_length,
+        theirs.limits.max_header_length
+    );
+    assert_eq!(ours.connect_timeout, theirs.connect_timeout);
+    assert_eq!(ours.max_connections, theirs.max_connections);
+    assert_eq!(ours.max_subscriptions, theirs.max_subscriptions);
+    assert_eq!(ours.min_heartbeat_ms, theirs.min_heartbeat_ms);
+}
+
+#[test]
+fn stomp_limits_are_validated() {
+    let bad = file("[stomp]\nmax_header_length = 10\n");
+    let err = Config::resolve(&bad, &Overrides::default()).expect_err("too small");
+    assert!(err.to_string().contains("stomp.max_header_length"), "{err}");
+    assert!(parse_file("[web_stomp]\nlisten = \"none\"\npath = \"/x\"\n").is_err());
 }

@@ -12,7 +12,9 @@
 mod cli;
 mod config;
 mod config_mqtt;
+mod config_stomp;
 mod run;
+mod websocket;
 
 use clap::Parser as _;
 use std::io::IsTerminal as _;

@@ -10,6 +10,7 @@
 //! the store last, which commits what is left and joins its writer thread.
 
 use crate::config::{AmqpListenerConfig, Config};
+use crate::websocket::{self, Backend};
 use anyhow::{Context as _, anyhow};
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -85,12 +86,29 @@ async fn run(
         Some(addr) => Some(bind("mqtt", addr).await?),
         None => None,
     };
+    let stomp = match config.stomp.listen {
+        Some(addr) => Some(bind("stomp", addr).await?),
+        None => None,
+    };
+    let web_stomp = match config.web_stomp.listen {
+        Some(addr) => Some(bind("web_stomp", addr).await?),
+        None => None,
+    };
+    let web_mqtt = match config.web_mqtt.listen {
+        Some(addr) => Some(bind("web_mqtt", addr).await?),
+        None => None,
+    };
     let mut bound = Vec::new();
-    if let Some((_, addr)) = &amqp {
-        bound.push(("amqp", *addr));
-    }
-    if let Some((_, addr)) = &mqtt {
-        bound.push(("mqtt", *addr));
+    for (name, l) in [
+        ("amqp", &amqp),
+        ("mqtt", &mqtt),
+        ("stomp", &stomp),
+        ("web_stomp", &web_stomp),
+        ("web_mqtt", &web_mqtt),
+    ] {
+        if let Some((_, addr)) = l {
+            bound.push((name, *addr));
+        }
     }
     if bound.is_empty() {
         warn!("every listener is disabled; nothing to serve");
@@ -116,10 +134,14 @@ async fn run(
             "amqp"
         });
     }
+    // TCP and WebSocket clients of one protocol share its state (MQTT
+    // session takeover works across both).
+    let mqtt_shared = switchyard_mqtt::Shared::new(Arc::clone(broker));
+    let stomp_shared = switchyard_stomp::Shared::new(Arc::clone(broker));
     if let Some((listener, _)) = mqtt {
         let accept = switchyard_mqtt::serve(
             listener,
-            switchyard_mqtt::Shared::new(Arc::clone(broker)),
+            mqtt_shared.clone(),
             config.mqtt.protocol(),
             shutdown.clone(),
             tracker.clone(),
@@ -128,6 +150,40 @@ async fn run(
         listeners.spawn(async move {
             accept.await;
             "mqtt"
+        });
+    }
+    if let Some((listener, _)) = stomp {
+        let accept = switchyard_stomp::serve(
+            listener,
+            stomp_shared.clone(),
+            config.stomp.protocol(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let accept = tracker.track_future(accept);
+        listeners.spawn(async move {
+            accept.await;
+            "stomp"
+        });
+    }
+    let web = [
+        (
+            web_stomp,
+            Backend::Stomp(stomp_shared, config.stomp.protocol()),
+        ),
+        (web_mqtt, Backend::Mqtt(mqtt_shared, config.mqtt.protocol())),
+    ];
+    for (bound, backend) in web {
+        let Some((listener, _)) = bound else { continue };
+        let name = match backend {
+            Backend::Stomp(..) => "web_stomp",
+            Backend::Mqtt(..) => "web_mqtt",
+        };
+        let accept = websocket::serve(listener, backend, shutdown.clone(), tracker.clone());
+        let accept = tracker.track_future(accept);
+        listeners.spawn(async move {
+            accept.await;
+            name
         });
     }
 

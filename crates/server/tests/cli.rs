@@ -24,6 +24,9 @@ fn switchyard(dir: &Path) -> Command {
     }
     // Tests run in parallel: no test may take the fixed MQTT port.
     cmd.env("SWITCHYARD_MQTT", "none");
+    cmd.env("SWITCHYARD_STOMP", "none");
+    cmd.env("SWITCHYARD_WEB_STOMP", "none");
+    cmd.env("SWITCHYARD_WEB_MQTT", "none");
     cmd
 }
 

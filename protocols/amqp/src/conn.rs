@@ -12,15 +12,13 @@
 use crate::codec::Decoder;
 use crate::session::{Phase, Session, SessionConfig};
 use bytes::BytesMut;
-use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::{Broker, Durable};
+use switchyard_listener::{Limits, accept_loop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -90,75 +88,16 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let per_ip = PerIp::default();
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(5); x }
-                Err(e) => {
-                    // Typically EMFILE: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let Some(slot) = per_ip.acquire(peer.ip(), config.max_connections_per_ip) else {
-            tracing::warn!(%peer, limit = config.max_connections_per_ip, "too many connections from one address; closing");
-            drop(stream);
-            continue;
-        };
-        let broker = broker.clone();
-        let config = config.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let _slot = slot;
-            run(stream, peer, broker, &config, shutdown).await;
-        });
-    }
-}
-
-/// Connections per source address.
-#[derive(Clone, Default)]
-struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-/// Held by a connection task; frees its address slot when dropped.
-struct IpSlot(PerIp, IpAddr);
-
-impl PerIp {
-    fn acquire(&self, ip: IpAddr, limit: usize) -> Option<IpSlot> {
-        let mut map = self.0.lock();
-        let n = map.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut map = (self.0).0.lock();
-        if let Some(n) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
-            }
-        }
-    }
+    let limits = Limits {
+        max_connections: config.max_connections,
+        max_per_address: config.max_connections_per_ip,
+    };
+    let stop = shutdown.clone();
+    accept_loop(listener, "amqp", limits, stop, tracker, |stream, peer| {
+        let (broker, config, shutdown) = (broker.clone(), config.clone(), shutdown.clone());
+        async move { run(stream, peer, broker, &config, shutdown).await }
+    })
+    .await;
 }
 
 async fn wait_ticket(ticket: &mut Option<Durable>) -> bool {

@@ -1,4 +1,5 @@
-//! The MQTT connection task: owns one TCP socket and drives a [`Session`].
+//! The MQTT connection task: owns one byte stream (a TCP socket, or a
+//! WebSocket the server bridges to bytes) and drives a [`Session`].
 //!
 //! One `select!` loop: socket reads (armed while output is under its
 //! high-water mark and no target queue is full), writes of everything the
@@ -13,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::Durable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use switchyard_listener::{Limits, accept_loop};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,31 +57,19 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(5); x }
-                Err(e) => {
-                    tracing::warn!(error = %e, "MQTT accept failed");
-                    sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+    let limits = Limits {
+        max_connections: config.max_connections,
+        max_per_address: usize::MAX,
+    };
+    let stop = shutdown.clone();
+    accept_loop(listener, "mqtt", limits, stop, tracker, |stream, peer| {
         let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            let _permit = permit;
-            run(stream, peer, shared, &config, shutdown).await;
-        });
-    }
+        async move {
+            let (rd, wr) = stream.into_split();
+            run(rd, wr, peer, shared, &config, shutdown).await;
+        }
+    })
+    .await;
 }
 
 async fn wait_ticket(ticket: &mut Option<Durable>) -> bool {
@@ -91,15 +80,17 @@ async fn wait_ticket(ticket: &mut Option<Durable>) -> bool {
 }
 
 /// Drive one connection to completion.
-pub async fn run(
-    stream: TcpStream,
+pub async fn run<R, W>(
+    mut rd: R,
+    mut wr: W,
     peer: SocketAddr,
     shared: Arc<Shared>,
     config: &MqttConfig,
     shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let session_config = SessionConfig {
         max_inflight: config.max_inflight,
     };
@@ -179,8 +170,10 @@ pub async fn run(
                 // Bounded, so a client that keeps sending cannot hold us here.
                 let mut budget = 64 * 1024usize;
                 while budget > 0 {
-                    match rd.try_read_buf(&mut rbuf) {
-                        Ok(n) if n > 0 => budget = budget.saturating_sub(n),
+                    // A zero timeout polls the read once: what is already
+                    // buffered, without waiting for more.
+                    match tokio::time::timeout(Duration::ZERO, rd.read_buf(&mut rbuf)).await {
+                        Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
                         _ => break,
                     }
                 }

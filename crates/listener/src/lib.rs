@@ -1,0 +1,129 @@
+//! The accept loop every listener shares (AMQP, MQTT, STOMP and the
+//! WebSocket listeners): it owns the listening socket, enforces the total
+//! and per-source-address connection limits, backs off when `accept` fails
+//! (typically EMFILE) instead of spinning, and stops on shutdown. What a
+//! connection does is the caller's handler; this crate knows no protocol.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Connection limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Simultaneous connections; further clients wait in the backlog.
+    pub max_connections: usize,
+    /// Simultaneous connections from one source address; further ones are
+    /// closed at once.
+    pub max_per_address: usize,
+}
+
+/// Accept connections on `listener` until `shutdown` is cancelled, running
+/// `handle` for each on `tracker`. `protocol` names the listener in logs.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    protocol: &'static str,
+    limits: Limits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    mut handle: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_address = PerAddress::default();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(protocol, error = %e, "accept failed");
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = per_address.acquire(peer.ip(), limits.max_per_address) else {
+            tracing::warn!(protocol, %peer, limit = limits.max_per_address, "too many connections from one address; closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = handle(stream, peer);
+        tracker.spawn(async move {
+            let _permit = permit;
+            let _slot = slot;
+            conn.await;
+        });
+    }
+}
+
+/// Connections per source address.
+#[derive(Clone, Default)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// Held by a connection task; frees its address slot when dropped.
+struct Slot(PerAddress, IpAddr);
+
+impl PerAddress {
+    fn acquire(&self, ip: IpAddr, limit: usize) -> Option<Slot> {
+        let mut map = self.0.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), ip))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock();
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_slots_are_counted_and_freed() {
+        let p = PerAddress::default();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let a = p.acquire(ip, 2).expect("first");
+        let _b = p.acquire(ip, 2).expect("second");
+        assert!(p.acquire(ip, 2).is_none(), "limit reached");
+        assert!(
+            p.acquire([127, 0, 0, 2].into(), 2).is_some(),
+            "other address"
+        );
+        drop(a);
+        assert!(p.acquire(ip, 2).is_some(), "slot freed");
+    }
+}

@@ -1,0 +1,431 @@
+//! One STOMP client's state machine, without sockets.
+//!
+//! Inputs: [`Session::handle_frame`], [`Session::handle_decode_error`],
+//! [`Session::handle_outbox`] (deliveries from the engine),
+//! [`Session::handle_durable`] (a persistent SEND reached disk) and the
+//! heart-beat / shutdown events. Output: bytes in [`Session::output`].
+//!
+//! Every SUBSCRIBE is one engine consumer whose tag is the subscription id.
+//! Acknowledgement ids (`ack` / `message-id`) are a per-connection counter;
+//! `client` mode acks everything up to an id on that subscription,
+//! `client-individual` just the one. RECEIPTs leave in the order of the
+//! frames that asked for them, each only once what it covers is durable.
+
+mod connect;
+mod send;
+mod subscribe;
+
+use crate::codec::{Command, DecodeError, Frame, Version, encode};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Vhost};
+use tokio::sync::oneshot::error::TryRecvError;
+
+/// Stop reading publishers while the store has this many ops queued.
+const STORE_HIGH_WATER: usize = 200_000;
+
+/// State shared by all STOMP connections of a broker.
+#[derive(Debug)]
+pub struct Shared {
+    broker: Arc<Broker>,
+}
+
+impl Shared {
+    /// Shared STOMP state over `broker`.
+    pub fn new(broker: Arc<Broker>) -> Arc<Self> {
+        Arc::new(Self { broker })
+    }
+}
+
+/// Per-connection settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Shortest heart-beat interval the server agrees to, in milliseconds.
+    pub min_heartbeat_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 1024,
+            min_heartbeat_ms: 100,
+        }
+    }
+}
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for CONNECT / STOMP.
+    Connect,
+    /// Connected.
+    Connected,
+    /// DISCONNECT received: remaining receipts are flushed, nothing is read.
+    Draining,
+    /// Done: flush output and close the socket.
+    Closed,
+}
+
+/// SUBSCRIBE `ack` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckMode {
+    Auto,
+    Client,
+    ClientIndividual,
+}
+
+/// One SUBSCRIBE.
+#[derive(Debug)]
+struct Subscription {
+    queue: Arc<Queue>,
+    consumer: Arc<Consumer>,
+    ack: AckMode,
+    /// The destination as the client named it.
+    destination: String,
+    /// Reported as the MESSAGE destination instead of the routed one
+    /// (temp queues, where the routed name is private).
+    fixed_destination: bool,
+    /// Delete the queue when the subscription ends (topic subscriptions).
+    delete_queue: bool,
+}
+
+/// A delivery waiting for ACK / NACK.
+#[derive(Debug)]
+struct Unacked {
+    sub: String,
+    queue: Arc<Queue>,
+    seq: u64,
+    consumer: Arc<Consumer>,
+}
+
+/// A RECEIPT (or ERROR-free DISCONNECT end) owed once `ticket` resolves.
+#[derive(Debug)]
+struct PendingReceipt {
+    receipt: Option<String>,
+    ticket: Option<Durable>,
+    held: bool,
+}
+
+/// A protocol error: the ERROR frame's `message` header and body.
+#[derive(Debug)]
+pub(crate) struct StompError {
+    message: String,
+    detail: String,
+}
+
+impl StompError {
+    pub(crate) fn new(message: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<switchyard_engine::EngineError> for StompError {
+    fn from(e: switchyard_engine::EngineError) -> Self {
+        use switchyard_engine::EngineError as E;
+        let message = match &e {
+            E::QueueNotFound(..) | E::ExchangeNotFound(..) | E::VhostNotFound(_) => "not_found",
+            E::AccessRefused(_) | E::QueueLocked(_) | E::NotPermitted(_) => "access_refused",
+            E::Inequivalent { .. } | E::PreconditionFailed(_) => "precondition_failed",
+            E::ResourceLimit(_) => "resource_limit",
+            _ => "invalid_argument",
+        };
+        Self::new(message, e.to_string())
+    }
+}
+
+type Outcome = Result<Option<Durable>, StompError>;
+
+/// One STOMP client connection.
+pub struct Session {
+    shared: Arc<Shared>,
+    config: SessionConfig,
+    peer: SocketAddr,
+    conn_id: u64,
+    phase: Phase,
+    version: Version,
+    vhost: Option<Arc<Vhost>>,
+    user: String,
+    /// Negotiated (server sends every, server expects within), in ms.
+    heartbeat: (u64, u64),
+    outbox: Arc<Outbox>,
+    credit: Arc<ChannelCredit>,
+    subs: HashMap<String, Subscription>,
+    unacked: BTreeMap<u64, Unacked>,
+    next_ack_id: u64,
+    /// Open transactions: their SEND / ACK / NACK frames, in order.
+    txs: HashMap<String, Vec<Frame>>,
+    /// `/temp-queue/<name>` → queue name.
+    temp_queues: HashMap<String, String>,
+    receipts: VecDeque<PendingReceipt>,
+    out: BytesMut,
+    throttle: Option<Arc<Queue>>,
+    released: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("peer", &self.peer)
+            .field("conn_id", &self.conn_id)
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session for a client at `peer`.
+    pub fn new(shared: Arc<Shared>, config: SessionConfig, peer: SocketAddr) -> Self {
+        let conn_id = shared.broker.next_connection_id();
+        Self {
+            shared,
+            config,
+            peer,
+            conn_id,
+            phase: Phase::Connect,
+            version: Version::V1_0,
+            vhost: None,
+            user: String::new(),
+            heartbeat: (0, 0),
+            outbox: Arc::new(Outbox::default()),
+            credit: Arc::default(),
+            subs: HashMap::new(),
+            unacked: BTreeMap::new(),
+            next_ack_id: 0,
+            txs: HashMap::new(),
+            temp_queues: HashMap::new(),
+            receipts: VecDeque::new(),
+            out: BytesMut::new(),
+            throttle: None,
+            released: false,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The negotiated protocol version (selects header escaping).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Negotiated heart-beats in ms: (server sends at least every, client
+    /// must send within); 0 = none.
+    pub fn heartbeat(&self) -> (u64, u64) {
+        self.heartbeat
+    }
+
+    /// The outbox the engine delivers into.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Bytes waiting to be written.
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Whether a queue this client publishes to is full, or the store is
+    /// behind: stop reading the socket until it clears.
+    pub fn throttled(&mut self) -> bool {
+        if self.shared.broker.store().backlog() > STORE_HIGH_WATER {
+            return true;
+        }
+        if self
+            .throttle
+            .as_ref()
+            .is_some_and(|q| q.is_full() && !q.is_deleted())
+        {
+            return true;
+        }
+        self.throttle = None;
+        false
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        encode(frame, self.version, &mut self.out);
+    }
+
+    /// Handle one decoded frame.
+    pub fn handle_frame(&mut self, frame: Frame) {
+        let receipt = frame.get("receipt").map(str::to_owned);
+        let command = frame.command;
+        let result = match (self.phase, command) {
+            (Phase::Closed | Phase::Draining, _) => return,
+            (Phase::Connect, Command::Connect | Command::Stomp) => return self.connect(&frame),
+            (Phase::Connect, _) => Err(StompError::new(
+                "not connected",
+                format!("{} before CONNECT", command.as_str()),
+            )),
+            (Phase::Connected, Command::Send) => self.send_frame(frame),
+            (Phase::Connected, Command::Subscribe) => self.subscribe(&frame),
+            (Phase::Connected, Command::Unsubscribe) => self.unsubscribe(&frame),
+            (Phase::Connected, Command::Ack | Command::Nack) => self.ack_frame(frame),
+            (Phase::Connected, Command::Begin) => self.begin(&frame),
+            (Phase::Connected, Command::Commit) => self.commit(&frame),
+            (Phase::Connected, Command::Abort) => self.abort(&frame),
+            (Phase::Connected, Command::Disconnect) => {
+                self.release();
+                self.phase = Phase::Draining;
+                Ok(None)
+            }
+            (Phase::Connected, Command::Connect | Command::Stomp) => Err(StompError::new(
+                "already connected",
+                "CONNECT on a connected session",
+            )),
+            (Phase::Connected, c) => Err(StompError::new(
+                "invalid frame",
+                format!("{} is a server frame", c.as_str()),
+            )),
+        };
+        match result {
+            Ok(ticket) => {
+                if receipt.is_some() {
+                    self.owe(receipt, ticket);
+                } else if ticket.is_some() || self.phase == Phase::Draining {
+                    // No RECEIPT asked, but later RECEIPTs still wait for it
+                    // (and DISCONNECT for everything before it).
+                    self.owe(None, ticket);
+                }
+            }
+            Err(e) => self.error(&e, receipt.as_deref()),
+        }
+    }
+
+    /// Send an ERROR frame and close (STOMP 1.2 "ERROR").
+    pub(crate) fn error(&mut self, e: &StompError, receipt: Option<&str>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        tracing::info!(peer = %self.peer, message = %e.message, detail = %e.detail, "STOMP error; closing");
+        let mut f = Frame::new(Command::Error)
+            .header("message", e.message.clone())
+            .header("content-type", "text/plain")
+            .header("content-length", e.detail.len().to_string());
+        if let Some(r) = receipt {
+            f = f.header("receipt-id", r);
+        }
+        f.body = Bytes::copy_from_slice(e.detail.as_bytes());
+        self.receipts.clear();
+        self.send(&f);
+        self.phase = Phase::Closed;
+        self.release();
+    }
+
+    /// The peer sent bytes the codec rejects.
+    pub fn handle_decode_error(&mut self, e: &DecodeError) {
+        self.error(&StompError::new("malformed frame", e.to_string()), None);
+    }
+
+    /// Nothing arrived within the negotiated heart-beat (with tolerance).
+    pub fn handle_heartbeat_timeout(&mut self) {
+        tracing::info!(peer = %self.peer, "STOMP heart-beat missed; closing");
+        self.phase = Phase::Closed;
+        self.release();
+    }
+
+    /// The broker is shutting down.
+    pub fn handle_shutdown(&mut self) {
+        if self.phase == Phase::Connected {
+            let e = StompError::new("shutdown", "the broker is shutting down");
+            self.error(&e, None);
+        }
+        self.phase = Phase::Closed;
+        self.release();
+    }
+
+    /// Queue a RECEIPT (or, with `None`, just an ordering point).
+    fn owe(&mut self, receipt: Option<String>, ticket: Option<Durable>) {
+        self.receipts.push_back(PendingReceipt {
+            receipt,
+            ticket,
+            held: false,
+        });
+        self.flush_receipts();
+    }
+
+    /// Hand the oldest unresolved durability ticket to the connection task.
+    pub fn take_ticket(&mut self) -> Option<Durable> {
+        let front = self.receipts.front_mut()?;
+        if front.held {
+            return None;
+        }
+        let t = front.ticket.take()?;
+        front.held = true;
+        Some(t)
+    }
+
+    /// The ticket from [`Session::take_ticket`] resolved (`ok` = durable).
+    pub fn handle_durable(&mut self, ok: bool) {
+        if let Some(front) = self.receipts.front_mut().filter(|f| f.held) {
+            front.held = false;
+            if !ok {
+                let e = StompError::new("store failed", "the message could not be stored");
+                return self.error(&e, None);
+            }
+        }
+        self.flush_receipts();
+    }
+
+    fn flush_receipts(&mut self) {
+        while let Some(front) = self.receipts.front_mut() {
+            if front.held {
+                return;
+            }
+            if let Some(t) = front.ticket.as_mut() {
+                match t.try_recv() {
+                    Ok(()) => front.ticket = None,
+                    Err(TryRecvError::Empty) => return,
+                    Err(TryRecvError::Closed) => {
+                        let e = StompError::new("store failed", "the message could not be stored");
+                        return self.error(&e, None);
+                    }
+                }
+            }
+            if let Some(PendingReceipt {
+                receipt: Some(r), ..
+            }) = self.receipts.pop_front()
+            {
+                self.send(&Frame::new(Command::Receipt).header("receipt-id", r));
+            }
+        }
+        if self.phase == Phase::Draining {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// Give back everything held in the engine: unacked deliveries are
+    /// requeued, consumers cancelled, per-subscription queues deleted.
+    /// Idempotent.
+    pub fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        self.txs.clear();
+        let ids: Vec<String> = self.subs.keys().cloned().collect();
+        for id in ids {
+            self.end_subscription(&id, false);
+        }
+        self.requeue_outbox();
+        if let Some(vhost) = &self.vhost {
+            vhost.drop_connection(self.conn_id);
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests;
