@@ -246,7 +246,8 @@ fn limits_are_checked() {
 fn unknown_keys_are_rejected() {
     assert!(parse_file("[amqp]\nlisten = \"none\"\nport = 1\n").is_err());
     assert!(parse_file("[mqtt]\nlisten = \"none\"\nqos = 3\n").is_err());
-    assert!(parse_file("[stomp]\nlisten = \"none\"\n").is_err());
+    assert!(parse_file("[stomp]\nlisten = \"none\"\nversion = 2\n").is_err());
+    assert!(parse_file("[management]\nlisten = \"none\"\n").is_err());
     assert!(parse_file("data_dir = \"x\"\n").is_err());
 }
 
