@@ -178,7 +178,8 @@ SCENARIOS=(
   "amqp|fanout-1to4-16B|--size 16 --fanout --consumers 4"
   "mqtt|mqtt-qos0-4to1-16B|--qos 0 --publishers 4 --subscribers 1 --size 16"
   "mqtt|mqtt-qos1-4to1-16B|--qos 1 --publishers 4 --subscribers 1 --size 16"
-  "stomp|stomp-queue-1to1-16B|--destination queue --ack client-individual --prefetch 1000 --size 16"
+  "stomp|stomp-queue-1to1-16B|--destination queue --ack client-individual --prefetch 1000 --size 16 --persistent false"
+  "stomp|stomp-queue-persistent-1to1-1KiB|--destination queue --ack client-individual --prefetch 1000 --size 1024 --persistent true"
   "stomp|stomp-topic-1to4-16B|--destination topic --consumers 4 --ack auto --size 16"
 )
 

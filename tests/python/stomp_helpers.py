@@ -437,17 +437,3 @@ class RawStomp:
         except OSError:
             pass
 
-
-def unescape_12(value: str) -> str:
-    """STOMP 1.2 header unescaping (fails on undefined escapes)."""
-    out = []
-    it = iter(value)
-    table = {"n": "\n", "r": "\r", "c": ":", "\\": "\\"}
-    for ch in it:
-        if ch == "\\":
-            nxt = next(it)
-            assert nxt in table, f"undefined escape \\{nxt} in {value!r}"
-            out.append(table[nxt])
-        else:
-            out.append(ch)
-    return "".join(out)

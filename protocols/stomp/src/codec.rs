@@ -339,7 +339,10 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, DecodeError> {
     let mut lines = 0usize;
     loop {
         let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
-            if buf.len() - pos > limits.max_header_length {
+            // A trailing `\r` may be the first half of the line's CRLF.
+            let partial = &buf[pos..];
+            let partial = partial.strip_suffix(b"\r").unwrap_or(partial);
+            if partial.len() > limits.max_header_length {
                 return Err(DecodeError::HeaderTooLong(limits.max_header_length));
             }
             return Ok(None);
@@ -624,6 +627,9 @@ mod tests {
             Err(DecodeError::BodyTooLarge(4))
         );
         assert!(check(b"SEND\na:1\nb:2\n\n1234\0").unwrap().is_some());
+        // A line exactly at the limit whose CRLF is split between reads.
+        let at_limit = b"SEND\r\naaaaaaaaaaaaaa:1\r";
+        assert_eq!(check(at_limit), Ok(None));
     }
 
     #[test]

@@ -149,7 +149,7 @@ pub async fn run<R, W>(
         let (send_every, expect_within) = session.heartbeat();
         let read_deadline = match session.phase() {
             Phase::Connect => started + config.connect_timeout,
-            _ if expect_within > 0 => last_read + ms(expect_within * 2),
+            _ if expect_within > 0 => last_read + ms(expect_within.saturating_mul(2)),
             _ => Instant::now() + far,
         };
         let write_deadline = if send_every > 0 && session.phase() == Phase::Connected {

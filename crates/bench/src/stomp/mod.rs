@@ -81,6 +81,10 @@ pub(crate) struct StompArgs {
     /// Unacknowledged messages per consumer (`prefetch-count`; 0 = not sent).
     #[arg(long, default_value_t = 1000)]
     prefetch: u32,
+    /// The `persistent` header on every SEND (`true` / `false`); not sent
+    /// when absent, leaving the broker's default (brokers differ).
+    #[arg(long)]
+    persistent: Option<bool>,
 }
 
 /// A producer writes this many bytes of frames before flushing them (when
@@ -296,11 +300,11 @@ async fn produce(
     while Instant::now() < deadline && (args.max_messages == 0 || seq < args.max_messages) {
         pace(args.rate, begun, seq).await;
         stamp(&mut payload, args.size, id, seq);
-        conn.send(
-            &Frame::new("SEND")
-                .header("destination", destination.as_str())
-                .body(payload.clone()),
-        );
+        let mut frame = Frame::new("SEND").header("destination", destination.as_str());
+        if let Some(p) = args.persistent {
+            frame = frame.header("persistent", if p { "true" } else { "false" });
+        }
+        conn.send(&frame.body(payload.clone()));
         seq += 1;
         unflushed += 1;
         if args.rate > 0 || conn.queued() >= BATCH_BYTES {

@@ -5,6 +5,9 @@ use super::{Phase, Session, StompError};
 use crate::codec::{Command, Frame, Version};
 use switchyard_engine::DEFAULT_VHOST;
 
+/// Longest heart-beat interval agreed to (a day), in milliseconds.
+const MAX_HEARTBEAT_MS: u64 = 86_400_000;
+
 /// Versions offered in an ERROR when none the client accepts is supported.
 const SUPPORTED: &str = "1.0,1.1,1.2";
 
@@ -73,9 +76,12 @@ impl Session {
         } else {
             parse_heartbeat(frame.get("heart-beat")).unwrap_or((0, 0))
         };
+        // Intervals beyond a day are taken as a day: no overflow, and a
+        // peer cannot park a connection past any deadline.
         let min = self.config.min_heartbeat_ms;
-        let send_every = if cy > 0 { cy.max(min) } else { 0 };
-        let expect_within = if cx > 0 { cx.max(min) } else { 0 };
+        let clamp = |v: u64| v.clamp(min, MAX_HEARTBEAT_MS);
+        let send_every = if cy > 0 { clamp(cy) } else { 0 };
+        let expect_within = if cx > 0 { clamp(cx) } else { 0 };
         self.heartbeat = (send_every, expect_within);
 
         let mut connected = Frame::new(Command::Connected)

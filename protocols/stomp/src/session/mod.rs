@@ -64,7 +64,8 @@ pub enum Phase {
     Connect,
     /// Connected.
     Connected,
-    /// DISCONNECT received: remaining receipts are flushed, nothing is read.
+    /// DISCONNECT received or an error found: the RECEIPTs owed (then the
+    /// ERROR, if any) are flushed; nothing more is read.
     Draining,
     /// Done: flush output and close the socket.
     Closed,
@@ -164,6 +165,8 @@ pub struct Session {
     /// `/temp-queue/<name>` → queue name.
     temp_queues: HashMap<String, String>,
     receipts: VecDeque<PendingReceipt>,
+    /// An ERROR waiting for the RECEIPTs owed before it.
+    pending_error: Option<Frame>,
     out: BytesMut,
     throttle: Option<Arc<Queue>>,
     released: bool,
@@ -200,6 +203,7 @@ impl Session {
             txs: HashMap::new(),
             temp_queues: HashMap::new(),
             receipts: VecDeque::new(),
+            pending_error: None,
             out: BytesMut::new(),
             throttle: None,
             released: false,
@@ -299,9 +303,11 @@ impl Session {
         }
     }
 
-    /// Send an ERROR frame and close (STOMP 1.2 "ERROR").
+    /// Send an ERROR frame and close (STOMP 1.2 "ERROR"). RECEIPTs owed
+    /// for frames before the bad one (a persistent SEND still on its way
+    /// to disk, say) go out first: the client learns what was accepted.
     pub(crate) fn error(&mut self, e: &StompError, receipt: Option<&str>) {
-        if self.phase == Phase::Closed {
+        if self.phase == Phase::Closed || self.pending_error.is_some() {
             return;
         }
         tracing::info!(peer = %self.peer, message = %e.message, detail = %e.detail, "STOMP error; closing");
@@ -313,10 +319,17 @@ impl Session {
             f = f.header("receipt-id", r);
         }
         f.body = Bytes::copy_from_slice(e.detail.as_bytes());
-        self.receipts.clear();
-        self.send(&f);
-        self.phase = Phase::Closed;
         self.release();
+        self.pending_error = Some(f);
+        self.phase = Phase::Draining;
+        self.flush_receipts();
+    }
+
+    /// The store failed: nothing owed can be confirmed any more.
+    fn store_failed(&mut self) {
+        self.receipts.clear();
+        let e = StompError::new("store failed", "the message could not be stored");
+        self.error(&e, None);
     }
 
     /// The peer sent bytes the codec rejects.
@@ -333,6 +346,7 @@ impl Session {
 
     /// The broker is shutting down.
     pub fn handle_shutdown(&mut self) {
+        self.receipts.clear();
         if self.phase == Phase::Connected {
             let e = StompError::new("shutdown", "the broker is shutting down");
             self.error(&e, None);
@@ -367,8 +381,7 @@ impl Session {
         if let Some(front) = self.receipts.front_mut().filter(|f| f.held) {
             front.held = false;
             if !ok {
-                let e = StompError::new("store failed", "the message could not be stored");
-                return self.error(&e, None);
+                return self.store_failed();
             }
         }
         self.flush_receipts();
@@ -383,10 +396,7 @@ impl Session {
                 match t.try_recv() {
                     Ok(()) => front.ticket = None,
                     Err(TryRecvError::Empty) => return,
-                    Err(TryRecvError::Closed) => {
-                        let e = StompError::new("store failed", "the message could not be stored");
-                        return self.error(&e, None);
-                    }
+                    Err(TryRecvError::Closed) => return self.store_failed(),
                 }
             }
             if let Some(PendingReceipt {
@@ -397,6 +407,9 @@ impl Session {
             }
         }
         if self.phase == Phase::Draining {
+            if let Some(f) = self.pending_error.take() {
+                self.send(&f);
+            }
             self.phase = Phase::Closed;
         }
     }

@@ -135,7 +135,7 @@ impl Session {
         let spec = ConsumerSpec {
             tag: id.clone(),
             channel: 0,
-            no_ack: true,
+            no_ack: false,
             exclusive: true,
             prefetch: 0,
             arguments: FieldTable::new(),

@@ -155,7 +155,10 @@ impl Session {
         let spec = ConsumerSpec {
             tag: id.clone(),
             channel: 0,
-            no_ack: ack == AckMode::Auto,
+            // Auto-ack deliveries are settled once written, not when the
+            // queue hands them over, so none is lost if the subscription
+            // ends while they wait in the outbox.
+            no_ack: false,
             exclusive: is_true(frame, "exclusive"),
             prefetch,
             arguments: FieldTable::new(),
@@ -204,6 +207,9 @@ impl Session {
         let Some(sub) = self.subs.remove(id) else {
             return;
         };
+        if let Some(t) = id.strip_prefix("/temp-queue/") {
+            self.temp_queues.remove(t);
+        }
         let auto_delete = sub.queue.remove_consumer(&sub.consumer);
         let mine: Vec<u64> = self
             .unacked
@@ -275,7 +281,12 @@ impl Session {
                 ),
             )
         };
-        let ack_id: u64 = raw.parse().map_err(|_| unknown())?;
+        // Ids are `<connection>-<n>`: unique across the broker.
+        let ack_id: u64 = raw
+            .split_once('-')
+            .filter(|(conn, _)| conn.parse() == Ok(self.conn_id))
+            .and_then(|(_, n)| n.parse().ok())
+            .ok_or_else(unknown)?;
         let Some(sub_id) = self.unacked.get(&ack_id).map(|u| u.sub.clone()) else {
             return Err(unknown());
         };
@@ -316,15 +327,21 @@ impl Session {
     pub fn handle_outbox(&mut self) {
         let mut events = Vec::new();
         self.outbox.drain_into(&mut events);
-        let mut touched: Vec<Arc<Queue>> = Vec::new();
+        let mut touched: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
         for ev in events {
             match ev {
                 OutboxEvent::Deliver(d) => {
                     d.consumer.written();
-                    if !touched.iter().any(|q| Arc::ptr_eq(q, &d.queue)) {
-                        touched.push(d.queue.clone());
+                    let i = match touched.iter().position(|(q, _)| Arc::ptr_eq(q, &d.queue)) {
+                        Some(i) => i,
+                        None => {
+                            touched.push((d.queue.clone(), Vec::new()));
+                            touched.len() - 1
+                        }
+                    };
+                    if let Some(seq) = self.deliver(d) {
+                        touched[i].1.push(seq);
                     }
-                    self.deliver(d);
                 }
                 OutboxEvent::Cancelled(c) => {
                     let id = c.spec.tag.clone();
@@ -342,35 +359,39 @@ impl Session {
                 }
             }
         }
-        for q in touched {
+        for (q, auto_acked) in touched {
+            if !auto_acked.is_empty() {
+                q.ack(&auto_acked);
+            }
             q.dispatch();
         }
     }
 
-    fn deliver(&mut self, d: Delivery) {
+    /// Write one delivery; returns its queue position if it is settled now
+    /// (auto ack).
+    fn deliver(&mut self, d: Delivery) -> Option<u64> {
         let live = self
             .subs
             .get(&d.consumer.spec.tag)
             .filter(|s| Arc::ptr_eq(&s.consumer, &d.consumer));
         let Some(sub) = live.filter(|_| self.phase == Phase::Connected) else {
-            if !d.consumer.spec.no_ack {
-                d.consumer.settled();
-                d.queue.requeue(&[d.seq]);
-            }
-            return;
+            d.consumer.settled();
+            d.queue.requeue(&[d.seq]);
+            return None;
         };
         self.next_ack_id += 1;
-        let ack_id = self.next_ack_id.to_string();
+        let ack_id = format!("{}-{}", self.conn_id, self.next_ack_id);
         let destination = if sub.fixed_destination {
             sub.destination.clone()
         } else {
             StompDestination::of_message(&d.message.exchange, &d.message.routing_key)
         };
+        let auto = sub.ack == AckMode::Auto;
         let mut headers = Vec::with_capacity(8);
         headers.push(("subscription".to_owned(), d.consumer.spec.tag.clone()));
         headers.push(("destination".to_owned(), destination));
         headers.push(("message-id".to_owned(), ack_id.clone()));
-        if sub.ack != AckMode::Auto && self.version == Version::V1_2 {
+        if !auto && self.version == Version::V1_2 {
             headers.push(("ack".to_owned(), ack_id));
         }
         headers.push(("redelivered".to_owned(), d.redelivered.to_string()));
@@ -379,23 +400,26 @@ impl Session {
             "content-length".to_owned(),
             d.message.body.len().to_string(),
         ));
-        if sub.ack != AckMode::Auto {
-            self.unacked.insert(
-                self.next_ack_id,
-                Unacked {
-                    sub: d.consumer.spec.tag.clone(),
-                    queue: d.queue.clone(),
-                    seq: d.seq,
-                    consumer: d.consumer.clone(),
-                },
-            );
-        }
         let frame = Frame {
             command: Command::Message,
             headers,
             body: d.message.body.clone(),
         };
         self.send(&frame);
+        if auto {
+            d.consumer.settled();
+            return Some(d.seq);
+        }
+        self.unacked.insert(
+            self.next_ack_id,
+            Unacked {
+                sub: d.consumer.spec.tag.clone(),
+                queue: d.queue,
+                seq: d.seq,
+                consumer: d.consumer,
+            },
+        );
+        None
     }
 
     /// Deliveries still in the outbox when the session ends go back.
@@ -405,10 +429,8 @@ impl Session {
         for ev in events {
             if let OutboxEvent::Deliver(d) = ev {
                 d.consumer.written();
-                if !d.consumer.spec.no_ack {
-                    d.consumer.settled();
-                    d.queue.requeue(&[d.seq]);
-                }
+                d.consumer.settled();
+                d.queue.requeue(&[d.seq]);
             }
         }
     }
