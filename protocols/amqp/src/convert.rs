@@ -7,7 +7,7 @@ use amq_protocol::types::{
     ShortString,
 };
 use bytes::Bytes;
-use switchyard_model::{FieldTable, FieldValue, Properties};
+use switchyard_model::{FieldTable, FieldValue, Message, Properties};
 
 /// AMQP table to model table.
 pub(crate) fn table_in(t: &AmqpTable) -> FieldTable {
@@ -46,10 +46,17 @@ fn value_in(v: &AMQPValue) -> FieldValue {
 }
 
 /// Model table to AMQP table.
+/// AMQP short strings (property values, table keys) hold at most 255 bytes.
+const SHORT_MAX: usize = 255;
+
 pub(crate) fn table_out(t: &FieldTable) -> AmqpTable {
     let mut out = AmqpTable::default();
     for (k, v) in t {
-        out.insert(ShortString::from(k.as_str()), value_out(v));
+        // A key AMQP cannot carry (other protocols allow longer ones) is
+        // left out rather than failing the whole delivery.
+        if k.len() <= SHORT_MAX {
+            out.insert(ShortString::from(k.as_str()), value_out(v));
+        }
     }
     out
 }
@@ -110,18 +117,74 @@ pub(crate) fn properties_in(p: &BasicProperties) -> Properties {
     }
 }
 
-/// Model properties to AMQP basic properties.
+/// The routing key and properties a delivery of `m` carries. A routing key
+/// longer than an AMQP short string (an MQTT topic or STOMP key may be) is
+/// cut at 255 bytes, on a character boundary, and the whole key is added as
+/// the header `x-routing-key`.
+pub(crate) fn delivery_out(m: &Message) -> (ShortString, BasicProperties) {
+    let rk = &m.routing_key;
+    if rk.len() <= SHORT_MAX {
+        return (
+            ShortString::from(rk.as_str()),
+            properties_out(&m.properties),
+        );
+    }
+    let mut cut = SHORT_MAX;
+    while !rk.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut p = m.properties.clone();
+    p.headers
+        .get_or_insert_with(FieldTable::new)
+        .insert("x-routing-key".into(), FieldValue::string(rk.as_str()));
+    (ShortString::from(&rk[..cut]), properties_out(&p))
+}
+
+/// Model properties to AMQP basic properties. A property value longer than
+/// an AMQP short string (other protocols allow that: an MQTT 5 response
+/// topic or correlation data, a STOMP header) travels instead as a long
+/// string header named after it (`x-correlation-id`, `x-reply-to`, …), so
+/// nothing is lost and the frame stays encodable.
 pub(crate) fn properties_out(p: &Properties) -> BasicProperties {
     let mut out = BasicProperties::default();
-    let sh = |v: &String| ShortString::from(v.as_str());
-    if let Some(v) = &p.content_type {
-        out = out.with_content_type(sh(v));
+    let mut overflow = FieldTable::new();
+    let mut short = |name: &str, v: &Option<String>| -> Option<ShortString> {
+        let v = v.as_ref()?;
+        if v.len() <= SHORT_MAX {
+            return Some(ShortString::from(v.as_str()));
+        }
+        overflow.insert(format!("x-{name}"), FieldValue::string(v.as_str()));
+        None
+    };
+    if let Some(v) = short("content-type", &p.content_type) {
+        out = out.with_content_type(v);
     }
-    if let Some(v) = &p.content_encoding {
-        out = out.with_content_encoding(sh(v));
+    if let Some(v) = short("content-encoding", &p.content_encoding) {
+        out = out.with_content_encoding(v);
     }
-    if let Some(v) = &p.headers {
-        out = out.with_headers(table_out(v));
+    if let Some(v) = short("correlation-id", &p.correlation_id) {
+        out = out.with_correlation_id(v);
+    }
+    if let Some(v) = short("reply-to", &p.reply_to) {
+        out = out.with_reply_to(v);
+    }
+    if let Some(v) = short("expiration", &p.expiration) {
+        out = out.with_expiration(v);
+    }
+    if let Some(v) = short("message-id", &p.message_id) {
+        out = out.with_message_id(v);
+    }
+    if let Some(v) = short("type", &p.kind) {
+        out = out.with_type(v);
+    }
+    if let Some(v) = short("user-id", &p.user_id) {
+        out = out.with_user_id(v);
+    }
+    if let Some(v) = short("app-id", &p.app_id) {
+        out = out.with_app_id(v);
+    }
+    if let Some(v) = short("cluster-id", &p.cluster_id) {
+        out = out.with_cluster_id(v);
     }
     if let Some(v) = p.delivery_mode {
         out = out.with_delivery_mode(v);
@@ -129,32 +192,17 @@ pub(crate) fn properties_out(p: &Properties) -> BasicProperties {
     if let Some(v) = p.priority {
         out = out.with_priority(v);
     }
-    if let Some(v) = &p.correlation_id {
-        out = out.with_correlation_id(sh(v));
-    }
-    if let Some(v) = &p.reply_to {
-        out = out.with_reply_to(sh(v));
-    }
-    if let Some(v) = &p.expiration {
-        out = out.with_expiration(sh(v));
-    }
-    if let Some(v) = &p.message_id {
-        out = out.with_message_id(sh(v));
-    }
     if let Some(v) = p.timestamp {
         out = out.with_timestamp(v);
     }
-    if let Some(v) = &p.kind {
-        out = out.with_type(sh(v));
-    }
-    if let Some(v) = &p.user_id {
-        out = out.with_user_id(sh(v));
-    }
-    if let Some(v) = &p.app_id {
-        out = out.with_app_id(sh(v));
-    }
-    if let Some(v) = &p.cluster_id {
-        out = out.with_cluster_id(sh(v));
+    match (&p.headers, overflow.is_empty()) {
+        (Some(h), true) => out = out.with_headers(table_out(h)),
+        (h, false) => {
+            let mut all = h.clone().unwrap_or_default();
+            all.append(&mut overflow);
+            out = out.with_headers(table_out(&all));
+        }
+        (None, true) => {}
     }
     out
 }
@@ -192,5 +240,55 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(properties_in(&properties_out(&p)), p);
+    }
+
+    #[test]
+    fn over_long_routing_keys_are_cut_and_kept_in_a_header() {
+        let rk = "é".repeat(200);
+        let m = Message {
+            exchange: "amq.topic".into(),
+            routing_key: rk.clone(),
+            properties: Properties::default(),
+            body: Bytes::new(),
+        };
+        let (short, props) = delivery_out(&m);
+        assert!(short.as_str().len() <= 255 && rk.starts_with(short.as_str()));
+        let back = properties_in(&props);
+        assert_eq!(
+            back.headers.unwrap()["x-routing-key"].as_str(),
+            Some(rk.as_str())
+        );
+    }
+
+    #[test]
+    fn over_long_values_move_to_headers_instead_of_failing() {
+        let long = "r".repeat(300);
+        let p = Properties {
+            reply_to: Some(long.clone()),
+            correlation_id: Some("c".repeat(256)),
+            ..Default::default()
+        };
+        let mut headers = FieldTable::new();
+        headers.insert("k".repeat(256), FieldValue::string("dropped"));
+        let p = Properties {
+            headers: Some(headers),
+            ..p
+        };
+        let back = properties_in(&properties_out(&p));
+        assert_eq!(back.reply_to, None);
+        let h = back.headers.expect("headers");
+        assert_eq!(h["x-reply-to"].as_str(), Some(long.as_str()));
+        assert_eq!(h["x-correlation-id"].as_str().map(str::len), Some(256));
+        assert_eq!(h.len(), 2, "a key over 255 bytes is left out");
+        // And the frame encodes.
+        let mut buf = bytes::BytesMut::new();
+        crate::codec::Encoder::default().content(
+            1,
+            properties_out(&p),
+            &Bytes::from_static(b"x"),
+            131_072,
+            &mut buf,
+        );
+        assert!(!buf.is_empty());
     }
 }

@@ -100,6 +100,13 @@ pub(crate) async fn run(args: StompArgs) -> Result<Report> {
         Destination::Queue => format!("/queue/bench-{id}"),
         Destination::Topic => format!("/topic/bench.{id}"),
     };
+    // Producers send to the queue the consumers' SUBSCRIBE declared, by
+    // its `/amq/queue/` name: RabbitMQ takes SEND headers to `/queue/` as
+    // declare arguments (`persistent:false` would ask for another queue).
+    let send_to = match args.destination {
+        Destination::Queue => format!("/amq/queue/bench-{id}"),
+        Destination::Topic => destination.clone(),
+    };
     let to = Endpoint {
         host: args.host.clone(),
         port: args.port,
@@ -135,7 +142,7 @@ pub(crate) async fn run(args: StompArgs) -> Result<Report> {
             conn,
             args.clone(),
             p as u32,
-            destination.clone(),
+            send_to.clone(),
             counters.clone(),
         )));
     }

@@ -4,7 +4,7 @@
 
 use super::Session;
 use crate::channel::{Incoming, PendingConfirm, Settle, TxBuffer};
-use crate::convert::{properties_in, properties_out, table_in};
+use crate::convert::{delivery_out, properties_in, properties_out, table_in};
 use crate::error::{AmqpError, ReplyCode};
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
@@ -329,22 +329,18 @@ impl Session {
                 },
             );
         }
+        let (routing_key, properties) = delivery_out(&got.message);
         let ok = basic::GetOk {
             delivery_tag: tag,
             redelivered: got.redelivered,
             exchange: got.message.exchange.as_str().into(),
-            routing_key: got.message.routing_key.as_str().into(),
+            routing_key,
             message_count: got.remaining,
         };
         self.send(id, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)));
         let frame_max = self.frame_max;
-        self.enc.content(
-            id,
-            properties_out(&got.message.properties),
-            &got.message.body,
-            frame_max,
-            &mut self.out,
-        );
+        self.enc
+            .content(id, properties, &got.message.body, frame_max, &mut self.out);
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 
 use super::Session;
 use crate::channel::Unacked;
-use crate::convert::properties_out;
+use crate::convert::delivery_out;
 use amq_protocol::protocol::{AMQPClass, basic};
 use std::sync::Arc;
 use switchyard_engine::{Durable, OutboxEvent, Queue};
@@ -50,22 +50,18 @@ impl Session {
                             },
                         );
                     }
+                    let (routing_key, properties) = delivery_out(&d.message);
                     let deliver = basic::Deliver {
                         consumer_tag: d.consumer.spec.tag.as_str().into(),
                         delivery_tag: tag,
                         redelivered: d.redelivered,
                         exchange: d.message.exchange.as_str().into(),
-                        routing_key: d.message.routing_key.as_str().into(),
+                        routing_key,
                     };
                     self.send(id, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
                     let frame_max = self.frame_max;
-                    self.enc.content(
-                        id,
-                        properties_out(&d.message.properties),
-                        &d.message.body,
-                        frame_max,
-                        &mut self.out,
-                    );
+                    self.enc
+                        .content(id, properties, &d.message.body, frame_max, &mut self.out);
                 }
                 OutboxEvent::Cancelled(c) => {
                     let id = c.spec.channel;
