@@ -93,11 +93,12 @@ pub async fn run<R, W>(
 {
     let session_config = SessionConfig {
         max_inflight: config.max_inflight,
+        max_packet_size: config.max_packet_size,
     };
     let mut session = Session::new(shared.clone(), session_config, peer);
     let outbox = session.outbox().clone();
     let takeover = session.takeover();
-    let decoder = Decoder::new(config.max_packet_size);
+    let mut decoder = Decoder::new(config.max_packet_size);
     // Buffers start empty and grow with traffic: an idle device costs the
     // broker as little memory as possible.
     let mut rbuf = BytesMut::new();
