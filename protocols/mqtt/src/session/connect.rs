@@ -128,28 +128,28 @@ impl Session {
 
         let durable_name = format!("mqtt-session-{}", self.client_id);
         let existed = vhost.queue(&durable_name, self.conn_id).is_ok();
-        let spec = if discard {
-            if existed {
-                let del = Command::DeleteQueue {
-                    name: durable_name,
-                    if_unused: false,
-                    if_empty: false,
-                };
-                let _ = vhost.apply(del, self.conn_id);
-            }
-            // A clean session lives and dies with this connection.
-            QueueSpec {
-                name: format!("mqtt-session-{}-{}", self.client_id, self.conn_id),
-                durable: false,
-                exclusive_owner: Some(self.conn_id),
-                auto_delete: false,
-                arguments: FieldTable::new(),
-            }
-        } else {
+        if discard && existed {
+            let del = Command::DeleteQueue {
+                name: durable_name.clone(),
+                if_unused: false,
+                if_empty: false,
+            };
+            let _ = vhost.apply(del, self.conn_id);
+        }
+        let spec = if persistent {
             QueueSpec {
                 name: durable_name,
                 durable: true,
                 exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+            }
+        } else {
+            // A session without expiry lives and dies with this connection.
+            QueueSpec {
+                name: format!("mqtt-session-{}-{}", self.client_id, self.conn_id),
+                durable: false,
+                exclusive_owner: Some(self.conn_id),
                 auto_delete: false,
                 arguments: FieldTable::new(),
             }

@@ -477,3 +477,6 @@ fn qos_num(q: QoS) -> u8 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_v5;
