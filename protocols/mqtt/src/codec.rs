@@ -480,6 +480,16 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) {
             Packet::UnsubAck(p) => p.write(out),
             Packet::PingReq => v5::PingReq.write(out),
             Packet::PingResp => v5::PingResp.write(out),
+            // mqttbytes ends a DISCONNECT without properties after the
+            // reason code (valid, 3.14.2.2.1), which some clients (rumqttc
+            // 0.25) cannot parse: write the empty property length too.
+            Packet::Disconnect(p)
+                if p.properties.is_none()
+                    && p.reason_code != v5::DisconnectReasonCode::NormalDisconnection =>
+            {
+                out.extend_from_slice(&[0xE0, 0x02, p.reason_code as u8, 0x00]);
+                Ok(4)
+            }
             Packet::Disconnect(p) => p.write(out),
         },
         Protocol::V4 => match to_v4(packet) {
@@ -605,5 +615,25 @@ mod tests {
         // Truncated remaining length waits for more.
         let mut partial = BytesMut::from(&[0x30u8, 0x80][..]);
         assert_eq!(Decoder::new(1 << 20).decode(&mut partial), Ok(None));
+    }
+
+    #[test]
+    fn server_disconnect_carries_property_length() {
+        let d = v5::Disconnect {
+            reason_code: v5::DisconnectReasonCode::SessionTakenOver,
+            properties: None,
+        };
+        let mut out = BytesMut::new();
+        encode(&Packet::Disconnect(d.clone()), Protocol::V5, &mut out);
+        assert_eq!(&out[..], [0xE0, 0x02, 0x8E, 0x00]);
+        let mut dec = Decoder::with_protocol(1024, Protocol::V5);
+        assert_eq!(dec.decode(&mut out), Ok(Some(Packet::Disconnect(d))));
+        let mut out = BytesMut::new();
+        encode(
+            &Packet::Disconnect(v5::Disconnect::new()),
+            Protocol::V5,
+            &mut out,
+        );
+        assert_eq!(&out[..], [0xE0, 0x00]);
     }
 }

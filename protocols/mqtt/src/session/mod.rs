@@ -458,6 +458,19 @@ impl Session {
                 .saved
                 .lock()
                 .insert((vhost.name.clone(), self.client_id.clone()), saved);
+        } else if let Some(q) = self.queue.as_ref().filter(|q| {
+            q.name()
+                .strip_prefix("mqtt-session-")
+                .is_some_and(|id| id == self.client_id)
+        }) {
+            // MQTT 5 DISCONNECT with session expiry 0: the session that
+            // was to outlive the connection ends with it (3.14.2.2.2).
+            let del = switchyard_engine::Command::DeleteQueue {
+                name: q.name().to_owned(),
+                if_unused: false,
+                if_empty: false,
+            };
+            let _ = vhost.apply(del, self.conn_id);
         }
         vhost.drop_connection(self.conn_id);
         self.finished.cancel();
