@@ -58,6 +58,22 @@ fn published_qos(m: &Message) -> QoS {
     }
 }
 
+/// Bytes `p` takes on the wire, counting the packet id a QoS 1/2 publish
+/// is given just before it is sent.
+fn wire_size(p: &v5::Publish) -> usize {
+    let mut len = p.len();
+    if p.qos != QoS::AtMostOnce && p.pkid == 0 {
+        len += 2;
+    }
+    let len_len = match len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + len_len + len
+}
+
 impl Session {
     fn next_pkid(&mut self) -> u16 {
         // At most `max_inflight` (< 65535) ids are in use, so this ends.
@@ -162,7 +178,7 @@ impl Session {
             p.retain = matched.retain_as_published && retained_when_published(&d.message);
             // Larger than the client accepts: dropped as if delivered
             // (MQTT-3.1.2-25).
-            if p.len() + 5 > self.client_max_packet {
+            if wire_size(&p) > self.client_max_packet {
                 d.consumer.settled();
                 d.queue.ack(&[d.seq]);
                 return;
@@ -210,6 +226,10 @@ impl Session {
             p.retain = true;
             if self.protocol == Protocol::V5 {
                 p.properties = props::for_delivery(&m, id.into_iter().collect());
+                // Too large for the client: not sent (MQTT-3.1.2-24).
+                if wire_size(&p) > self.client_max_packet {
+                    continue;
+                }
             }
             if qos != QoS::AtMostOnce {
                 p.pkid = self.next_pkid();
@@ -263,6 +283,29 @@ impl Session {
                 d.consumer.written();
                 d.consumer.settled();
                 d.queue.requeue(&[d.seq]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode;
+    use bytes::BytesMut;
+
+    #[test]
+    fn wire_size_matches_the_encoding() {
+        for payload in [0usize, 100, 130, 16_370, 16_400, 70_000] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let mut p = v5::Publish::from_bytes("a/b", qos, vec![b'x'; payload].into());
+                let predicted = wire_size(&p);
+                if qos != QoS::AtMostOnce {
+                    p.pkid = 7;
+                }
+                let mut out = BytesMut::new();
+                encode(&Packet::Publish(p), Protocol::V5, &mut out);
+                assert_eq!(predicted, out.len(), "payload {payload} at {qos:?}");
             }
         }
     }
