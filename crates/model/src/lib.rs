@@ -12,5 +12,7 @@
 mod field;
 mod message;
 
+mod text;
+
 pub use field::{FieldTable, FieldValue};
 pub use message::{DeliveryMode, Message, Properties};

@@ -1,14 +1,23 @@
-//! MQTT 3.1.1 packet codec: bytes to [`Packet`]s and back. No I/O.
+//! MQTT 3.1.1 and 5.0 packet codec: bytes to [`Packet`]s and back. No I/O.
+//!
+//! The session works on MQTT 5 packets ([`Packet`], mqttbytes' `v5` types,
+//! a superset of 3.1.1's); the codec translates for 3.1.1 clients in both
+//! directions, so one state machine serves both levels. The level is set by
+//! the CONNECT a [`Decoder`] sees.
 //!
 //! `mqttbytes` does the field parsing; this module checks first what it
 //! trusts: the declared remaining length against the configured maximum
-//! (before anything is buffered), the packet type, and the protocol level of
-//! CONNECT (`mqttbytes` would read an MQTT 5 CONNECT as 3.1.1). Decoding is
+//! (before anything is buffered), the packet type and reserved flags, and
+//! the protocol name and level of CONNECT. It parses MQTT 5 UNSUBSCRIBE
+//! itself (mqttbytes' parser prints to stderr), accepts an MQTT 5
+//! DISCONNECT with no reason code (mqttbytes refuses it), and reports AUTH,
+//! which mqttbytes cannot parse and Switchyard does not offer. Decoding is
 //! resumable: `Ok(None)` means "need more bytes".
 
-use bytes::BytesMut;
-pub use mqttbytes::v4::Packet;
-use mqttbytes::{Error as WireError, v4};
+use bytes::{Buf, Bytes, BytesMut};
+pub use mqttbytes::Protocol;
+pub use mqttbytes::v5::Packet;
+use mqttbytes::{Error as WireError, v4, v5};
 use thiserror::Error;
 
 /// Why bytes could not be decoded. Every variant ends the connection.
@@ -22,12 +31,15 @@ pub enum DecodeError {
         /// Configured limit.
         max: usize,
     },
-    /// CONNECT names a protocol level other than 4 (MQTT 3.1.1).
+    /// CONNECT names a protocol level other than 4 (3.1.1) or 5.
     #[error("unsupported protocol level {0}")]
     UnsupportedLevel(u8),
     /// CONNECT names a protocol other than "MQTT".
     #[error("unsupported protocol name")]
     BadProtocolName,
+    /// An MQTT 5 AUTH packet: no authentication method is offered.
+    #[error("AUTH packet, but no authentication method was agreed")]
+    Auth,
     /// The packet is malformed.
     #[error("malformed packet: {0:?}")]
     Malformed(WireError),
@@ -37,16 +49,35 @@ pub enum DecodeError {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     max_packet_size: usize,
+    protocol: Protocol,
 }
 
 impl Decoder {
     /// A decoder accepting packets whose remaining length is at most `max`.
+    /// It reads 3.1.1 until a CONNECT says otherwise.
     pub fn new(max_packet_size: usize) -> Self {
-        Self { max_packet_size }
+        Self {
+            max_packet_size,
+            protocol: Protocol::V4,
+        }
+    }
+
+    /// A decoder already reading `protocol` (for reading what a session
+    /// wrote).
+    pub fn with_protocol(max_packet_size: usize, protocol: Protocol) -> Self {
+        Self {
+            max_packet_size,
+            protocol,
+        }
+    }
+
+    /// The level the last CONNECT chose.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// Decode one packet from the front of `buf`, consuming it.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         let header = match mqttbytes::check(buf.iter(), self.max_packet_size) {
             Ok(h) => h,
             Err(WireError::InsufficientBytes(n)) => {
@@ -64,6 +95,9 @@ impl Decoder {
             Err(e) => return Err(DecodeError::Malformed(e)),
         };
         let kind = buf[0] >> 4;
+        if kind == 15 && self.protocol == Protocol::V5 {
+            return Err(DecodeError::Auth);
+        }
         if kind == 0 || kind == 15 {
             return Err(DecodeError::Malformed(WireError::InvalidPacketType(kind)));
         }
@@ -79,12 +113,317 @@ impl Decoder {
         if flags != expected {
             return Err(DecodeError::Malformed(WireError::MalformedPacket));
         }
+        let remaining = remaining_len(buf);
         if kind == 1 {
-            check_connect(&buf[header.frame_length() - remaining_len(buf)..header.frame_length()])?;
+            let body = &buf[header.frame_length() - remaining..header.frame_length()];
+            self.protocol = check_connect(body)?;
+            // mqttbytes' v5 CONNECT reader handles both levels.
+            return v5::read(buf, self.max_packet_size)
+                .map(Some)
+                .map_err(DecodeError::Malformed);
         }
-        v4::read(buf, self.max_packet_size)
-            .map(Some)
-            .map_err(DecodeError::Malformed)
+        match (self.protocol, kind) {
+            (Protocol::V4, _) => v4::read(buf, self.max_packet_size)
+                .map(|p| Some(from_v4(p)))
+                .map_err(DecodeError::Malformed),
+            (Protocol::V5, 10) => {
+                let packet = buf.split_to(header.frame_length()).freeze();
+                let body = packet.slice(header.frame_length() - remaining..);
+                read_unsubscribe_v5(body).map(|u| Some(Packet::Unsubscribe(u)))
+            }
+            // A DISCONNECT of no bytes (normal) or just a reason code:
+            // valid MQTT 5 (3.14.2.1), refused by mqttbytes.
+            (Protocol::V5, 14) if remaining <= 1 => {
+                let packet = buf.split_to(header.frame_length());
+                let mut d = v5::Disconnect::new();
+                if remaining == 1 {
+                    d.reason_code = disconnect_reason(packet[packet.len() - 1])?;
+                }
+                Ok(Some(Packet::Disconnect(d)))
+            }
+            (Protocol::V5, _) => v5::read(buf, self.max_packet_size)
+                .map(Some)
+                .map_err(DecodeError::Malformed),
+        }
+    }
+}
+
+/// An MQTT 5 DISCONNECT reason code.
+fn disconnect_reason(code: u8) -> Result<v5::DisconnectReasonCode, DecodeError> {
+    use v5::DisconnectReasonCode as R;
+    Ok(match code {
+        0x00 => R::NormalDisconnection,
+        0x04 => R::DisconnectWithWillMessage,
+        0x80 => R::UnspecifiedError,
+        0x81 => R::MalformedPacket,
+        0x82 => R::ProtocolError,
+        0x83 => R::ImplementationSpecificError,
+        0x87 => R::NotAuthorized,
+        0x89 => R::ServerBusy,
+        0x8B => R::ServerShuttingDown,
+        0x8D => R::KeepAliveTimeout,
+        0x8E => R::SessionTakenOver,
+        0x8F => R::TopicFilterInvalid,
+        0x90 => R::TopicNameInvalid,
+        0x93 => R::ReceiveMaximumExceeded,
+        0x94 => R::TopicAliasInvalid,
+        0x95 => R::PacketTooLarge,
+        0x96 => R::MessageRateTooHigh,
+        0x97 => R::QuotaExceeded,
+        0x98 => R::AdministrativeAction,
+        0x99 => R::PayloadFormatInvalid,
+        0x9A => R::RetainNotSupported,
+        0x9B => R::QoSNotSupported,
+        0x9C => R::UseAnotherServer,
+        0x9D => R::ServerMoved,
+        0x9E => R::SharedSubscriptionNotSupported,
+        0x9F => R::ConnectionRateExceeded,
+        0xA0 => R::MaximumConnectTime,
+        0xA1 => R::SubscriptionIdentifiersNotSupported,
+        0xA2 => R::WildcardSubscriptionsNotSupported,
+        _ => return Err(DecodeError::Malformed(WireError::MalformedPacket)),
+    })
+}
+
+/// MQTT 5 UNSUBSCRIBE body: packet id, properties, at least one filter.
+fn read_unsubscribe_v5(mut body: Bytes) -> Result<v5::Unsubscribe, DecodeError> {
+    let malformed = || DecodeError::Malformed(WireError::MalformedPacket);
+    if body.remaining() < 2 {
+        return Err(malformed());
+    }
+    let pkid = body.get_u16();
+    let props_len = read_var_int(&mut body)?;
+    if body.remaining() < props_len {
+        return Err(malformed());
+    }
+    let mut props = body.split_to(props_len);
+    let mut user_properties = Vec::new();
+    while props.has_remaining() {
+        // Only user properties (0x26) are allowed on UNSUBSCRIBE.
+        if props.get_u8() != 0x26 {
+            return Err(malformed());
+        }
+        let k = read_string(&mut props)?;
+        let v = read_string(&mut props)?;
+        user_properties.push((k, v));
+    }
+    let mut filters = Vec::new();
+    while body.has_remaining() {
+        filters.push(read_string(&mut body)?);
+    }
+    if filters.is_empty() || pkid == 0 {
+        return Err(malformed());
+    }
+    let properties =
+        (!user_properties.is_empty()).then_some(v5::UnsubscribeProperties { user_properties });
+    Ok(v5::Unsubscribe {
+        pkid,
+        filters,
+        properties,
+    })
+}
+
+/// An MQTT variable byte integer (at most four bytes).
+fn read_var_int(b: &mut Bytes) -> Result<usize, DecodeError> {
+    let mut value = 0usize;
+    for i in 0..4 {
+        if !b.has_remaining() {
+            break;
+        }
+        let byte = b.get_u8();
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(DecodeError::Malformed(WireError::MalformedPacket))
+}
+
+fn read_string(b: &mut Bytes) -> Result<String, DecodeError> {
+    let malformed = || DecodeError::Malformed(WireError::MalformedPacket);
+    if b.remaining() < 2 {
+        return Err(malformed());
+    }
+    let n = usize::from(b.get_u16());
+    if b.remaining() < n {
+        return Err(malformed());
+    }
+    String::from_utf8(b.split_to(n).to_vec()).map_err(|_| malformed())
+}
+
+/// A 3.1.1 packet as the MQTT 5 packet it corresponds to.
+fn from_v4(p: v4::Packet) -> Packet {
+    match p {
+        v4::Packet::Connect(c) => Packet::Connect(v5::Connect {
+            protocol: Protocol::V4,
+            keep_alive: c.keep_alive,
+            client_id: c.client_id,
+            clean_session: c.clean_session,
+            last_will: c.last_will.map(|w| v5::LastWill {
+                topic: w.topic,
+                message: w.message,
+                qos: w.qos,
+                retain: w.retain,
+                properties: None,
+            }),
+            login: c.login.map(|l| v5::Login {
+                username: l.username,
+                password: l.password,
+            }),
+            properties: None,
+        }),
+        v4::Packet::ConnAck(a) => {
+            use v4::ConnectReturnCode as V4;
+            use v5::ConnectReturnCode as V5;
+            let code = match a.code {
+                V4::Success => V5::Success,
+                V4::RefusedProtocolVersion => V5::UnsupportedProtocolVersion,
+                V4::BadClientId => V5::ClientIdentifierNotValid,
+                V4::ServiceUnavailable => V5::ServerUnavailable,
+                V4::BadUserNamePassword => V5::BadUserNamePassword,
+                V4::NotAuthorized => V5::NotAuthorized,
+            };
+            Packet::ConnAck(v5::ConnAck::new(code, a.session_present))
+        }
+        v4::Packet::Publish(p) => Packet::Publish(v5::Publish {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: p.topic,
+            pkid: p.pkid,
+            properties: None,
+            payload: p.payload,
+        }),
+        v4::Packet::PubAck(a) => Packet::PubAck(v5::PubAck::new(a.pkid)),
+        v4::Packet::PubRec(a) => Packet::PubRec(v5::PubRec::new(a.pkid)),
+        v4::Packet::PubRel(a) => Packet::PubRel(v5::PubRel::new(a.pkid)),
+        v4::Packet::PubComp(a) => Packet::PubComp(v5::PubComp::new(a.pkid)),
+        v4::Packet::Subscribe(s) => Packet::Subscribe(v5::Subscribe {
+            pkid: s.pkid,
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| v5::SubscribeFilter::new(f.path, f.qos))
+                .collect(),
+            properties: None,
+        }),
+        v4::Packet::SubAck(a) => {
+            let codes = a
+                .return_codes
+                .into_iter()
+                .map(|c| match c {
+                    v4::SubscribeReasonCode::Success(mqttbytes::QoS::AtMostOnce) => {
+                        v5::SubscribeReasonCode::QoS0
+                    }
+                    v4::SubscribeReasonCode::Success(mqttbytes::QoS::AtLeastOnce) => {
+                        v5::SubscribeReasonCode::QoS1
+                    }
+                    v4::SubscribeReasonCode::Success(mqttbytes::QoS::ExactlyOnce) => {
+                        v5::SubscribeReasonCode::QoS2
+                    }
+                    v4::SubscribeReasonCode::Failure => v5::SubscribeReasonCode::Unspecified,
+                })
+                .collect();
+            Packet::SubAck(v5::SubAck::new(a.pkid, codes))
+        }
+        v4::Packet::Unsubscribe(u) => Packet::Unsubscribe(v5::Unsubscribe {
+            pkid: u.pkid,
+            filters: u.topics,
+            properties: None,
+        }),
+        v4::Packet::UnsubAck(a) => Packet::UnsubAck(v5::UnsubAck::new(a.pkid)),
+        v4::Packet::PingReq => Packet::PingReq,
+        v4::Packet::PingResp => Packet::PingResp,
+        v4::Packet::Disconnect => Packet::Disconnect(v5::Disconnect::new()),
+    }
+}
+
+/// The 3.1.1 CONNACK return code closest to an MQTT 5 reason code.
+fn connack_code_v4(code: v5::ConnectReturnCode) -> v4::ConnectReturnCode {
+    use v4::ConnectReturnCode as V4;
+    use v5::ConnectReturnCode as V5;
+    match code {
+        V5::Success => V4::Success,
+        V5::UnsupportedProtocolVersion => V4::RefusedProtocolVersion,
+        V5::ClientIdentifierNotValid => V4::BadClientId,
+        V5::ServerUnavailable => V4::ServiceUnavailable,
+        V5::BadUserNamePassword => V4::BadUserNamePassword,
+        V5::NotAuthorized | V5::Banned | V5::BadAuthenticationMethod => V4::NotAuthorized,
+        _ => V4::ServiceUnavailable,
+    }
+}
+
+/// An MQTT 5 packet as 3.1.1 writes it.
+fn to_v4(p: &Packet) -> v4::Packet {
+    match p {
+        Packet::Connect(c) => {
+            let mut v = v4::Connect::new(c.client_id.clone());
+            v.keep_alive = c.keep_alive;
+            v.clean_session = c.clean_session;
+            v.last_will = c.last_will.as_ref().map(|w| v4::LastWill {
+                topic: w.topic.clone(),
+                message: w.message.clone(),
+                qos: w.qos,
+                retain: w.retain,
+            });
+            v.login = c.login.as_ref().map(|l| v4::Login {
+                username: l.username.clone(),
+                password: l.password.clone(),
+            });
+            v4::Packet::Connect(v)
+        }
+        Packet::ConnAck(a) => {
+            v4::Packet::ConnAck(v4::ConnAck::new(connack_code_v4(a.code), a.session_present))
+        }
+        Packet::Publish(p) => {
+            let mut v = v4::Publish::from_bytes(p.topic.clone(), p.qos, p.payload.clone());
+            v.dup = p.dup;
+            v.retain = p.retain;
+            v.pkid = p.pkid;
+            v4::Packet::Publish(v)
+        }
+        Packet::PubAck(a) => v4::Packet::PubAck(v4::PubAck::new(a.pkid)),
+        Packet::PubRec(a) => v4::Packet::PubRec(v4::PubRec::new(a.pkid)),
+        Packet::PubRel(a) => v4::Packet::PubRel(v4::PubRel::new(a.pkid)),
+        Packet::PubComp(a) => v4::Packet::PubComp(v4::PubComp::new(a.pkid)),
+        Packet::Subscribe(s) => {
+            let mut v = v4::Subscribe::empty_subscribe();
+            v.pkid = s.pkid;
+            for f in &s.filters {
+                v.add(f.path.clone(), f.qos);
+            }
+            v4::Packet::Subscribe(v)
+        }
+        Packet::SubAck(a) => {
+            let codes = a
+                .return_codes
+                .iter()
+                .map(|c| match c {
+                    v5::SubscribeReasonCode::QoS0 => {
+                        v4::SubscribeReasonCode::Success(mqttbytes::QoS::AtMostOnce)
+                    }
+                    v5::SubscribeReasonCode::QoS1 => {
+                        v4::SubscribeReasonCode::Success(mqttbytes::QoS::AtLeastOnce)
+                    }
+                    v5::SubscribeReasonCode::QoS2 => {
+                        v4::SubscribeReasonCode::Success(mqttbytes::QoS::ExactlyOnce)
+                    }
+                    _ => v4::SubscribeReasonCode::Failure,
+                })
+                .collect();
+            v4::Packet::SubAck(v4::SubAck::new(a.pkid, codes))
+        }
+        Packet::Unsubscribe(u) => {
+            let mut v = v4::Unsubscribe::new(u.filters.first().cloned().unwrap_or_default());
+            v.pkid = u.pkid;
+            v.topics = u.filters.clone();
+            v4::Packet::Unsubscribe(v)
+        }
+        Packet::UnsubAck(a) => v4::Packet::UnsubAck(v4::UnsubAck::new(a.pkid)),
+        Packet::PingReq => v4::Packet::PingReq,
+        Packet::PingResp => v4::Packet::PingResp,
+        // A client's DISCONNECT; the session never sends one to 3.1.1.
+        Packet::Disconnect(_) => v4::Packet::Disconnect,
     }
 }
 
@@ -102,7 +441,7 @@ fn remaining_len(buf: &[u8]) -> usize {
 }
 
 /// CONNECT's variable header starts with the protocol name and level.
-fn check_connect(body: &[u8]) -> Result<(), DecodeError> {
+fn check_connect(body: &[u8]) -> Result<Protocol, DecodeError> {
     let malformed = DecodeError::Malformed(WireError::MalformedPacket);
     if body.len() < 2 {
         return Err(malformed);
@@ -115,30 +454,60 @@ fn check_connect(body: &[u8]) -> Result<(), DecodeError> {
         return Err(malformed);
     };
     match (name, level) {
-        (b"MQTT", 4) => Ok(()),
+        (b"MQTT", 4) => Ok(Protocol::V4),
+        (b"MQTT", 5) => Ok(Protocol::V5),
         (b"MQTT", l) | (b"MQIsdp", l) => Err(DecodeError::UnsupportedLevel(l)),
         _ => Err(DecodeError::BadProtocolName),
     }
 }
 
-/// Append `packet` to `out`. Packets we build are always encodable; a
-/// failure (an over-long field) is logged and the packet dropped.
-pub fn encode(packet: &Packet, out: &mut BytesMut) {
-    let r = match packet {
-        Packet::Connect(p) => p.write(out),
-        Packet::ConnAck(p) => p.write(out),
-        Packet::Publish(p) => p.write(out),
-        Packet::PubAck(p) => p.write(out),
-        Packet::PubRec(p) => p.write(out),
-        Packet::PubRel(p) => p.write(out),
-        Packet::PubComp(p) => p.write(out),
-        Packet::Subscribe(p) => p.write(out),
-        Packet::SubAck(p) => p.write(out),
-        Packet::Unsubscribe(p) => p.write(out),
-        Packet::UnsubAck(p) => p.write(out),
-        Packet::PingReq => v4::PingReq.write(out),
-        Packet::PingResp => v4::PingResp.write(out),
-        Packet::Disconnect => v4::Disconnect.write(out),
+/// Append `packet` to `out` as `protocol` writes it. Packets we build are
+/// always encodable; a failure (an over-long field) is logged and the
+/// packet dropped.
+pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) {
+    let r = match protocol {
+        Protocol::V5 => match packet {
+            Packet::Connect(p) => p.write(out),
+            Packet::ConnAck(p) => p.write(out),
+            Packet::Publish(p) => p.write(out),
+            Packet::PubAck(p) => p.write(out),
+            Packet::PubRec(p) => p.write(out),
+            Packet::PubRel(p) => p.write(out),
+            Packet::PubComp(p) => p.write(out),
+            Packet::Subscribe(p) => p.write(out),
+            Packet::SubAck(p) => p.write(out),
+            Packet::Unsubscribe(p) => p.write(out),
+            Packet::UnsubAck(p) => p.write(out),
+            Packet::PingReq => v5::PingReq.write(out),
+            Packet::PingResp => v5::PingResp.write(out),
+            // mqttbytes ends a DISCONNECT without properties after the
+            // reason code (valid, 3.14.2.2.1), which some clients (rumqttc
+            // 0.25) cannot parse: write the empty property length too.
+            Packet::Disconnect(p)
+                if p.properties.is_none()
+                    && p.reason_code != v5::DisconnectReasonCode::NormalDisconnection =>
+            {
+                out.extend_from_slice(&[0xE0, 0x02, p.reason_code as u8, 0x00]);
+                Ok(4)
+            }
+            Packet::Disconnect(p) => p.write(out),
+        },
+        Protocol::V4 => match to_v4(packet) {
+            v4::Packet::Connect(p) => p.write(out),
+            v4::Packet::ConnAck(p) => p.write(out),
+            v4::Packet::Publish(p) => p.write(out),
+            v4::Packet::PubAck(p) => p.write(out),
+            v4::Packet::PubRec(p) => p.write(out),
+            v4::Packet::PubRel(p) => p.write(out),
+            v4::Packet::PubComp(p) => p.write(out),
+            v4::Packet::Subscribe(p) => p.write(out),
+            v4::Packet::SubAck(p) => p.write(out),
+            v4::Packet::Unsubscribe(p) => p.write(out),
+            v4::Packet::UnsubAck(p) => p.write(out),
+            v4::Packet::PingReq => v4::PingReq.write(out),
+            v4::Packet::PingResp => v4::PingResp.write(out),
+            v4::Packet::Disconnect => v4::Disconnect.write(out),
+        },
     };
     if let Err(e) = r {
         tracing::error!(error = ?e, "cannot encode MQTT packet");
@@ -152,20 +521,22 @@ mod tests {
 
     fn bytes_of(p: &Packet) -> BytesMut {
         let mut out = BytesMut::new();
-        encode(p, &mut out);
+        encode(p, Protocol::V4, &mut out);
         out
     }
 
     #[test]
     fn every_split_point_resumes() {
-        let mut publish = v4::Publish::new("a/b", QoS::AtLeastOnce, b"hello".to_vec());
+        let mut publish = v5::Publish::new("a/b", QoS::AtLeastOnce, b"hello".to_vec());
         publish.pkid = 7;
-        let mut all = bytes_of(&Packet::Connect(v4::Connect::new("client")));
+        let mut connect = v5::Connect::new("client");
+        connect.protocol = Protocol::V4;
+        let mut all = bytes_of(&Packet::Connect(connect));
         all.extend_from_slice(&bytes_of(&Packet::Publish(publish.clone())));
         all.extend_from_slice(&bytes_of(&Packet::PingReq));
         let whole = all.freeze();
         for split in 0..whole.len() {
-            let dec = Decoder::new(1024);
+            let mut dec = Decoder::new(1024);
             let mut buf = BytesMut::from(&whole[..split]);
             let mut got = Vec::new();
             while let Some(p) = dec.decode(&mut buf).unwrap() {
@@ -182,7 +553,7 @@ mod tests {
 
     #[test]
     fn limits_and_versions() {
-        let dec = Decoder::new(16);
+        let mut dec = Decoder::new(16);
         // PUBLISH claiming 1 MiB.
         let mut big = BytesMut::from(&[0x30u8, 0x80, 0x80, 0x40][..]);
         assert!(matches!(
@@ -194,11 +565,11 @@ mod tests {
             dec.decode(&mut auth),
             Err(DecodeError::Malformed(_))
         ));
-        // CONNECT with protocol level 5.
-        let mut v5 = BytesMut::from(&[0x10u8, 10, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60][..]);
+        // CONNECT with protocol level 6.
+        let mut v6 = BytesMut::from(&[0x10u8, 10, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 60][..]);
         assert_eq!(
-            Decoder::new(1024).decode(&mut v5),
-            Err(DecodeError::UnsupportedLevel(5))
+            Decoder::new(1024).decode(&mut v6),
+            Err(DecodeError::UnsupportedLevel(6))
         );
         let mut v31 = BytesMut::from(
             &[
@@ -214,8 +585,55 @@ mod tests {
             Decoder::new(1024).decode(&mut bad),
             Err(DecodeError::BadProtocolName)
         );
+        // MQTT 5: CONNECT sets the level; AUTH is reported, an empty
+        // DISCONNECT accepted, UNSUBSCRIBE parsed by us.
+        let mut dec = Decoder::new(1024);
+        let mut v5 = BytesMut::from(
+            &[
+                0x10u8, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0,
+            ][..],
+        );
+        assert!(
+            matches!(dec.decode(&mut v5), Ok(Some(Packet::Connect(c))) if c.protocol == Protocol::V5)
+        );
+        assert_eq!(dec.protocol(), Protocol::V5);
+        let mut empty_disconnect = BytesMut::from(&[0xE0u8, 0][..]);
+        assert!(matches!(
+            dec.decode(&mut empty_disconnect),
+            Ok(Some(Packet::Disconnect(d))) if d.reason_code == v5::DisconnectReasonCode::NormalDisconnection
+        ));
+        let mut unsub = BytesMut::from(&[0xA2u8, 6, 0, 7, 0, 0, 1, b'a'][..]);
+        assert!(matches!(
+            dec.decode(&mut unsub),
+            Ok(Some(Packet::Unsubscribe(u))) if u.pkid == 7 && u.filters == ["a"]
+        ));
+        let mut unsub_no_filter = BytesMut::from(&[0xA2u8, 3, 0, 7, 0][..]);
+        assert!(dec.decode(&mut unsub_no_filter).is_err());
+        let mut auth = BytesMut::from(&[0xF0u8, 0x00][..]);
+        assert_eq!(dec.decode(&mut auth), Err(DecodeError::Auth));
+
         // Truncated remaining length waits for more.
         let mut partial = BytesMut::from(&[0x30u8, 0x80][..]);
         assert_eq!(Decoder::new(1 << 20).decode(&mut partial), Ok(None));
+    }
+
+    #[test]
+    fn server_disconnect_carries_property_length() {
+        let d = v5::Disconnect {
+            reason_code: v5::DisconnectReasonCode::SessionTakenOver,
+            properties: None,
+        };
+        let mut out = BytesMut::new();
+        encode(&Packet::Disconnect(d.clone()), Protocol::V5, &mut out);
+        assert_eq!(&out[..], [0xE0, 0x02, 0x8E, 0x00]);
+        let mut dec = Decoder::with_protocol(1024, Protocol::V5);
+        assert_eq!(dec.decode(&mut out), Ok(Some(Packet::Disconnect(d))));
+        let mut out = BytesMut::new();
+        encode(
+            &Packet::Disconnect(v5::Disconnect::new()),
+            Protocol::V5,
+            &mut out,
+        );
+        assert_eq!(&out[..], [0xE0, 0x00]);
     }
 }

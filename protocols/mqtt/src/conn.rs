@@ -24,6 +24,8 @@ use tokio_util::task::TaskTracker;
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// How long the last bytes (a server DISCONNECT) may take to leave.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// MQTT listener settings.
 #[derive(Debug, Clone)]
@@ -93,11 +95,12 @@ pub async fn run<R, W>(
 {
     let session_config = SessionConfig {
         max_inflight: config.max_inflight,
+        max_packet_size: config.max_packet_size,
     };
     let mut session = Session::new(shared.clone(), session_config, peer);
     let outbox = session.outbox().clone();
     let takeover = session.takeover();
-    let decoder = Decoder::new(config.max_packet_size);
+    let mut decoder = Decoder::new(config.max_packet_size);
     // Buffers start empty and grow with traffic: an idle device costs the
     // broker as little memory as possible.
     let mut rbuf = BytesMut::new();
@@ -203,5 +206,11 @@ pub async fn run<R, W>(
     }
     // Abnormal ends (EOF without DISCONNECT, errors) publish the will here.
     session.release();
+    // Takeover and shutdown leave the loop right after the session wrote
+    // its DISCONNECT (0x8E, 0x8B): send it, bounded, so a peer that does
+    // not read cannot hold the task.
+    if !session.output().is_empty() {
+        let _ = tokio::time::timeout(FINAL_FLUSH, wr.write_all_buf(session.output())).await;
+    }
     let _ = wr.shutdown().await;
 }

@@ -11,7 +11,6 @@
 //! `docs/stomp.md`.
 
 use bytes::Bytes;
-use std::fmt::Write as _;
 use switchyard_model::{FieldTable, FieldValue, Properties};
 
 /// Headers that belong to STOMP itself and never become message headers.
@@ -135,133 +134,7 @@ pub(crate) fn headers_for_message(props: &Properties, out: &mut Vec<(String, Str
         for (k, v) in headers {
             // Never let a message header impersonate a protocol header.
             if is_custom(k) {
-                out.push((k.clone(), render(v)));
-            }
-        }
-    }
-}
-
-/// A header value as STOMP text.
-pub(crate) fn render(v: &FieldValue) -> String {
-    match v {
-        FieldValue::ShortString(s) => s.clone(),
-        FieldValue::LongString(b) => String::from_utf8_lossy(b).into_owned(),
-        FieldValue::Table(_) | FieldValue::Array(_) => {
-            let mut s = String::new();
-            json(v, &mut s);
-            s
-        }
-        other => {
-            let mut s = String::new();
-            scalar(other, &mut s);
-            s
-        }
-    }
-}
-
-fn scalar(v: &FieldValue, out: &mut String) {
-    let _ = match v {
-        FieldValue::Void => Ok(()),
-        FieldValue::Bool(b) => write!(out, "{b}"),
-        FieldValue::I8(n) => write!(out, "{n}"),
-        FieldValue::U8(n) => write!(out, "{n}"),
-        FieldValue::I16(n) => write!(out, "{n}"),
-        FieldValue::U16(n) => write!(out, "{n}"),
-        FieldValue::I32(n) => write!(out, "{n}"),
-        FieldValue::U32(n) => write!(out, "{n}"),
-        FieldValue::I64(n) => write!(out, "{n}"),
-        FieldValue::F32(n) => write!(out, "{n}"),
-        FieldValue::F64(n) => write!(out, "{n}"),
-        FieldValue::Decimal { scale, value } => {
-            let scale = u32::from(*scale);
-            match 10u64.checked_pow(scale) {
-                Some(p) if scale > 0 => write!(
-                    out,
-                    "{}.{:0width$}",
-                    u64::from(*value) / p,
-                    u64::from(*value) % p,
-                    width = scale as usize
-                ),
-                _ => write!(out, "{value}"),
-            }
-        }
-        FieldValue::Timestamp(t) => write!(out, "{t}"),
-        FieldValue::Bytes(b) => {
-            base64(b, out);
-            Ok(())
-        }
-        FieldValue::ShortString(_)
-        | FieldValue::LongString(_)
-        | FieldValue::Table(_)
-        | FieldValue::Array(_) => Ok(()),
-    };
-}
-
-fn json_string(s: &str, out: &mut String) {
-    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
-}
-
-fn json(v: &FieldValue, out: &mut String) {
-    match v {
-        FieldValue::Table(t) => {
-            out.push('{');
-            for (i, (k, v)) in t.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_string(k, out);
-                out.push(':');
-                json(v, out);
-            }
-            out.push('}');
-        }
-        FieldValue::Array(a) => {
-            out.push('[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json(v, out);
-            }
-            out.push(']');
-        }
-        FieldValue::Void => out.push_str("null"),
-        FieldValue::Bool(_)
-        | FieldValue::I8(_)
-        | FieldValue::U8(_)
-        | FieldValue::I16(_)
-        | FieldValue::U16(_)
-        | FieldValue::I32(_)
-        | FieldValue::U32(_)
-        | FieldValue::I64(_)
-        | FieldValue::Timestamp(_) => scalar(v, out),
-        FieldValue::F32(_) | FieldValue::F64(_) | FieldValue::Decimal { .. } => {
-            let mut s = String::new();
-            scalar(v, &mut s);
-            if s.parse::<f64>().is_ok_and(f64::is_finite) {
-                out.push_str(&s);
-            } else {
-                json_string(&s, out);
-            }
-        }
-        other => json_string(&render(other), out),
-    }
-}
-
-fn base64(bytes: &[u8], out: &mut String) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
+                out.push((k.clone(), v.to_text()));
             }
         }
     }
@@ -304,28 +177,5 @@ mod tests {
         assert_eq!(get("x-custom"), Some("v1"));
         assert_eq!(get("persistent"), Some("true"));
         assert_eq!(get("receipt"), None);
-    }
-
-    #[test]
-    fn renders_every_value_type() {
-        let mut t = FieldTable::new();
-        t.insert("count".into(), FieldValue::I64(2));
-        t.insert("reason".into(), FieldValue::string("rejected"));
-        let v = FieldValue::Array(vec![FieldValue::Table(t), FieldValue::Bool(true)]);
-        assert_eq!(render(&v), r#"[{"count":2,"reason":"rejected"},true]"#);
-        assert_eq!(
-            render(&FieldValue::Bytes(Bytes::from_static(b"ab\0"))),
-            "YWIA"
-        );
-        assert_eq!(render(&FieldValue::Bytes(Bytes::from_static(b"a"))), "YQ==");
-        assert_eq!(
-            render(&FieldValue::Decimal {
-                scale: 2,
-                value: 1234
-            }),
-            "12.34"
-        );
-        assert_eq!(render(&FieldValue::I32(-7)), "-7");
-        assert_eq!(render(&FieldValue::Void), "");
     }
 }

@@ -1,11 +1,15 @@
 //! CONNECT (authentication, client id, takeover, the session queue) and
 //! SUBSCRIBE / UNSUBSCRIBE (bindings of that queue to `amq.topic`).
 
-use super::{Phase, Session, qos_num};
-use crate::codec::Packet;
+use super::inbound::TOPIC_ALIAS_MAX;
+use super::{Phase, Session, SubOptions, qos_num};
+use crate::codec::{Packet, Protocol};
 use crate::topic;
 use mqttbytes::QoS;
-use mqttbytes::v4::{self, ConnectReturnCode, SubscribeReasonCode};
+use mqttbytes::v5::{
+    self, ConnectReturnCode, DisconnectReasonCode, RetainForwardRule, SubscribeReasonCode,
+    UnsubAckReason,
+};
 use std::sync::Arc;
 use switchyard_engine::exchange::Binding;
 use switchyard_engine::{
@@ -19,11 +23,22 @@ pub(super) const TOPIC_EXCHANGE: &str = "amq.topic";
 impl Session {
     fn refuse(&mut self, code: ConnectReturnCode, why: &str) {
         tracing::info!(peer = %self.peer, client_id = %self.client_id, why, "MQTT CONNECT refused");
-        self.send(Packet::ConnAck(v4::ConnAck::new(code, false)));
+        self.send(Packet::ConnAck(v5::ConnAck::new(code, false)));
         self.phase = Phase::Closed;
     }
 
-    pub(super) fn connect(&mut self, c: v4::Connect) {
+    pub(super) fn connect(&mut self, c: v5::Connect) {
+        self.protocol = c.protocol;
+        let props = c.properties.clone();
+        if props
+            .as_ref()
+            .is_some_and(|p| p.authentication_method.is_some())
+        {
+            return self.refuse(
+                ConnectReturnCode::BadAuthenticationMethod,
+                "enhanced authentication is not offered",
+            );
+        }
         // `vhost:user` selects a vhost, as RabbitMQ's MQTT plugin allows.
         let (vhost_name, user, pass) = match &c.login {
             Some(l) => match l.username.split_once(':') {
@@ -51,15 +66,45 @@ impl Session {
         let Some(vhost) = self.shared.broker.vhost(&vhost_name) else {
             return self.refuse(ConnectReturnCode::NotAuthorized, "no such vhost");
         };
+        let mut assigned = None;
         if c.client_id.is_empty() {
-            if !c.clean_session {
+            // 3.1.1 demands a clean session for an empty id; MQTT 5 assigns
+            // one and says which in CONNACK.
+            if !c.clean_session && self.protocol == Protocol::V4 {
                 return self.refuse(
-                    ConnectReturnCode::BadClientId,
+                    ConnectReturnCode::ClientIdentifierNotValid,
                     "empty id needs clean session",
                 );
             }
             self.client_id = format!("switchyard-{}", self.conn_id);
+            assigned = Some(self.client_id.clone());
         }
+        // MQTT 5: the session outlives the connection when its expiry
+        // interval is non-zero (not counted down yet: it lasts until a
+        // clean start). 3.1.1: when clean session is 0.
+        let persistent = match self.protocol {
+            Protocol::V5 => {
+                props
+                    .as_ref()
+                    .and_then(|p| p.session_expiry_interval)
+                    .unwrap_or(0)
+                    > 0
+            }
+            Protocol::V4 => !c.clean_session,
+        };
+        // A clean start discards what a previous session left.
+        let discard = c.clean_session || !persistent;
+        let receive_max = props
+            .as_ref()
+            .and_then(|p| p.receive_maximum)
+            .unwrap_or(u16::MAX);
+        if receive_max == 0 {
+            return self.refuse(ConnectReturnCode::ProtocolError, "receive maximum of 0");
+        }
+        self.client_max_packet = props
+            .as_ref()
+            .and_then(|p| p.max_packet_size)
+            .map_or(usize::MAX, |m| m as usize);
         self.username = user;
         self.keep_alive = c.keep_alive;
         self.will = c.last_will;
@@ -78,33 +123,33 @@ impl Session {
         // Persistent-session protocol state (§4.1) resumes; a clean
         // session discards it.
         let saved = self.shared.saved.lock().remove(&key);
-        let saved = if c.clean_session { None } else { saved };
-        self.persistent = !c.clean_session;
+        let saved = if discard { None } else { saved };
+        self.persistent = persistent;
 
         let durable_name = format!("mqtt-session-{}", self.client_id);
         let existed = vhost.queue(&durable_name, self.conn_id).is_ok();
-        let spec = if c.clean_session {
-            if existed {
-                let del = Command::DeleteQueue {
-                    name: durable_name,
-                    if_unused: false,
-                    if_empty: false,
-                };
-                let _ = vhost.apply(del, self.conn_id);
-            }
-            // A clean session lives and dies with this connection.
-            QueueSpec {
-                name: format!("mqtt-session-{}-{}", self.client_id, self.conn_id),
-                durable: false,
-                exclusive_owner: Some(self.conn_id),
-                auto_delete: false,
-                arguments: FieldTable::new(),
-            }
-        } else {
+        if discard && existed {
+            let del = Command::DeleteQueue {
+                name: durable_name.clone(),
+                if_unused: false,
+                if_empty: false,
+            };
+            let _ = vhost.apply(del, self.conn_id);
+        }
+        let spec = if persistent {
             QueueSpec {
                 name: durable_name,
                 durable: true,
                 exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::new(),
+            }
+        } else {
+            // A session without expiry lives and dies with this connection.
+            QueueSpec {
+                name: format!("mqtt-session-{}-{}", self.client_id, self.conn_id),
+                durable: false,
+                exclusive_owner: Some(self.conn_id),
                 auto_delete: false,
                 arguments: FieldTable::new(),
             }
@@ -117,7 +162,7 @@ impl Session {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot create MQTT session queue");
-                return self.refuse(ConnectReturnCode::ServiceUnavailable, "session queue");
+                return self.refuse(ConnectReturnCode::ServerUnavailable, "session queue");
             }
         };
         for (source, b) in vhost.bindings_to(&Destination::queue(&name)) {
@@ -130,8 +175,19 @@ impl Session {
                 .and_then(|q| u8::try_from(q).ok())
                 .and_then(|q| mqttbytes::qos(q).ok());
             if let (true, Some(filter), Some(qos)) = (source == TOPIC_EXCHANGE, filter, qos) {
+                let flag = |k: &str| b.arguments.get(k).and_then(FieldValue::as_bool) == Some(true);
+                let options = SubOptions {
+                    qos,
+                    no_local: flag("x-mqtt-no-local"),
+                    retain_as_published: flag("x-mqtt-retain-as-published"),
+                    id: b
+                        .arguments
+                        .get("x-mqtt-subscription-id")
+                        .and_then(FieldValue::as_i64)
+                        .and_then(|i| usize::try_from(i).ok()),
+                };
                 self.matcher.insert(&b.routing_key, filter.to_owned());
-                self.subs.insert(filter.to_owned(), qos);
+                self.subs.insert(filter.to_owned(), options);
             }
         }
         let consumer_spec = ConsumerSpec {
@@ -139,7 +195,8 @@ impl Session {
             channel: 0,
             no_ack: false,
             exclusive: false,
-            prefetch: u32::from(self.config.max_inflight),
+            // The client's receive maximum bounds what is in flight to it.
+            prefetch: u32::from(self.config.max_inflight.min(receive_max)),
             arguments: FieldTable::new(),
         };
         let consumer = Arc::new(Consumer::new(
@@ -147,10 +204,20 @@ impl Session {
             self.credit.clone(),
             self.outbox.clone(),
         ));
-        self.send(Packet::ConnAck(v4::ConnAck::new(
-            ConnectReturnCode::Success,
-            existed && !c.clean_session,
-        )));
+        let mut ack = v5::ConnAck::new(ConnectReturnCode::Success, existed && !discard);
+        if self.protocol == Protocol::V5 {
+            let mut p = v5::ConnAckProperties::new();
+            p.receive_max = Some(self.config.max_inflight);
+            p.max_packet_size = u32::try_from(self.config.max_packet_size).ok();
+            p.assigned_client_identifier = assigned;
+            p.topic_alias_max = Some(TOPIC_ALIAS_MAX);
+            p.retain_available = Some(1);
+            p.wildcard_subscription_available = Some(1);
+            p.subscription_identifiers_available = Some(1);
+            p.shared_subscription_available = Some(0);
+            ack.properties = Some(p);
+        }
+        self.send(Packet::ConnAck(ack));
         if let Some(saved) = saved {
             self.inbound_qos2 = saved.inbound_qos2;
             self.next_pkid = saved.next_pkid;
@@ -164,7 +231,7 @@ impl Session {
                         stage: super::Stage::Pubcomp,
                     },
                 );
-                self.send(Packet::PubRel(v4::PubRel::new(pkid)));
+                self.send(Packet::PubRel(v5::PubRel::new(pkid)));
             }
         }
         self.queue = Some(queue.clone());
@@ -176,10 +243,19 @@ impl Session {
         }
     }
 
-    fn binding(&self, filter: &str, qos: QoS) -> Binding {
+    fn binding(&self, filter: &str, o: SubOptions) -> Binding {
         let mut arguments = FieldTable::new();
         arguments.insert("x-mqtt-filter".into(), FieldValue::string(filter));
-        arguments.insert("x-mqtt-qos".into(), FieldValue::U8(qos_num(qos)));
+        arguments.insert("x-mqtt-qos".into(), FieldValue::U8(qos_num(o.qos)));
+        if o.no_local {
+            arguments.insert("x-mqtt-no-local".into(), FieldValue::Bool(true));
+        }
+        if o.retain_as_published {
+            arguments.insert("x-mqtt-retain-as-published".into(), FieldValue::Bool(true));
+        }
+        if let Some(id) = o.id.and_then(|i| i64::try_from(i).ok()) {
+            arguments.insert("x-mqtt-subscription-id".into(), FieldValue::I64(id));
+        }
         let name = self.queue.as_ref().map_or("", |q| q.name());
         Binding {
             destination: Destination::queue(name),
@@ -201,58 +277,104 @@ impl Session {
         vhost.apply(cmd, self.conn_id).map(|_| ())
     }
 
-    pub(super) fn subscribe(&mut self, s: v4::Subscribe) {
+    pub(super) fn subscribe(&mut self, s: v5::Subscribe) {
         if s.filters.is_empty() {
             // MQTT-3.8.3-3: a SUBSCRIBE without filters is a protocol violation
             // (found by fuzzing: answering it wrote an empty, invalid SUBACK).
-            return self.close("SUBSCRIBE without topic filters".into());
+            return self.close(
+                DisconnectReasonCode::ProtocolError,
+                "SUBSCRIBE without topic filters".into(),
+            );
         }
+        let id = s.properties.as_ref().and_then(|p| p.id);
+        if id == Some(0) {
+            return self.close(
+                DisconnectReasonCode::ProtocolError,
+                "subscription identifier 0".into(),
+            );
+        }
+        let v5 = self.protocol == Protocol::V5;
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
         for f in &s.filters {
-            if topic::check_filter(&f.path).is_err() {
-                codes.push(SubscribeReasonCode::Failure);
+            if f.path.starts_with("$share/") && v5 {
+                codes.push(SubscribeReasonCode::SharedSubscriptionsNotSupported);
                 continue;
             }
-            let qos = f.qos;
-            if let Some(old) = self.subs.get(&f.path).copied()
-                && old != qos
-            {
+            if topic::check_filter(&f.path).is_err() {
+                codes.push(if v5 {
+                    SubscribeReasonCode::TopicFilterInvalid
+                } else {
+                    SubscribeReasonCode::Unspecified
+                });
+                continue;
+            }
+            let options = SubOptions {
+                qos: f.qos,
+                no_local: v5 && f.nolocal,
+                retain_as_published: v5 && f.preserve_retain,
+                id,
+            };
+            let old = self.subs.get(&f.path).copied();
+            if let Some(old) = old.filter(|o| *o != options) {
                 let _ = self.apply_binding(false, self.binding(&f.path, old));
             }
-            match self.apply_binding(true, self.binding(&f.path, qos)) {
+            match self.apply_binding(true, self.binding(&f.path, options)) {
                 Ok(()) => {
-                    if self.subs.insert(f.path.clone(), qos).is_none() {
+                    if self.subs.insert(f.path.clone(), options).is_none() {
                         self.matcher
                             .insert(&topic::filter_to_binding_key(&f.path), f.path.clone());
                     }
-                    codes.push(SubscribeReasonCode::Success(qos));
-                    granted.push((f.path.clone(), qos));
+                    codes.push(match f.qos {
+                        QoS::AtMostOnce => SubscribeReasonCode::QoS0,
+                        QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
+                        QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
+                    });
+                    // Retain handling (MQTT 5): 0 always, 1 only for a new
+                    // subscription, 2 never. 3.1.1 always sends them.
+                    let send = match f.retain_forward_rule {
+                        _ if !v5 => true,
+                        RetainForwardRule::OnEverySubscribe => true,
+                        RetainForwardRule::OnNewSubscribe => old.is_none(),
+                        RetainForwardRule::Never => false,
+                    };
+                    if send {
+                        granted.push((f.path.clone(), f.qos));
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, filter = %f.path, "subscribe failed");
-                    codes.push(SubscribeReasonCode::Failure);
+                    codes.push(SubscribeReasonCode::Unspecified);
                 }
             }
         }
-        self.send(Packet::SubAck(v4::SubAck::new(s.pkid, codes)));
+        self.send(Packet::SubAck(v5::SubAck::new(s.pkid, codes)));
         for (filter, qos) in granted {
-            self.send_retained(&filter, qos);
+            self.send_retained(&filter, qos, id);
         }
     }
 
-    pub(super) fn unsubscribe(&mut self, u: v4::Unsubscribe) {
-        if u.topics.is_empty() {
+    pub(super) fn unsubscribe(&mut self, u: v5::Unsubscribe) {
+        if u.filters.is_empty() {
             // MQTT-3.10.3-2: at least one topic filter.
-            return self.close("UNSUBSCRIBE without topic filters".into());
+            return self.close(
+                DisconnectReasonCode::ProtocolError,
+                "UNSUBSCRIBE without topic filters".into(),
+            );
         }
-        for filter in &u.topics {
-            if let Some(qos) = self.subs.remove(filter) {
-                let _ = self.apply_binding(false, self.binding(filter, qos));
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            if let Some(o) = self.subs.remove(filter) {
+                let _ = self.apply_binding(false, self.binding(filter, o));
                 self.matcher
                     .remove(&topic::filter_to_binding_key(filter), filter);
+                reasons.push(UnsubAckReason::Success);
+            } else {
+                reasons.push(UnsubAckReason::NoSubscriptionExisted);
             }
         }
-        self.send(Packet::UnsubAck(v4::UnsubAck::new(u.pkid)));
+        let mut ack = v5::UnsubAck::new(u.pkid);
+        ack.reasons = reasons;
+        self.send(Packet::UnsubAck(ack));
     }
 }

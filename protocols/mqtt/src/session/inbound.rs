@@ -3,22 +3,42 @@
 //! once the message is durable.
 
 use super::connect::TOPIC_EXCHANGE;
+use super::props::{self, Carried};
 use super::{PendingAck, Session, qos_num};
-use crate::codec::Packet;
+use crate::codec::{Packet, Protocol};
 use crate::topic;
 use bytes::Bytes;
 use mqttbytes::QoS;
-use mqttbytes::v4;
+use mqttbytes::v5::{self, DisconnectReasonCode, PubAckReason, PubRecReason};
 use switchyard_engine::{Durable, Vhost};
 use switchyard_model::{FieldTable, FieldValue, Message, Properties};
 use tokio::sync::oneshot::error::TryRecvError;
 
 /// Header carrying the MQTT QoS a message was published with.
 pub(super) const QOS_HEADER: &str = "x-mqtt-publish-qos";
+/// Header set on messages published with the retain flag (for MQTT 5
+/// "retain as published" subscriptions).
+pub(super) const RETAIN_HEADER: &str = "x-mqtt-retain";
+/// Inbound topic aliases an MQTT 5 client may use.
+pub(super) const TOPIC_ALIAS_MAX: u16 = 64;
 
 impl Session {
-    fn message(&self, topic_name: &str, qos: QoS, payload: Bytes) -> Message {
+    fn message(
+        &self,
+        topic_name: &str,
+        qos: QoS,
+        payload: Bytes,
+        carried: Option<Carried<'_>>,
+        retain: bool,
+    ) -> Message {
         let mut headers = FieldTable::new();
+        let mut properties = Properties::default();
+        if let Some(c) = &carried {
+            props::apply(c, &mut properties, &mut headers);
+        }
+        if retain {
+            headers.insert(RETAIN_HEADER.into(), FieldValue::Bool(true));
+        }
         headers.insert(QOS_HEADER.into(), FieldValue::U8(qos_num(qos)));
         // AMQP consumers can tell which device sent a message.
         headers.insert(
@@ -26,73 +46,108 @@ impl Session {
             FieldValue::string(&self.client_id),
         );
         headers.insert("x-mqtt-username".into(), FieldValue::string(&self.username));
+        properties.delivery_mode = Some(if qos == QoS::AtMostOnce { 1 } else { 2 });
+        properties.headers = Some(headers);
         Message {
             exchange: TOPIC_EXCHANGE.into(),
             routing_key: topic::to_routing_key(topic_name),
-            properties: Properties {
-                delivery_mode: Some(if qos == QoS::AtMostOnce { 1 } else { 2 }),
-                headers: Some(headers),
-                ..Properties::default()
-            },
+            properties,
             body: payload,
         }
     }
 
-    /// Route a message; returns the durability ticket for QoS ≥ 1.
-    fn route(&mut self, vhost: &Vhost, msg: Message, qos: QoS) -> Option<Durable> {
+    /// Route a message; returns the durability ticket for QoS ≥ 1 and
+    /// whether any queue took it.
+    fn route(&mut self, vhost: &Vhost, msg: Message, qos: QoS) -> (Option<Durable>, bool) {
         match vhost.publish(msg, qos != QoS::AtMostOnce) {
             Ok(p) => {
                 if p.throttle.is_some() {
                     self.throttle = p.throttle;
                 }
-                p.durable
+                (p.durable, p.queues > 0)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "MQTT publish failed");
-                None
+                (None, false)
             }
         }
     }
 
-    pub(super) fn publish(&mut self, p: v4::Publish) {
+    /// Resolve an MQTT 5 topic alias: a topic with an alias sets it, an
+    /// empty topic uses it. `None`: the alias is invalid (the caller closes).
+    fn resolve_alias(&mut self, p: &mut v5::Publish) -> Option<()> {
+        let Some(alias) = p.properties.as_ref().and_then(|pr| pr.topic_alias) else {
+            return (!p.topic.is_empty()).then_some(());
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAX || self.protocol != Protocol::V5 {
+            return None;
+        }
+        if p.topic.is_empty() {
+            p.topic = self.aliases.get(&alias)?.clone();
+        } else {
+            self.aliases.insert(alias, p.topic.clone());
+        }
+        Some(())
+    }
+
+    pub(super) fn publish(&mut self, mut p: v5::Publish) {
+        if self.resolve_alias(&mut p).is_none() {
+            return self.close(
+                DisconnectReasonCode::TopicAliasInvalid,
+                "invalid topic alias".into(),
+            );
+        }
         if topic::check_name(&p.topic).is_err() {
-            return self.close(format!("invalid topic name {:?}", p.topic));
+            return self.close(
+                DisconnectReasonCode::TopicNameInvalid,
+                format!("invalid topic name {:?}", p.topic),
+            );
         }
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
         let retained = p.retain;
+        let carried = p.properties.as_ref().map(Carried::from);
+        let msg = self.message(&p.topic, p.qos, p.payload.clone(), carried, retained);
         if retained {
-            self.retain(&vhost, &p.topic, p.qos, p.payload.clone());
+            self.retain(&vhost, &p.topic, msg.clone());
         }
         match p.qos {
             QoS::AtMostOnce => {
-                let msg = self.message(&p.topic, p.qos, p.payload);
                 self.route(&vhost, msg, p.qos);
             }
             QoS::AtLeastOnce => {
-                let msg = self.message(&p.topic, p.qos, p.payload);
-                let ticket = self.route(&vhost, msg, p.qos);
+                let (ticket, routed) = self.route(&vhost, msg, p.qos);
                 let ticket = self.cover_retained(ticket, retained);
-                self.owe(Packet::PubAck(v4::PubAck::new(p.pkid)), ticket);
+                let mut ack = v5::PubAck::new(p.pkid);
+                if !routed {
+                    ack.reason = PubAckReason::NoMatchingSubscribers;
+                }
+                self.owe(Packet::PubAck(ack), ticket);
             }
             QoS::ExactlyOnce => {
                 // A retransmission of a packet id we hold is not routed again.
+                let mut rec = v5::PubRec::new(p.pkid);
                 let ticket = if self.inbound_qos2.insert(p.pkid) {
-                    let msg = self.message(&p.topic, p.qos, p.payload);
-                    let ticket = self.route(&vhost, msg, p.qos);
+                    let (ticket, routed) = self.route(&vhost, msg, p.qos);
+                    if !routed {
+                        rec.reason = PubRecReason::NoMatchingSubscribers;
+                    }
                     self.cover_retained(ticket, retained)
                 } else {
                     None
                 };
-                self.owe(Packet::PubRec(v4::PubRec::new(p.pkid)), ticket);
+                self.owe(Packet::PubRec(rec), ticket);
             }
         }
     }
 
     pub(super) fn pubrel(&mut self, pkid: u16) {
-        self.inbound_qos2.remove(&pkid);
-        self.send(Packet::PubComp(v4::PubComp::new(pkid)));
+        let mut comp = v5::PubComp::new(pkid);
+        if !self.inbound_qos2.remove(&pkid) && self.protocol == Protocol::V5 {
+            comp.reason = v5::PubCompReason::PacketIdentifierNotFound;
+        }
+        self.send(Packet::PubComp(comp));
     }
 
     /// A retained write was submitted before routing; if routing gave no
@@ -106,22 +161,26 @@ impl Session {
     }
 
     /// Retain (or with an empty payload, clear) the message of a topic.
-    fn retain(&self, vhost: &Vhost, topic_name: &str, qos: QoS, payload: Bytes) {
-        let message = (!payload.is_empty()).then(|| self.message(topic_name, qos, payload));
+    fn retain(&self, vhost: &Vhost, topic_name: &str, message: Message) {
+        let message = (!message.body.is_empty()).then_some(message);
         self.shared
             .broker
             .retained()
             .put(&vhost.name, topic_name, message);
     }
 
-    pub(super) fn publish_will(&mut self, vhost: &Vhost, will: v4::LastWill) {
+    /// Publish the will (an MQTT 5 will delay is not honoured: it is
+    /// published at once).
+    pub(super) fn publish_will(&mut self, vhost: &Vhost, will: v5::LastWill) {
+        if topic::check_name(&will.topic).is_err() {
+            return;
+        }
+        let carried = will.properties.as_ref().map(Carried::from);
+        let msg = self.message(&will.topic, will.qos, will.message, carried, will.retain);
         if will.retain {
-            self.retain(vhost, &will.topic, will.qos, will.message.clone());
+            self.retain(vhost, &will.topic, msg.clone());
         }
-        if topic::check_name(&will.topic).is_ok() {
-            let msg = self.message(&will.topic, will.qos, will.message);
-            let _ = vhost.publish(msg, false);
-        }
+        let _ = vhost.publish(msg, false);
     }
 
     /// Queue an acknowledgement behind earlier ones, released when durable.
@@ -152,7 +211,10 @@ impl Session {
         if let Some(front) = self.acks.front_mut().filter(|f| f.held) {
             front.held = false;
             if !ok {
-                return self.close("store failed; publish not acknowledged".into());
+                return self.close(
+                    DisconnectReasonCode::UnspecifiedError,
+                    "store failed; publish not acknowledged".into(),
+                );
             }
         }
         self.flush_acks();
@@ -168,7 +230,10 @@ impl Session {
                     Ok(()) => front.ticket = None,
                     Err(TryRecvError::Empty) => return,
                     Err(TryRecvError::Closed) => {
-                        return self.close("store failed; publish not acknowledged".into());
+                        return self.close(
+                            DisconnectReasonCode::UnspecifiedError,
+                            "store failed; publish not acknowledged".into(),
+                        );
                     }
                 }
             }

@@ -1,4 +1,7 @@
-//! One MQTT 3.1.1 client's state machine, without sockets.
+//! One MQTT 3.1.1 or 5.0 client's state machine, without sockets. It works
+//! on MQTT 5 packets; the codec translates for 3.1.1 clients, and the few
+//! things 3.1.1 cannot say (reason codes, properties, a server DISCONNECT)
+//! are only sent to MQTT 5 clients.
 //!
 //! Inputs: [`Session::handle_packet`], [`Session::handle_decode_error`],
 //! [`Session::handle_outbox`] (deliveries from the engine),
@@ -11,11 +14,12 @@
 mod connect;
 mod inbound;
 mod outbound;
+mod props;
 
-use crate::codec::{DecodeError, Packet, encode};
+use crate::codec::{DecodeError, Packet, Protocol, encode};
 use bytes::BytesMut;
 use mqttbytes::QoS;
-use mqttbytes::v4;
+use mqttbytes::v5::{self, DisconnectReasonCode};
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -77,7 +81,7 @@ impl Shared {
     /// is handled: ask a connection holding that id to end, and return a
     /// token cancelled once it has released its session, which the caller
     /// awaits so the new connection sees the released state.
-    pub fn take_over(&self, connect: &v4::Connect) -> Option<CancellationToken> {
+    pub fn take_over(&self, connect: &v5::Connect) -> Option<CancellationToken> {
         let vhost = connect
             .login
             .as_ref()
@@ -98,11 +102,16 @@ impl Shared {
 pub struct SessionConfig {
     /// Unacknowledged QoS 1/2 deliveries in flight to the client.
     pub max_inflight: u16,
+    /// Largest packet accepted (told to MQTT 5 clients in CONNACK).
+    pub max_packet_size: usize,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { max_inflight: 64 }
+        Self {
+            max_inflight: 64,
+            max_packet_size: 16 << 20,
+        }
     }
 }
 
@@ -123,6 +132,19 @@ enum Stage {
     Puback,
     Pubrec,
     Pubcomp,
+}
+
+/// One subscription's options (MQTT 5 subscription options; 3.1.1 clients
+/// only set the QoS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubOptions {
+    qos: QoS,
+    /// Not sent messages this client published itself.
+    no_local: bool,
+    /// Retain flag of deliveries as published (else 0).
+    retain_as_published: bool,
+    /// Subscription identifier echoed in matching PUBLISHes.
+    id: Option<usize>,
 }
 
 /// An outbound QoS 1/2 PUBLISH not yet acknowledged.
@@ -151,14 +173,20 @@ pub struct Session {
     client_id: String,
     username: String,
     keep_alive: u16,
-    will: Option<v4::LastWill>,
+    /// The client's protocol level (from CONNECT).
+    protocol: Protocol,
+    will: Option<v5::LastWill>,
     vhost: Option<Arc<Vhost>>,
     queue: Option<Arc<Queue>>,
     consumer: Option<Arc<Consumer>>,
     outbox: Arc<Outbox>,
     credit: Arc<ChannelCredit>,
-    /// Filter → granted QoS.
-    subs: HashMap<String, QoS>,
+    /// Filter → its options (granted QoS and MQTT 5 options).
+    subs: HashMap<String, SubOptions>,
+    /// Inbound topic aliases (MQTT 5).
+    aliases: HashMap<u16, String>,
+    /// Largest packet the client accepts (MQTT 5 CONNECT property).
+    client_max_packet: usize,
     /// Binding keys of `subs`, to find the QoS of a delivery.
     matcher: TopicTrie<String>,
     next_pkid: u16,
@@ -198,6 +226,7 @@ impl Session {
             client_id: String::new(),
             username: String::new(),
             keep_alive: 0,
+            protocol: Protocol::V4,
             will: None,
             vhost: None,
             queue: None,
@@ -205,6 +234,8 @@ impl Session {
             outbox: Arc::new(Outbox::default()),
             credit: Arc::default(),
             subs: HashMap::new(),
+            aliases: HashMap::new(),
+            client_max_packet: usize::MAX,
             matcher: TopicTrie::default(),
             next_pkid: 0,
             inflight: IntMap::default(),
@@ -239,7 +270,10 @@ impl Session {
     /// id: the connection ends without DISCONNECT, so the will is
     /// published (MQTT-3.1.2-8).
     pub fn handle_stop(&mut self) {
-        self.close("connection taken over or broker stopping".into());
+        self.close(
+            DisconnectReasonCode::SessionTakenOver,
+            "connection taken over".into(),
+        );
     }
 
     /// The outbox the engine delivers into.
@@ -270,7 +304,12 @@ impl Session {
     }
 
     fn send(&mut self, p: Packet) {
-        encode(&p, &mut self.out);
+        encode(&p, self.protocol, &mut self.out);
+    }
+
+    /// The client's protocol level.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// Handle one decoded packet.
@@ -278,7 +317,10 @@ impl Session {
         match (self.phase, p) {
             (Phase::Closed, _) => {}
             (Phase::Connect, Packet::Connect(c)) => self.connect(c),
-            (Phase::Connect, other) => self.close(format!("first packet {other:?} is not CONNECT")),
+            (Phase::Connect, other) => self.close(
+                DisconnectReasonCode::ProtocolError,
+                format!("first packet {other:?} is not CONNECT"),
+            ),
             (Phase::Connected, Packet::Publish(p)) => self.publish(p),
             (Phase::Connected, Packet::PubAck(a)) => self.settle(a.pkid, Stage::Puback),
             (Phase::Connected, Packet::PubRec(r)) => self.pubrec(r.pkid),
@@ -287,43 +329,77 @@ impl Session {
             (Phase::Connected, Packet::Subscribe(s)) => self.subscribe(s),
             (Phase::Connected, Packet::Unsubscribe(u)) => self.unsubscribe(u),
             (Phase::Connected, Packet::PingReq) => self.send(Packet::PingResp),
-            (Phase::Connected, Packet::Disconnect) => {
-                // A clean DISCONNECT discards the will (3.1.2.5).
-                self.will = None;
+            (Phase::Connected, Packet::Disconnect(d)) => {
+                // A clean DISCONNECT discards the will (3.1.2.5), unless an
+                // MQTT 5 client asks for it (reason 0x04).
+                if d.reason_code != DisconnectReasonCode::DisconnectWithWillMessage {
+                    self.will = None;
+                }
+                // MQTT 5 may end the session with the connection.
+                let expiry = d.properties.and_then(|p| p.session_expiry_interval);
+                if expiry == Some(0) {
+                    self.persistent = false;
+                }
                 self.phase = Phase::Closed;
                 self.release();
             }
-            (Phase::Connected, other) => self.close(format!("unexpected packet {other:?}")),
+            (Phase::Connected, other) => self.close(
+                DisconnectReasonCode::ProtocolError,
+                format!("unexpected packet {other:?}"),
+            ),
         }
     }
 
-    /// The peer sent bytes the codec rejects. MQTT 3.1.1 has no error
-    /// packet; an unsupported protocol level gets CONNACK 0x01 first.
+    /// The peer sent bytes the codec rejects. An unsupported protocol level
+    /// gets CONNACK 0x01 (in 3.1.1 form: the level is not one we speak); an
+    /// MQTT 5 client gets a DISCONNECT saying why.
     pub fn handle_decode_error(&mut self, e: DecodeError) {
         if self.phase == Phase::Connect && matches!(e, DecodeError::UnsupportedLevel(_)) {
-            let ack = v4::ConnAck::new(v4::ConnectReturnCode::RefusedProtocolVersion, false);
+            let ack = v5::ConnAck::new(v5::ConnectReturnCode::UnsupportedProtocolVersion, false);
             self.send(Packet::ConnAck(ack));
         }
-        self.close(e.to_string());
+        let reason = match e {
+            DecodeError::TooLarge { .. } => DisconnectReasonCode::PacketTooLarge,
+            DecodeError::Auth => DisconnectReasonCode::ProtocolError,
+            _ => DisconnectReasonCode::MalformedPacket,
+        };
+        self.close(reason, e.to_string());
     }
 
     /// No packet within 1.5 × keep-alive: the client is gone (will sent).
     pub fn handle_keepalive_timeout(&mut self) {
-        self.close("keep-alive timeout".into());
+        self.close(
+            DisconnectReasonCode::KeepAliveTimeout,
+            "keep-alive timeout".into(),
+        );
     }
 
-    /// The broker is shutting down: MQTT 3.1.1 can only close the socket.
+    /// The broker is shutting down: MQTT 5 clients are told so; 3.1.1 ones
+    /// just see the socket close.
     pub fn handle_shutdown(&mut self) {
         self.will = None;
+        self.disconnect(DisconnectReasonCode::ServerShuttingDown);
         self.phase = Phase::Closed;
         self.release();
     }
 
+    /// Tell an MQTT 5 client why the server ends the connection.
+    fn disconnect(&mut self, reason: DisconnectReasonCode) {
+        if self.phase == Phase::Connected && self.protocol == Protocol::V5 {
+            let d = v5::Disconnect {
+                reason_code: reason,
+                properties: None,
+            };
+            self.send(Packet::Disconnect(d));
+        }
+    }
+
     /// End the connection abnormally: the will is published.
-    fn close(&mut self, why: String) {
+    fn close(&mut self, reason: DisconnectReasonCode, why: String) {
         if self.phase != Phase::Closed {
             tracing::info!(peer = %self.peer, client_id = %self.client_id, %why, "closing MQTT connection");
         }
+        self.disconnect(reason);
         self.phase = Phase::Closed;
         self.release();
     }
@@ -382,6 +458,19 @@ impl Session {
                 .saved
                 .lock()
                 .insert((vhost.name.clone(), self.client_id.clone()), saved);
+        } else if let Some(q) = self.queue.as_ref().filter(|q| {
+            q.name()
+                .strip_prefix("mqtt-session-")
+                .is_some_and(|id| id == self.client_id)
+        }) {
+            // MQTT 5 DISCONNECT with session expiry 0: the session that
+            // was to outlive the connection ends with it (3.14.2.2.2).
+            let del = switchyard_engine::Command::DeleteQueue {
+                name: q.name().to_owned(),
+                if_unused: false,
+                if_empty: false,
+            };
+            let _ = vhost.apply(del, self.conn_id);
         }
         vhost.drop_connection(self.conn_id);
         self.finished.cancel();
@@ -401,3 +490,6 @@ fn qos_num(q: QoS) -> u8 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_v5;

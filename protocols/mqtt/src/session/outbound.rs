@@ -2,15 +2,32 @@
 //! the best matching subscription (capped by the publish QoS), retained
 //! messages on subscribe, and the PUBACK / PUBREC / PUBCOMP that settle them.
 
-use super::inbound::QOS_HEADER;
-use super::{InFlight, Phase, Session, Stage};
-use crate::codec::Packet;
+use super::inbound::{QOS_HEADER, RETAIN_HEADER};
+use super::{InFlight, Phase, Session, Stage, props};
+use crate::codec::{Packet, Protocol};
 use crate::topic;
 use mqttbytes::QoS;
-use mqttbytes::v4;
+use mqttbytes::v5::{self, DisconnectReasonCode};
 use std::sync::Arc;
 use switchyard_engine::{Delivery, OutboxEvent, Queue};
 use switchyard_model::{FieldValue, Message};
+
+/// What the subscriptions matching one message want.
+struct Matched {
+    qos: QoS,
+    retain_as_published: bool,
+    ids: Vec<usize>,
+}
+
+/// Whether the message was published with the retain flag.
+fn retained_when_published(m: &Message) -> bool {
+    m.properties
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(RETAIN_HEADER))
+        .and_then(FieldValue::as_bool)
+        .unwrap_or(false)
+}
 
 /// The lower of two QoS levels (`QoS` is only `PartialOrd`).
 fn min_qos(a: QoS, b: QoS) -> QoS {
@@ -41,6 +58,22 @@ fn published_qos(m: &Message) -> QoS {
     }
 }
 
+/// Bytes `p` takes on the wire, counting the packet id a QoS 1/2 publish
+/// is given just before it is sent.
+fn wire_size(p: &v5::Publish) -> usize {
+    let mut len = p.len();
+    if p.qos != QoS::AtMostOnce && p.pkid == 0 {
+        len += 2;
+    }
+    let len_len = match len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + len_len + len
+}
+
 impl Session {
     fn next_pkid(&mut self) -> u16 {
         // At most `max_inflight` (< 65535) ids are in use, so this ends.
@@ -52,22 +85,43 @@ impl Session {
         }
     }
 
-    /// Best granted QoS among subscriptions matching `routing_key`, or
-    /// `None` if none does. Topics starting with `$` are not matched by
-    /// filters starting with a wildcard (MQTT-4.7.2-1), although the
-    /// `amq.topic` binding routed them here.
-    fn subscribed_qos(&self, routing_key: &str) -> Option<QoS> {
+    /// What the subscriptions matching a message ask for: the best granted
+    /// QoS, whether any wants the retain flag as published, and their
+    /// subscription identifiers. `None` if none matches. Topics starting
+    /// with `$` are not matched by filters starting with a wildcard
+    /// (MQTT-4.7.2-1), although the `amq.topic` binding routed them here;
+    /// `no_local` subscriptions skip the client's own messages.
+    fn matching(&self, m: &Message) -> Option<Matched> {
+        let routing_key = &m.routing_key;
         let dollar = routing_key.starts_with('$');
-        let mut best: Option<QoS> = None;
+        let own = self.protocol == Protocol::V5
+            && m.properties
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("x-mqtt-client-id"))
+                .and_then(FieldValue::as_str)
+                == Some(self.client_id.as_str());
+        let mut best: Option<Matched> = None;
         self.matcher.for_each_match(routing_key, |filter| {
             if dollar && filter.starts_with(['+', '#']) {
                 return;
             }
-            if let Some(&q) = self.subs.get(filter)
-                && best.is_none_or(|b| q > b)
-            {
-                best = Some(q);
+            let Some(o) = self.subs.get(filter) else {
+                return;
+            };
+            if own && o.no_local {
+                return;
             }
+            let b = best.get_or_insert(Matched {
+                qos: o.qos,
+                retain_as_published: false,
+                ids: Vec::new(),
+            });
+            if o.qos > b.qos {
+                b.qos = o.qos;
+            }
+            b.retain_as_published |= o.retain_as_published;
+            b.ids.extend(o.id);
         });
         best
     }
@@ -87,7 +141,10 @@ impl Session {
                     self.deliver(d);
                 }
                 OutboxEvent::Cancelled(_) => {
-                    self.close("session queue deleted".into());
+                    self.close(
+                        DisconnectReasonCode::AdministrativeAction,
+                        "session queue deleted".into(),
+                    );
                 }
             }
         }
@@ -102,20 +159,31 @@ impl Session {
             d.queue.requeue(&[d.seq]);
             return;
         }
-        let Some(sub_qos) = self.subscribed_qos(&d.message.routing_key) else {
+        let Some(matched) = self.matching(&d.message) else {
             // No live subscription wants it (a `$` topic under a wildcard,
-            // or a binding made by another protocol): settle it unsent.
+            // a no-local subscription, or a binding made by another
+            // protocol): settle it unsent.
             d.consumer.settled();
             d.queue.ack(&[d.seq]);
             return;
         };
-        let qos = min_qos(published_qos(&d.message), sub_qos);
-        let mut p = v4::Publish::new(
+        let qos = min_qos(published_qos(&d.message), matched.qos);
+        let mut p = v5::Publish::from_bytes(
             topic::from_routing_key(&d.message.routing_key),
             qos,
-            Vec::new(),
+            d.message.body.clone(),
         );
-        p.payload = d.message.body.clone();
+        if self.protocol == Protocol::V5 {
+            p.properties = props::for_delivery(&d.message, matched.ids);
+            p.retain = matched.retain_as_published && retained_when_published(&d.message);
+            // Larger than the client accepts: dropped as if delivered
+            // (MQTT-3.1.2-25).
+            if wire_size(&p) > self.client_max_packet {
+                d.consumer.settled();
+                d.queue.ack(&[d.seq]);
+                return;
+            }
+        }
         if qos == QoS::AtMostOnce {
             self.send(Packet::Publish(p));
             d.consumer.settled();
@@ -143,7 +211,7 @@ impl Session {
         self.send(Packet::Publish(p));
     }
 
-    pub(super) fn send_retained(&mut self, filter: &str, granted: QoS) {
+    pub(super) fn send_retained(&mut self, filter: &str, granted: QoS, id: Option<usize>) {
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
@@ -154,9 +222,15 @@ impl Session {
             .scan(&vhost.name, |t| topic::matches(filter, t));
         for (topic_name, m) in retained {
             let qos = min_qos(published_qos(&m), granted);
-            let mut p = v4::Publish::new(topic_name, qos, Vec::new());
-            p.payload = m.body.clone();
+            let mut p = v5::Publish::from_bytes(topic_name, qos, m.body.clone());
             p.retain = true;
+            if self.protocol == Protocol::V5 {
+                p.properties = props::for_delivery(&m, id.into_iter().collect());
+                // Too large for the client: not sent (MQTT-3.1.2-24).
+                if wire_size(&p) > self.client_max_packet {
+                    continue;
+                }
+            }
             if qos != QoS::AtMostOnce {
                 p.pkid = self.next_pkid();
                 let stage = if qos == QoS::AtLeastOnce {
@@ -197,7 +271,7 @@ impl Session {
         {
             f.stage = Stage::Pubcomp;
         }
-        self.send(Packet::PubRel(v4::PubRel::new(pkid)));
+        self.send(Packet::PubRel(v5::PubRel::new(pkid)));
     }
 
     /// Deliveries still in the outbox go back to their queue.
@@ -209,6 +283,29 @@ impl Session {
                 d.consumer.written();
                 d.consumer.settled();
                 d.queue.requeue(&[d.seq]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode;
+    use bytes::BytesMut;
+
+    #[test]
+    fn wire_size_matches_the_encoding() {
+        for payload in [0usize, 100, 130, 16_370, 16_400, 70_000] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let mut p = v5::Publish::from_bytes("a/b", qos, vec![b'x'; payload].into());
+                let predicted = wire_size(&p);
+                if qos != QoS::AtMostOnce {
+                    p.pkid = 7;
+                }
+                let mut out = BytesMut::new();
+                encode(&Packet::Publish(p), Protocol::V5, &mut out);
+                assert_eq!(predicted, out.len(), "payload {payload} at {qos:?}");
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Deterministic session tests: packets in, packets out, no sockets.
 
 use super::*;
-use mqttbytes::v4::{Connect, LastWill, Publish, Subscribe};
+use crate::codec::Decoder;
+use mqttbytes::v5::{Connect, LastWill, Publish, Subscribe};
 use switchyard_engine::store::MemoryStore;
 
 fn shared() -> Arc<Shared> {
@@ -20,11 +21,12 @@ fn out(s: &mut Session) -> Vec<Packet> {
     s.handle_outbox();
     let mut buf = std::mem::take(s.output());
     let mut v = Vec::new();
-    // Server packets (CONNACK, SUBACK...) must parse as MQTT 3.1.1.
+    // Server packets (CONNACK, SUBACK...) must parse at the client's level.
+    let mut reader = Decoder::with_protocol(1 << 20, s.protocol());
     while !buf.is_empty() {
-        match v4::read(&mut buf, 1 << 20) {
-            Ok(p) => v.push(p),
-            Err(e) => panic!("undecodable output: {e:?}"),
+        match reader.decode(&mut buf) {
+            Ok(Some(p)) => v.push(p),
+            other => panic!("undecodable output: {other:?}"),
         }
     }
     v
@@ -32,6 +34,7 @@ fn out(s: &mut Session) -> Vec<Packet> {
 
 fn connect(s: &mut Session, id: &str, clean: bool) -> Vec<Packet> {
     let mut c = Connect::new(id);
+    c.protocol = Protocol::V4;
     c.clean_session = clean;
     s.handle_packet(Packet::Connect(c));
     out(s)
@@ -49,14 +52,14 @@ fn connect_subscribe_publish_qos1_round_trip() {
     let mut s = session(&sh);
     let acks = connect(&mut s, "dev1", true);
     assert!(
-        matches!(&acks[0], Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::Success && !a.session_present)
+        matches!(&acks[0], Packet::ConnAck(a) if a.code == v5::ConnectReturnCode::Success && !a.session_present)
     );
     s.handle_packet(Packet::Subscribe(Subscribe::new(
         "plant/+/temp",
         QoS::AtLeastOnce,
     )));
     assert!(
-        matches!(&out(&mut s)[0], Packet::SubAck(a) if a.return_codes == vec![v4::SubscribeReasonCode::Success(QoS::AtLeastOnce)])
+        matches!(&out(&mut s)[0], Packet::SubAck(a) if a.return_codes == vec![v5::SubscribeReasonCode::QoS1])
     );
     s.handle_packet(publish("plant/7/temp", QoS::AtLeastOnce, 5, "21.5"));
     let got = out(&mut s);
@@ -74,7 +77,7 @@ fn connect_subscribe_publish_qos1_round_trip() {
         (d.topic.as_str(), d.qos, &d.payload[..]),
         ("plant/7/temp", QoS::AtLeastOnce, &b"21.5"[..])
     );
-    s.handle_packet(Packet::PubAck(v4::PubAck::new(d.pkid)));
+    s.handle_packet(Packet::PubAck(v5::PubAck::new(d.pkid)));
     assert_eq!(s.queue.as_ref().unwrap().unacked_count(), 0);
 }
 
@@ -97,7 +100,7 @@ fn qos2_inbound_is_exactly_once() {
         .filter(|p| matches!(p, Packet::Publish(_)))
         .count();
     assert_eq!((recs, pubs), (2, 1), "{got:?}");
-    s.handle_packet(Packet::PubRel(v4::PubRel::new(9)));
+    s.handle_packet(Packet::PubRel(v5::PubRel::new(9)));
     assert!(matches!(&out(&mut s)[0], Packet::PubComp(c) if c.pkid == 9));
 }
 
@@ -147,6 +150,7 @@ fn will_on_abnormal_close_not_on_disconnect() {
     for (id, graceful) in [("gone", false), ("polite", true)] {
         let mut s = session(&sh);
         let mut c = Connect::new(id);
+        c.protocol = Protocol::V4;
         c.last_will = Some(LastWill::new(
             format!("status/{id}"),
             "offline",
@@ -155,7 +159,7 @@ fn will_on_abnormal_close_not_on_disconnect() {
         ));
         s.handle_packet(Packet::Connect(c));
         if graceful {
-            s.handle_packet(Packet::Disconnect);
+            s.handle_packet(Packet::Disconnect(v5::Disconnect::new()));
         } else {
             s.handle_keepalive_timeout();
         }
@@ -177,7 +181,7 @@ fn persistent_session_keeps_subscription_and_messages() {
     assert!(matches!(&connect(&mut s, "keep", false)[0], Packet::ConnAck(a) if !a.session_present));
     s.handle_packet(Packet::Subscribe(Subscribe::new("a/b", QoS::AtLeastOnce)));
     out(&mut s);
-    s.handle_packet(Packet::Disconnect);
+    s.handle_packet(Packet::Disconnect(v5::Disconnect::new()));
     drop(s);
     let mut p = session(&sh);
     connect(&mut p, "other", true);
@@ -207,9 +211,10 @@ fn first_packet_must_be_connect_and_bad_login_is_refused() {
     assert_eq!(s.phase(), Phase::Closed);
     let mut s = session(&sh);
     let mut c = Connect::new("x");
+    c.protocol = Protocol::V4;
     c.set_login("guest", "wrong");
     s.handle_packet(Packet::Connect(c));
     assert!(
-        matches!(&out(&mut s)[0], Packet::ConnAck(a) if a.code == v4::ConnectReturnCode::BadUserNamePassword)
+        matches!(&out(&mut s)[0], Packet::ConnAck(a) if a.code == v5::ConnectReturnCode::BadUserNamePassword)
     );
 }

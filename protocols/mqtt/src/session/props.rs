@@ -1,0 +1,225 @@
+//! MQTT 5 PUBLISH and will properties ↔ the shared message model.
+//!
+//! | MQTT 5 | model |
+//! |---|---|
+//! | content type | `content_type` |
+//! | response topic | `reply_to` (the topic, as written) |
+//! | correlation data | `correlation_id` if UTF-8, else header `x-mqtt-correlation-data` (bytes) |
+//! | message expiry interval (s) | `expiration` (ms, as AMQP writes it) |
+//! | payload format indicator | header `x-mqtt-payload-format` |
+//! | user properties | headers; a repeated key becomes an array of strings |
+//!
+//! Going out, every other header becomes a user property, rendered as
+//! text ([`FieldValue::to_text`]); arrays become one property per element.
+//! Headers the MQTT adapter itself sets (`x-mqtt-*`) stay in the broker.
+
+use bytes::Bytes;
+use mqttbytes::v5::{PublishProperties, WillProperties};
+use switchyard_model::{FieldTable, FieldValue, Message, Properties};
+
+/// Correlation data that is not UTF-8.
+pub(super) const CORRELATION_HEADER: &str = "x-mqtt-correlation-data";
+/// The payload format indicator.
+pub(super) const PAYLOAD_FORMAT_HEADER: &str = "x-mqtt-payload-format";
+
+/// The fields PUBLISH and will properties share.
+pub(super) struct Carried<'a> {
+    pub(super) content_type: Option<&'a String>,
+    pub(super) response_topic: Option<&'a String>,
+    pub(super) correlation_data: Option<&'a Bytes>,
+    pub(super) expiry: Option<u32>,
+    pub(super) payload_format: Option<u8>,
+    pub(super) user_properties: &'a [(String, String)],
+}
+
+impl<'a> From<&'a PublishProperties> for Carried<'a> {
+    fn from(p: &'a PublishProperties) -> Self {
+        Self {
+            content_type: p.content_type.as_ref(),
+            response_topic: p.response_topic.as_ref(),
+            correlation_data: p.correlation_data.as_ref(),
+            expiry: p.message_expiry_interval,
+            payload_format: p.payload_format_indicator,
+            user_properties: &p.user_properties,
+        }
+    }
+}
+
+impl<'a> From<&'a WillProperties> for Carried<'a> {
+    fn from(p: &'a WillProperties) -> Self {
+        Self {
+            content_type: p.content_type.as_ref(),
+            response_topic: p.response_topic.as_ref(),
+            correlation_data: p.correlation_data.as_ref(),
+            expiry: p.message_expiry_interval,
+            payload_format: p.payload_format_indicator,
+            user_properties: &p.user_properties,
+        }
+    }
+}
+
+/// Set what `c` carries on `props` and `headers`. User properties are
+/// applied first, so the adapter's own headers, set afterwards, win.
+pub(super) fn apply(c: &Carried<'_>, props: &mut Properties, headers: &mut FieldTable) {
+    for (k, v) in c.user_properties {
+        let value = FieldValue::string(v.as_str());
+        match headers.get_mut(k) {
+            None => {
+                headers.insert(k.clone(), value);
+            }
+            Some(FieldValue::Array(items)) => items.push(value),
+            Some(first) => {
+                let first = std::mem::replace(first, FieldValue::Void);
+                headers.insert(k.clone(), FieldValue::Array(vec![first, value]));
+            }
+        }
+    }
+    props.content_type = c.content_type.cloned();
+    props.reply_to = c.response_topic.cloned();
+    if let Some(data) = c.correlation_data {
+        match std::str::from_utf8(data) {
+            Ok(s) => props.correlation_id = Some(s.to_owned()),
+            Err(_) => {
+                headers.insert(CORRELATION_HEADER.into(), FieldValue::Bytes(data.clone()));
+            }
+        }
+    }
+    props.expiration = c.expiry.map(|s| (u64::from(s) * 1000).to_string());
+    if let Some(f) = c.payload_format {
+        headers.insert(PAYLOAD_FORMAT_HEADER.into(), FieldValue::U8(f));
+    }
+}
+
+/// The PUBLISH properties for delivering `m` to an MQTT 5 client, with the
+/// identifiers of the subscriptions it matched.
+pub(super) fn for_delivery(m: &Message, subscription_ids: Vec<usize>) -> Option<PublishProperties> {
+    let p = &m.properties;
+    let headers = p.headers.as_ref();
+    let header = |k: &str| headers.and_then(|h| h.get(k));
+    let correlation_data = match header(CORRELATION_HEADER) {
+        Some(FieldValue::Bytes(b)) => Some(b.clone()),
+        _ => p
+            .correlation_id
+            .as_ref()
+            .map(|c| Bytes::copy_from_slice(c.as_bytes())),
+    };
+    let mut user_properties = Vec::new();
+    for (k, v) in headers.into_iter().flatten() {
+        if k.starts_with("x-mqtt-") {
+            continue;
+        }
+        match v {
+            FieldValue::Array(items) => {
+                for item in items {
+                    user_properties.push((k.clone(), item.to_text()));
+                }
+            }
+            other => user_properties.push((k.clone(), other.to_text())),
+        }
+    }
+    let expiry = p
+        .expiration
+        .as_deref()
+        .and_then(|e| e.trim().parse::<u64>().ok())
+        .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX));
+    let props = PublishProperties {
+        payload_format_indicator: header(PAYLOAD_FORMAT_HEADER)
+            .and_then(FieldValue::as_i64)
+            .and_then(|f| u8::try_from(f).ok()),
+        message_expiry_interval: expiry,
+        topic_alias: None,
+        response_topic: p.reply_to.clone(),
+        correlation_data,
+        user_properties,
+        subscription_identifiers: subscription_ids,
+        content_type: p.content_type.clone(),
+    };
+    let empty = props.payload_format_indicator.is_none()
+        && props.message_expiry_interval.is_none()
+        && props.response_topic.is_none()
+        && props.correlation_data.is_none()
+        && props.user_properties.is_empty()
+        && props.subscription_identifiers.is_empty()
+        && props.content_type.is_none();
+    (!empty).then_some(props)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_through_the_model() {
+        let inbound = PublishProperties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(30),
+            topic_alias: None,
+            response_topic: Some("replies/dev1".into()),
+            correlation_data: Some(Bytes::from_static(b"\xff\x00id")),
+            user_properties: vec![
+                ("site".into(), "a".into()),
+                ("tag".into(), "x".into()),
+                ("tag".into(), "y".into()),
+            ],
+            subscription_identifiers: vec![],
+            content_type: Some("application/json".into()),
+        };
+        let mut props = Properties::default();
+        let mut headers = FieldTable::new();
+        apply(&(&inbound).into(), &mut props, &mut headers);
+        assert_eq!(props.reply_to.as_deref(), Some("replies/dev1"));
+        assert_eq!(props.expiration.as_deref(), Some("30000"));
+        assert!(
+            props.correlation_id.is_none(),
+            "binary data is kept as bytes"
+        );
+        assert!(matches!(headers.get("tag"), Some(FieldValue::Array(v)) if v.len() == 2));
+        props.headers = Some(headers);
+        let m = Message {
+            exchange: "amq.topic".into(),
+            routing_key: "a".into(),
+            properties: props,
+            body: Bytes::new(),
+        };
+        let out = for_delivery(&m, vec![7]).expect("properties");
+        assert_eq!(out.content_type, inbound.content_type);
+        assert_eq!(out.response_topic, inbound.response_topic);
+        assert_eq!(out.correlation_data, inbound.correlation_data);
+        assert_eq!(out.message_expiry_interval, Some(30));
+        assert_eq!(out.payload_format_indicator, Some(1));
+        assert_eq!(out.subscription_identifiers, vec![7]);
+        let mut user = out.user_properties.clone();
+        user.sort();
+        assert_eq!(user, {
+            let mut u = inbound.user_properties.clone();
+            u.sort();
+            u
+        });
+    }
+
+    #[test]
+    fn user_properties_cannot_impersonate_and_internal_headers_stay_home() {
+        let mut props = Properties::default();
+        let mut headers = FieldTable::new();
+        let user = [("x-mqtt-client-id".to_owned(), "someone-else".to_owned())];
+        let c = Carried {
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            expiry: None,
+            payload_format: None,
+            user_properties: &user,
+        };
+        apply(&c, &mut props, &mut headers);
+        // The session sets its own x-mqtt-client-id after this, replacing it.
+        headers.insert("x-mqtt-client-id".into(), FieldValue::string("me"));
+        props.headers = Some(headers);
+        let m = Message {
+            exchange: String::new(),
+            routing_key: String::new(),
+            properties: props,
+            body: Bytes::new(),
+        };
+        assert!(for_delivery(&m, vec![]).is_none());
+    }
+}

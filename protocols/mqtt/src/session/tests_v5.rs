@@ -1,0 +1,268 @@
+//! MQTT 5 session tests: packets in, packets out, no sockets.
+
+use super::*;
+use crate::codec::Decoder;
+use mqttbytes::v5::{
+    Connect, ConnectProperties, Publish, PublishProperties, RetainForwardRule, Subscribe,
+    SubscribeProperties, UnsubAckReason, Unsubscribe,
+};
+use switchyard_engine::store::MemoryStore;
+
+fn shared() -> Arc<Shared> {
+    Shared::new(Broker::open(Arc::new(MemoryStore)).unwrap())
+}
+
+fn session(shared: &Arc<Shared>) -> Session {
+    Session::new(
+        shared.clone(),
+        SessionConfig::default(),
+        "127.0.0.1:1".parse().unwrap(),
+    )
+}
+
+fn out(s: &mut Session) -> Vec<Packet> {
+    s.handle_outbox();
+    while s.take_ticket().is_some() {
+        s.handle_durable(true);
+    }
+    let mut buf = std::mem::take(s.output());
+    let mut reader = Decoder::with_protocol(1 << 20, s.protocol());
+    let mut v = Vec::new();
+    while !buf.is_empty() {
+        match reader.decode(&mut buf) {
+            Ok(Some(p)) => v.push(p),
+            other => panic!("undecodable output: {other:?}"),
+        }
+    }
+    v
+}
+
+fn connect(s: &mut Session, id: &str, expiry: Option<u32>) -> v5::ConnAck {
+    let mut c = Connect::new(id);
+    c.properties = Some(ConnectProperties {
+        session_expiry_interval: expiry,
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: vec![],
+        authentication_method: None,
+        authentication_data: None,
+    });
+    s.handle_packet(Packet::Connect(c));
+    match out(s).remove(0) {
+        Packet::ConnAck(a) => a,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+fn props() -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![],
+        subscription_identifiers: vec![],
+        content_type: None,
+    }
+}
+
+fn publishes(p: &[Packet]) -> Vec<&Publish> {
+    p.iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn connack_carries_limits_and_assigned_id() {
+    let sh = shared();
+    let mut s = session(&sh);
+    let ack = connect(&mut s, "", None);
+    assert_eq!(ack.code, v5::ConnectReturnCode::Success);
+    let p = ack.properties.expect("CONNACK properties");
+    assert_eq!(p.receive_max, Some(64));
+    assert_eq!(p.topic_alias_max, Some(64));
+    assert_eq!(p.shared_subscription_available, Some(0));
+    assert!(
+        p.assigned_client_identifier
+            .is_some_and(|id| !id.is_empty())
+    );
+}
+
+#[test]
+fn properties_survive_the_trip_and_subscription_ids_are_echoed() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect(&mut s, "p1", None);
+    let mut sub = Subscribe::new("a/+", QoS::AtLeastOnce);
+    sub.pkid = 1;
+    sub.properties = Some(SubscribeProperties {
+        id: Some(42),
+        user_properties: vec![],
+    });
+    s.handle_packet(Packet::Subscribe(sub));
+    out(&mut s);
+    let mut p = Publish::new("a/b", QoS::AtLeastOnce, b"x".to_vec());
+    p.pkid = 2;
+    p.properties = Some(PublishProperties {
+        content_type: Some("text/plain".into()),
+        response_topic: Some("r/1".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"c1")),
+        user_properties: vec![("k".into(), "v".into())],
+        ..props()
+    });
+    s.handle_packet(Packet::Publish(p));
+    let got = out(&mut s);
+    let d = publishes(&got)[0];
+    let dp = d.properties.as_ref().expect("properties delivered");
+    assert_eq!(dp.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(dp.response_topic.as_deref(), Some("r/1"));
+    assert_eq!(dp.correlation_data.as_deref(), Some(&b"c1"[..]));
+    assert_eq!(dp.user_properties, vec![("k".to_owned(), "v".to_owned())]);
+    assert_eq!(dp.subscription_identifiers, vec![42]);
+}
+
+#[test]
+fn no_local_skips_own_messages_only() {
+    let sh = shared();
+    let mut a = session(&sh);
+    connect(&mut a, "nl-a", None);
+    let mut sub = Subscribe::new("t", QoS::AtMostOnce);
+    sub.pkid = 1;
+    sub.filters[0].nolocal = true;
+    a.handle_packet(Packet::Subscribe(sub));
+    out(&mut a);
+    a.handle_packet(Packet::Publish(Publish::new(
+        "t",
+        QoS::AtMostOnce,
+        b"own".to_vec(),
+    )));
+    assert!(publishes(&out(&mut a)).is_empty(), "own message skipped");
+    let mut b = session(&sh);
+    connect(&mut b, "nl-b", None);
+    b.handle_packet(Packet::Publish(Publish::new(
+        "t",
+        QoS::AtMostOnce,
+        b"other".to_vec(),
+    )));
+    let got = out(&mut a);
+    assert_eq!(&publishes(&got)[0].payload[..], b"other");
+}
+
+#[test]
+fn topic_alias_sets_then_resolves_and_unknown_alias_disconnects() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect(&mut s, "alias", None);
+    let mut sub = Subscribe::new("long/topic/name", QoS::AtMostOnce);
+    sub.pkid = 1;
+    s.handle_packet(Packet::Subscribe(sub));
+    out(&mut s);
+    let mut first = Publish::new("long/topic/name", QoS::AtMostOnce, b"1".to_vec());
+    first.properties = Some(PublishProperties {
+        topic_alias: Some(3),
+        ..props()
+    });
+    s.handle_packet(Packet::Publish(first));
+    let mut second = Publish::new("", QoS::AtMostOnce, b"2".to_vec());
+    second.properties = Some(PublishProperties {
+        topic_alias: Some(3),
+        ..props()
+    });
+    s.handle_packet(Packet::Publish(second));
+    let got = out(&mut s);
+    let topics: Vec<&str> = publishes(&got).iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(topics, ["long/topic/name", "long/topic/name"]);
+    let mut bad = Publish::new("", QoS::AtMostOnce, b"3".to_vec());
+    bad.properties = Some(PublishProperties {
+        topic_alias: Some(9),
+        ..props()
+    });
+    s.handle_packet(Packet::Publish(bad));
+    let got = out(&mut s);
+    assert!(matches!(&got[0], Packet::Disconnect(d)
+        if d.reason_code == v5::DisconnectReasonCode::TopicAliasInvalid));
+    assert_eq!(s.phase(), Phase::Closed);
+}
+
+#[test]
+fn reason_codes_for_acks() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect(&mut s, "rc", None);
+    let mut p = Publish::new("nobody/listens", QoS::AtLeastOnce, b"x".to_vec());
+    p.pkid = 7;
+    s.handle_packet(Packet::Publish(p));
+    assert!(matches!(&out(&mut s)[0], Packet::PubAck(a)
+        if a.reason == v5::PubAckReason::NoMatchingSubscribers));
+    let mut u = Unsubscribe::new("never/subscribed");
+    u.pkid = 8;
+    s.handle_packet(Packet::Unsubscribe(u));
+    assert!(matches!(&out(&mut s)[0], Packet::UnsubAck(a)
+        if a.reasons == vec![UnsubAckReason::NoSubscriptionExisted]));
+    let mut shared_sub = Subscribe::new("$share/g/t", QoS::AtMostOnce);
+    shared_sub.pkid = 9;
+    s.handle_packet(Packet::Subscribe(shared_sub));
+    assert!(matches!(&out(&mut s)[0], Packet::SubAck(a)
+        if a.return_codes == vec![v5::SubscribeReasonCode::SharedSubscriptionsNotSupported]));
+}
+
+#[test]
+fn retain_handling_never_and_retain_as_published() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect(&mut s, "rh", None);
+    let mut r = Publish::new("state/x", QoS::AtMostOnce, b"on".to_vec());
+    r.retain = true;
+    s.handle_packet(Packet::Publish(r));
+    let mut sub = Subscribe::new("state/#", QoS::AtMostOnce);
+    sub.pkid = 1;
+    sub.filters[0].retain_forward_rule = RetainForwardRule::Never;
+    sub.filters[0].preserve_retain = true;
+    s.handle_packet(Packet::Subscribe(sub));
+    let got = out(&mut s);
+    assert!(publishes(&got).is_empty(), "retain handling 2: {got:?}");
+    let mut live = Publish::new("state/x", QoS::AtMostOnce, b"off".to_vec());
+    live.retain = true;
+    s.handle_packet(Packet::Publish(live));
+    let got = out(&mut s);
+    assert!(publishes(&got)[0].retain, "retain as published");
+}
+
+#[test]
+fn persistent_session_by_expiry_and_takeover_says_why() {
+    let sh = shared();
+    let mut a = session(&sh);
+    let ack = connect(&mut a, "exp", Some(60));
+    assert!(!ack.session_present);
+    let mut sub = Subscribe::new("q/1", QoS::AtLeastOnce);
+    sub.pkid = 1;
+    a.handle_packet(Packet::Subscribe(sub));
+    out(&mut a);
+    a.handle_stop();
+    let got = out(&mut a);
+    assert!(matches!(&got[0], Packet::Disconnect(d)
+        if d.reason_code == v5::DisconnectReasonCode::SessionTakenOver));
+    let mut b = session(&sh);
+    let mut c = Connect::new("exp");
+    c.clean_session = false;
+    c.properties = Some(ConnectProperties {
+        session_expiry_interval: Some(60),
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: vec![],
+        authentication_method: None,
+        authentication_data: None,
+    });
+    b.handle_packet(Packet::Connect(c));
+    assert!(matches!(&out(&mut b)[0], Packet::ConnAck(a) if a.session_present));
+}
