@@ -986,13 +986,14 @@ impl RawMqtt {
     }
 }
 
-// MQTT 5 is not supported: a level-5 CONNECT gets CONNACK with return code
-// 0x01 (unacceptable protocol level) and the connection is closed (3.1.2-2).
+// An unknown protocol level (6) gets CONNACK with return code 0x01
+// (unacceptable protocol level) and the connection is closed (3.1.2-2);
+// level 5 is MQTT 5 and is served (see mqtt5.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt5_connect_is_refused() {
+async fn unknown_protocol_level_is_refused_and_v5_is_served() {
     let broker = Broker::start();
     let addr = broker.mqtt_addr();
-    let connect = connect_packet(5, "v5-client", 60, None);
+    let connect = connect_packet(6, "v6-client", 60, None);
     let got = blocking(move || {
         let mut c = RawClient::connect(addr).expect("connect");
         c.send(&connect).expect("send CONNECT");
@@ -1005,7 +1006,21 @@ async fn mqtt5_connect_is_refused() {
         "reply {:02x?}",
         got.data
     );
-    assert!(got.closed, "connection not closed after refusing MQTT 5");
+    assert!(got.closed, "connection not closed after refusing level 6");
+
+    // Level 5: an MQTT 5 CONNACK (session present 0, reason 0x00 success,
+    // then properties), and the connection stays open.
+    let connect = connect_packet(5, "v5-client", 60, None);
+    let got = blocking(move || {
+        let mut c = RawClient::connect(addr).expect("connect");
+        c.send(&connect).expect("send CONNECT");
+        c.read_to_close(Duration::from_millis(500)).expect("read")
+    })
+    .await;
+    assert_eq!(got.data.first(), Some(&0x20), "reply {:02x?}", got.data);
+    assert_eq!(got.data.get(2..4), Some(&[0x00, 0x00][..]), "reply {:02x?}", got.data);
+    assert!(got.data.len() > 5, "CONNACK properties expected: {:02x?}", got.data);
+    assert!(!got.closed, "an MQTT 5 client is served");
 
     // A 3.1.1 client is still served.
     let mut c = Mq::start(addr, "after-v5").await;
