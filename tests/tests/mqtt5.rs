@@ -1583,9 +1583,7 @@ async fn long_correlation_data_reaches_amqp_consumer() {
             let h = header(&d.properties, "x-correlation-id")
                 .or_else(|| header(&d.properties, "x-mqtt-correlation-data"));
             match h {
-                Some(AMQPValue::ByteArray(b)) => {
-                    Some(String::from_utf8_lossy(b.as_slice()).into())
-                }
+                Some(AMQPValue::ByteArray(b)) => Some(String::from_utf8_lossy(b.as_slice()).into()),
                 Some(v) => Some(amqp_text(v)),
                 None => None,
             }

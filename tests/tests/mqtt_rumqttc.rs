@@ -1018,8 +1018,17 @@ async fn unknown_protocol_level_is_refused_and_v5_is_served() {
     })
     .await;
     assert_eq!(got.data.first(), Some(&0x20), "reply {:02x?}", got.data);
-    assert_eq!(got.data.get(2..4), Some(&[0x00, 0x00][..]), "reply {:02x?}", got.data);
-    assert!(got.data.len() > 5, "CONNACK properties expected: {:02x?}", got.data);
+    assert_eq!(
+        got.data.get(2..4),
+        Some(&[0x00, 0x00][..]),
+        "reply {:02x?}",
+        got.data
+    );
+    assert!(
+        got.data.len() > 5,
+        "CONNACK properties expected: {:02x?}",
+        got.data
+    );
     assert!(!got.closed, "an MQTT 5 client is served");
 
     // A 3.1.1 client is still served.

@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(out.message_expiry_interval, Some(30));
         assert_eq!(out.payload_format_indicator, Some(1));
         assert_eq!(out.subscription_identifiers, vec![7]);
-        let mut user = out.user_properties.clone();
+        let mut user = out.user_properties;
         user.sort();
         assert_eq!(user, {
             let mut u = inbound.user_properties.clone();

@@ -187,7 +187,7 @@ fn topic_alias_sets_then_resolves_and_unknown_alias_disconnects() {
     s.handle_packet(Packet::Publish(bad));
     let got = out(&mut s);
     assert!(matches!(&got[0], Packet::Disconnect(d)
-        if d.reason_code == v5::DisconnectReasonCode::TopicAliasInvalid));
+        if d.reason_code == DisconnectReasonCode::TopicAliasInvalid));
     assert_eq!(s.phase(), Phase::Closed);
 }
 
@@ -248,7 +248,7 @@ fn persistent_session_by_expiry_and_takeover_says_why() {
     a.handle_stop();
     let got = out(&mut a);
     assert!(matches!(&got[0], Packet::Disconnect(d)
-        if d.reason_code == v5::DisconnectReasonCode::SessionTakenOver));
+        if d.reason_code == DisconnectReasonCode::SessionTakenOver));
     let mut b = session(&sh);
     let mut c = Connect::new("exp");
     c.clean_session = false;
