@@ -117,10 +117,8 @@ impl Decoder {
         if kind == 1 {
             let body = &buf[header.frame_length() - remaining..header.frame_length()];
             self.protocol = check_connect(body)?;
-            // mqttbytes' v5 CONNECT reader handles both levels.
-            return v5::read(buf, self.max_packet_size)
-                .map(Some)
-                .map_err(DecodeError::Malformed);
+            // Falls through to the reader of that level (mqttbytes' v5
+            // reader would look for will properties in a 3.1.1 CONNECT).
         }
         match (self.protocol, kind) {
             (Protocol::V4, _) => v4::read(buf, self.max_packet_size)
@@ -615,6 +613,24 @@ mod tests {
         // Truncated remaining length waits for more.
         let mut partial = BytesMut::from(&[0x30u8, 0x80][..]);
         assert_eq!(Decoder::new(1 << 20).decode(&mut partial), Ok(None));
+    }
+
+    #[test]
+    fn connect_with_will_decodes_at_both_levels() {
+        for protocol in [Protocol::V4, Protocol::V5] {
+            let mut c = v5::Connect::new("will-dev");
+            c.protocol = protocol;
+            c.last_will = Some(v5::LastWill::new(
+                "w/t",
+                "gone",
+                mqttbytes::QoS::AtLeastOnce,
+                true,
+            ));
+            let mut bytes = BytesMut::new();
+            encode(&Packet::Connect(c.clone()), protocol, &mut bytes);
+            let got = Decoder::new(1024).decode(&mut bytes);
+            assert_eq!(got, Ok(Some(Packet::Connect(c))), "{protocol:?}");
+        }
     }
 
     #[test]
