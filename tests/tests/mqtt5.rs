@@ -209,6 +209,26 @@ impl Mq5 {
         .await
     }
 
+    /// The next PUBLISH if one arrives within `within`.
+    async fn try_next_publish(&mut self, within: Duration) -> Option<Publish> {
+        if let Some(p) = self.publishes.pop_front() {
+            return Some(p);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left).await {
+                None => return None,
+                Some(Ev::Event(ev)) => {
+                    if let Event::Incoming(Packet::Publish(p)) = *ev {
+                        return Some(p);
+                    }
+                }
+                Some(Ev::Ended(e)) => panic!("connection ended: {e:?}"),
+            }
+        }
+    }
+
     async fn assert_no_publish(&mut self, within: Duration) {
         if let Some(p) = self.publishes.pop_front() {
             panic!("expected no PUBLISH, got {p:?}");
@@ -647,7 +667,7 @@ async fn connack_properties() {
     assert_eq!(p.retain_available, Some(1), "retain available");
     assert_eq!(p.wildcard_subscription_available, Some(1));
     assert_eq!(p.subscription_identifiers_available, Some(1));
-    assert_eq!(p.shared_subscription_available, Some(0));
+    assert_eq!(p.shared_subscription_available, Some(1));
     assert_eq!(p.assigned_client_identifier, None);
     assert_eq!(p.max_qos, None, "QoS 2 is supported: no maximum QoS");
     assert!(p.authentication_method.is_none());
@@ -1207,36 +1227,53 @@ async fn unsuback_no_subscription_existed() {
     c.assert_no_publish(QUIET).await;
 }
 
-// Shared subscriptions are not offered (CONNACK says so): `$share/...` gets
-// SUBACK 0x9E (3.9.3) and no subscription; the connection stays usable.
+// Shared subscriptions (4.8.2): members of `$share/g/…` split the messages
+// between them (each message to exactly one member), an ordinary
+// subscriber of the same topic still gets every message. (A malformed share
+// name, which rumqttc refuses to send, is covered by the session tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_subscription_refused() {
+async fn shared_subscription_splits_messages_between_members() {
     let broker = Broker::start();
     let addr = broker.mqtt_addr();
-    let mut c = Mq5::start(addr, "share5").await;
-    let codes = c
-        .subscribe_filters(
-            vec![
-                Filter::new("$share/g/shared/t", QoS::AtLeastOnce),
-                Filter::new("shared/ok", QoS::AtLeastOnce),
-            ],
-            None,
-        )
-        .await;
-    assert_eq!(
-        codes,
-        [
-            SubscribeReasonCode::SharedSubscriptionsNotSupported,
-            SubscribeReasonCode::Success(QoS::AtLeastOnce)
-        ]
-    );
-    let mut publ = Mq5::start(addr, "share5-pub").await;
-    assert_eq!(
-        publ.publish("shared/t", QoS::AtLeastOnce, b"x").await,
-        Acked::PubAck(PubAckReason::NoMatchingSubscribers)
-    );
-    publ.publish("shared/ok", QoS::AtLeastOnce, b"ok").await;
-    assert_eq!(text(&c.next_publish().await), "ok");
+    let mut a = Mq5::start(addr, "share-a").await;
+    let mut b = Mq5::start(addr, "share-b").await;
+    let mut all = Mq5::start(addr, "share-all").await;
+    for m in [&mut a, &mut b] {
+        let codes = m
+            .subscribe_filters(
+                vec![Filter::new("$share/g/shared/t", QoS::AtLeastOnce)],
+                None,
+            )
+            .await;
+        assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    }
+    all.subscribe("shared/t", QoS::AtLeastOnce).await;
+    let mut publ = Mq5::start(addr, "share-pub").await;
+    const N: usize = 10;
+    for i in 0..N {
+        publ.publish("shared/t", QoS::AtLeastOnce, format!("m{i}").as_bytes())
+            .await;
+    }
+    let mut everyone = Vec::new();
+    for _ in 0..N {
+        everyone.push(text(&all.next_publish().await));
+    }
+    assert_eq!(everyone.len(), N);
+    let mut split = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while split.len() < N && Instant::now() < deadline {
+        for m in [&mut a, &mut b] {
+            if let Some(p) = m.try_next_publish(Duration::from_millis(100)).await {
+                split.push(text(&p));
+            }
+        }
+    }
+    split.sort();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(split, expected, "each message to exactly one member");
+    a.assert_no_publish(QUIET).await;
+    b.assert_no_publish(QUIET).await;
 }
 
 // ---------------------------------------------------------------------------

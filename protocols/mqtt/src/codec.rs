@@ -620,12 +620,7 @@ mod tests {
         for protocol in [Protocol::V4, Protocol::V5] {
             let mut c = v5::Connect::new("will-dev");
             c.protocol = protocol;
-            c.last_will = Some(v5::LastWill::new(
-                "w/t",
-                "gone",
-                mqttbytes::QoS::AtLeastOnce,
-                true,
-            ));
+            c.last_will = Some(v5::LastWill::new("w/t", "gone", QoS::AtLeastOnce, true));
             let mut bytes = BytesMut::new();
             encode(&Packet::Connect(c.clone()), protocol, &mut bytes);
             let got = Decoder::new(1024).decode(&mut bytes);

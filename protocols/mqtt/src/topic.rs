@@ -66,6 +66,20 @@ pub fn check_filter(filter: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Split a shared subscription filter `$share/<group>/<filter>` into its
+/// group and filter. `None` if it is not one; `Some(Err(..))` if it is one
+/// but malformed (empty group, wildcard in the group, bad filter).
+pub fn shared(filter: &str) -> Option<Result<(&str, &str), TopicError>> {
+    let rest = filter.strip_prefix("$share/")?;
+    let Some((group, f)) = rest.split_once('/') else {
+        return Some(Err(TopicError::Empty));
+    };
+    if group.is_empty() || group.contains(['+', '#']) {
+        return Some(Err(TopicError::BadWildcard));
+    }
+    Some(check_filter(f).map(|()| (group, f)))
+}
+
 /// Topic name to routing key.
 pub fn to_routing_key(topic: &str) -> String {
     swap(topic)
@@ -108,6 +122,16 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_filters() {
+        assert_eq!(shared("a/b"), None);
+        assert_eq!(shared("$share/g/a/+"), Some(Ok(("g", "a/+"))));
+        assert!(matches!(shared("$share/g"), Some(Err(_))));
+        assert!(matches!(shared("$share//a"), Some(Err(_))));
+        assert!(matches!(shared("$share/g+/a"), Some(Err(_))));
+        assert!(matches!(shared("$share/g/a#"), Some(Err(_))));
+    }
 
     #[test]
     fn translation() {

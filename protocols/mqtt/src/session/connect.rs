@@ -101,6 +101,10 @@ impl Session {
         if receive_max == 0 {
             return self.refuse(ConnectReturnCode::ProtocolError, "receive maximum of 0");
         }
+        // All the session's consumers (its queue and shared subscriptions)
+        // together stay within the client's receive maximum.
+        self.credit
+            .set_prefetch(u32::from(self.config.max_inflight.min(receive_max)));
         self.client_max_packet = props
             .as_ref()
             .and_then(|p| p.max_packet_size)
@@ -214,7 +218,7 @@ impl Session {
             p.retain_available = Some(1);
             p.wildcard_subscription_available = Some(1);
             p.subscription_identifiers_available = Some(1);
-            p.shared_subscription_available = Some(0);
+            p.shared_subscription_available = Some(1);
             ack.properties = Some(p);
         }
         self.send(Packet::ConnAck(ack));
@@ -297,8 +301,27 @@ impl Session {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
         for f in &s.filters {
-            if f.path.starts_with("$share/") && v5 {
-                codes.push(SubscribeReasonCode::SharedSubscriptionsNotSupported);
+            if let Some(shared) = topic::shared(&f.path) {
+                let options = SubOptions {
+                    qos: f.qos,
+                    no_local: v5 && f.nolocal,
+                    retain_as_published: v5 && f.preserve_retain,
+                    id,
+                };
+                let code = match shared {
+                    // No Local on a shared subscription is a protocol
+                    // error (MQTT-3.8.3-4).
+                    Ok(_) if options.no_local => {
+                        return self.close(
+                            DisconnectReasonCode::ProtocolError,
+                            "no-local on a shared subscription".into(),
+                        );
+                    }
+                    Ok((group, filter)) => self.subscribe_shared(&f.path, group, filter, options),
+                    Err(_) if v5 => SubscribeReasonCode::TopicFilterInvalid,
+                    Err(_) => SubscribeReasonCode::Unspecified,
+                };
+                codes.push(code);
                 continue;
             }
             if topic::check_filter(&f.path).is_err() {
@@ -354,6 +377,84 @@ impl Session {
         }
     }
 
+    /// Join the shared subscription `group` of `filter`: its queue
+    /// (`mqtt-shared/<group>/<filter>`, created by the first member, deleted
+    /// with the last) is bound to `amq.topic` and consumed by every member,
+    /// so each message goes to one of them. Retained messages are not sent
+    /// on a shared subscription (MQTT-3.8.4-4 note). Shared subscriptions
+    /// live with the connection; a persistent session does not keep them.
+    fn subscribe_shared(
+        &mut self,
+        full: &str,
+        group: &str,
+        filter: &str,
+        options: SubOptions,
+    ) -> SubscribeReasonCode {
+        let granted = match options.qos {
+            QoS::AtMostOnce => SubscribeReasonCode::QoS0,
+            QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
+            QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
+        };
+        if let Some(existing) = self.shared_subs.get_mut(full) {
+            existing.options = options;
+            return granted;
+        }
+        let Some(vhost) = self.vhost.clone() else {
+            return SubscribeReasonCode::Unspecified;
+        };
+        let name = format!("mqtt-shared/{group}/{filter}");
+        let spec = QueueSpec {
+            name: name.clone(),
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: true,
+            arguments: FieldTable::new(),
+        };
+        let binding = Binding {
+            destination: Destination::queue(&name),
+            routing_key: topic::filter_to_binding_key(filter),
+            arguments: FieldTable::new(),
+        };
+        let joined = vhost
+            .apply(Command::DeclareQueue(spec), self.conn_id)
+            .and_then(|_| {
+                let source = TOPIC_EXCHANGE.to_owned();
+                vhost.apply(Command::Bind { source, binding }, self.conn_id)
+            })
+            .and_then(|_| vhost.queue(&name, self.conn_id))
+            .and_then(|queue| {
+                let spec = ConsumerSpec {
+                    tag: format!("mqtt-{}-{full}", self.conn_id),
+                    channel: 0,
+                    no_ack: false,
+                    exclusive: false,
+                    prefetch: u32::from(self.config.max_inflight),
+                    arguments: FieldTable::new(),
+                };
+                let consumer = Arc::new(Consumer::new(
+                    spec,
+                    self.credit.clone(),
+                    self.outbox.clone(),
+                ));
+                queue.add_consumer(consumer.clone())?;
+                Ok(super::SharedSub {
+                    queue,
+                    consumer,
+                    options,
+                })
+            });
+        match joined {
+            Ok(sub) => {
+                self.shared_subs.insert(full.to_owned(), sub);
+                granted
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, filter = %full, "shared subscribe failed");
+                SubscribeReasonCode::Unspecified
+            }
+        }
+    }
+
     pub(super) fn unsubscribe(&mut self, u: v5::Unsubscribe) {
         if u.filters.is_empty() {
             // MQTT-3.10.3-2: at least one topic filter.
@@ -364,7 +465,14 @@ impl Session {
         }
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
-            if let Some(o) = self.subs.remove(filter) {
+            if let Some(s) = self.shared_subs.remove(filter) {
+                if s.queue.remove_consumer(&s.consumer)
+                    && let Some(vhost) = &self.vhost
+                {
+                    vhost.auto_delete_queue(&s.queue);
+                }
+                reasons.push(UnsubAckReason::Success);
+            } else if let Some(o) = self.subs.remove(filter) {
                 let _ = self.apply_binding(false, self.binding(filter, o));
                 self.matcher
                     .remove(&topic::filter_to_binding_key(filter), filter);

@@ -147,12 +147,29 @@ struct SubOptions {
     id: Option<usize>,
 }
 
+/// A delivery's place in its queue (the session queue or a shared one).
+#[derive(Debug)]
+struct Target {
+    queue: Arc<Queue>,
+    seq: u64,
+    consumer: Arc<Consumer>,
+}
+
 /// An outbound QoS 1/2 PUBLISH not yet acknowledged.
 #[derive(Debug)]
 struct InFlight {
     /// Queue position to settle; `None` for retained messages sent directly.
-    target: Option<(Arc<Queue>, u64)>,
+    target: Option<Target>,
     stage: Stage,
+}
+
+/// A shared subscription (`$share/<group>/<filter>`): a consumer of the
+/// group's queue, which all members consume in turn.
+#[derive(Debug)]
+struct SharedSub {
+    queue: Arc<Queue>,
+    consumer: Arc<Consumer>,
+    options: SubOptions,
 }
 
 /// A PUBACK/PUBREC owed once the publish is durable.
@@ -183,6 +200,8 @@ pub struct Session {
     credit: Arc<ChannelCredit>,
     /// Filter → its options (granted QoS and MQTT 5 options).
     subs: HashMap<String, SubOptions>,
+    /// Shared subscriptions by their full `$share/…` filter.
+    shared_subs: HashMap<String, SharedSub>,
     /// Inbound topic aliases (MQTT 5).
     aliases: HashMap<u16, String>,
     /// Largest packet the client accepts (MQTT 5 CONNECT property).
@@ -234,6 +253,7 @@ impl Session {
             outbox: Arc::new(Outbox::default()),
             credit: Arc::default(),
             subs: HashMap::new(),
+            shared_subs: HashMap::new(),
             aliases: HashMap::new(),
             client_max_packet: usize::MAX,
             matcher: TopicTrie::default(),
@@ -429,30 +449,62 @@ impl Session {
             next_pkid: self.next_pkid,
             ..Saved::default()
         };
-        if let (Some(q), Some(c)) = (self.queue.clone(), self.consumer.take()) {
+        if let (Some(q), Some(c)) = (self.queue.as_ref(), self.consumer.take()) {
             q.remove_consumer(&c);
-            let mut requeue: Vec<u64> = Vec::new();
-            let mut received: Vec<u64> = Vec::new();
-            for (pkid, f) in self.inflight.drain() {
-                if f.stage == Stage::Pubcomp {
-                    // PUBREC came back: the client owns the message; only
-                    // the PUBREL/PUBCOMP exchange remains (resumed later).
-                    saved.pending_pubrel.push(pkid);
-                }
-                let Some((_, seq)) = f.target else { continue };
-                c.settled();
-                if f.stage == Stage::Pubcomp {
-                    received.push(seq);
-                } else {
-                    saved.pkids.insert(seq, pkid);
-                    requeue.push(seq);
-                }
+        }
+        let mut emptied = Vec::new();
+        for (_, s) in self.shared_subs.drain() {
+            if s.queue.remove_consumer(&s.consumer) {
+                emptied.push(s.queue);
             }
-            q.ack(&received);
-            requeue.sort_unstable();
-            q.requeue(&requeue);
+        }
+        // Per queue: deliveries the client received (PUBREC came back) are
+        // settled, the others go back to where they came from.
+        let mut received: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+        let mut requeue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+        let group =
+            |groups: &mut Vec<(Arc<Queue>, Vec<u64>)>, q: &Arc<Queue>, seq: u64| match groups
+                .iter_mut()
+                .find(|(g, _)| Arc::ptr_eq(g, q))
+            {
+                Some((_, seqs)) => seqs.push(seq),
+                None => groups.push((q.clone(), vec![seq])),
+            };
+        for (pkid, f) in self.inflight.drain() {
+            if f.stage == Stage::Pubcomp {
+                // PUBREC came back: the client owns the message; only
+                // the PUBREL/PUBCOMP exchange remains (resumed later).
+                saved.pending_pubrel.push(pkid);
+            }
+            let Some(t) = f.target else { continue };
+            t.consumer.settled();
+            if f.stage == Stage::Pubcomp {
+                group(&mut received, &t.queue, t.seq);
+            } else {
+                // Packet ids are kept for the session queue only: a shared
+                // queue's positions mean nothing to the next connection.
+                if self
+                    .queue
+                    .as_ref()
+                    .is_some_and(|q| Arc::ptr_eq(q, &t.queue))
+                {
+                    saved.pkids.insert(t.seq, pkid);
+                }
+                group(&mut requeue, &t.queue, t.seq);
+            }
+        }
+        for (q, seqs) in received {
+            q.ack(&seqs);
+        }
+        for (q, mut seqs) in requeue {
+            seqs.sort_unstable();
+            q.requeue(&seqs);
         }
         self.requeue_outbox();
+        // A shared subscription's queue goes with its last member.
+        for q in emptied {
+            vhost.auto_delete_queue(&q);
+        }
         if self.persistent {
             self.shared
                 .saved

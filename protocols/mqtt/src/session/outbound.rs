@@ -3,7 +3,7 @@
 //! messages on subscribe, and the PUBACK / PUBREC / PUBCOMP that settle them.
 
 use super::inbound::{QOS_HEADER, RETAIN_HEADER};
-use super::{InFlight, Phase, Session, Stage, props};
+use super::{InFlight, Phase, Session, Stage, Target, props};
 use crate::codec::{Packet, Protocol};
 use crate::topic;
 use mqttbytes::QoS;
@@ -140,7 +140,15 @@ impl Session {
                     }
                     self.deliver(d);
                 }
-                OutboxEvent::Cancelled(_) => {
+                OutboxEvent::Cancelled(c) => {
+                    // A shared subscription's queue was deleted: that
+                    // subscription ends, the session goes on.
+                    let before = self.shared_subs.len();
+                    self.shared_subs
+                        .retain(|_, s| !Arc::ptr_eq(&s.consumer, &c));
+                    if self.shared_subs.len() < before {
+                        continue;
+                    }
                     self.close(
                         DisconnectReasonCode::AdministrativeAction,
                         "session queue deleted".into(),
@@ -159,7 +167,18 @@ impl Session {
             d.queue.requeue(&[d.seq]);
             return;
         }
-        let Some(matched) = self.matching(&d.message) else {
+        // A shared subscription's delivery is its own; others match the
+        // session's filters.
+        let shared = self
+            .shared_subs
+            .values()
+            .find(|s| Arc::ptr_eq(&s.consumer, &d.consumer))
+            .map(|s| Matched {
+                qos: s.options.qos,
+                retain_as_published: s.options.retain_as_published,
+                ids: s.options.id.into_iter().collect(),
+            });
+        let Some(matched) = shared.or_else(|| self.matching(&d.message)) else {
             // No live subscription wants it (a `$` topic under a wildcard,
             // a no-local subscription, or a binding made by another
             // protocol): settle it unsent.
@@ -204,7 +223,11 @@ impl Session {
         self.inflight.insert(
             p.pkid,
             InFlight {
-                target: Some((d.queue.clone(), d.seq)),
+                target: Some(Target {
+                    queue: d.queue.clone(),
+                    seq: d.seq,
+                    consumer: d.consumer.clone(),
+                }),
                 stage,
             },
         );
@@ -258,10 +281,10 @@ impl Session {
         let Some(f) = self.inflight.remove(&pkid) else {
             return;
         };
-        if let (Some((queue, seq)), Some(c)) = (f.target, self.consumer.as_ref()) {
-            c.settled();
-            queue.ack(&[seq]);
-            queue.dispatch();
+        if let Some(t) = f.target {
+            t.consumer.settled();
+            t.queue.ack(&[t.seq]);
+            t.queue.dispatch();
         }
     }
 

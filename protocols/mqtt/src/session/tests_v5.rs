@@ -88,7 +88,7 @@ fn connack_carries_limits_and_assigned_id() {
     let p = ack.properties.expect("CONNACK properties");
     assert_eq!(p.receive_max, Some(64));
     assert_eq!(p.topic_alias_max, Some(64));
-    assert_eq!(p.shared_subscription_available, Some(0));
+    assert_eq!(p.shared_subscription_available, Some(1));
     assert!(
         p.assigned_client_identifier
             .is_some_and(|id| !id.is_empty())
@@ -206,11 +206,52 @@ fn reason_codes_for_acks() {
     s.handle_packet(Packet::Unsubscribe(u));
     assert!(matches!(&out(&mut s)[0], Packet::UnsubAck(a)
         if a.reasons == vec![UnsubAckReason::NoSubscriptionExisted]));
-    let mut shared_sub = Subscribe::new("$share/g/t", QoS::AtMostOnce);
-    shared_sub.pkid = 9;
-    s.handle_packet(Packet::Subscribe(shared_sub));
+    let mut bad_shared = Subscribe::new("$share/g+/t", QoS::AtMostOnce);
+    bad_shared.pkid = 9;
+    s.handle_packet(Packet::Subscribe(bad_shared));
     assert!(matches!(&out(&mut s)[0], Packet::SubAck(a)
-        if a.return_codes == vec![v5::SubscribeReasonCode::SharedSubscriptionsNotSupported]));
+        if a.return_codes == vec![v5::SubscribeReasonCode::TopicFilterInvalid]));
+}
+
+#[test]
+fn shared_subscription_spreads_messages_over_members() {
+    let sh = shared();
+    let mut members: Vec<Session> = (0..2).map(|_| session(&sh)).collect();
+    for (i, m) in members.iter_mut().enumerate() {
+        connect(m, &format!("member-{i}"), None);
+        let mut sub = Subscribe::new("$share/workers/jobs/+", QoS::AtLeastOnce);
+        sub.pkid = 1;
+        m.handle_packet(Packet::Subscribe(sub));
+        assert!(matches!(&out(m)[0], Packet::SubAck(a)
+            if a.return_codes == vec![v5::SubscribeReasonCode::QoS1]));
+    }
+    let mut producer = session(&sh);
+    connect(&mut producer, "producer", None);
+    for i in 0..6u16 {
+        let mut p = Publish::new("jobs/x", QoS::AtLeastOnce, vec![b'0' + i as u8]);
+        p.pkid = i + 1;
+        producer.handle_packet(Packet::Publish(p));
+    }
+    out(&mut producer);
+    let mut seen = Vec::new();
+    for m in &mut members {
+        let got = out(m);
+        let mine = publishes(&got);
+        assert!(!mine.is_empty(), "every member gets some");
+        for p in &mine {
+            assert_eq!(p.topic, "jobs/x");
+            m.handle_packet(Packet::PubAck(v5::PubAck::new(p.pkid)));
+        }
+        seen.extend(mine.iter().map(|p| p.payload[0]));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, b"012345", "each message to exactly one member");
+    // The last member leaving deletes the group's queue.
+    for mut m in members {
+        m.release();
+    }
+    let vhost = sh.broker.vhost("/").unwrap();
+    assert!(vhost.queue("mqtt-shared/workers/jobs/+", 0).is_err());
 }
 
 #[test]
