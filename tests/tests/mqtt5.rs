@@ -1542,10 +1542,8 @@ async fn will_properties_carried() {
 
 // Message expiry (3.3.2.3.3): a message whose interval has passed while it
 // waited is not delivered (MQTT-3.3.2-5), and one still delivered carries
-// the remaining interval, not the original (MQTT-3.3.2-6). The engine has
-// no per-message expiry, so neither holds yet.
+// the remaining interval, not the original (MQTT-3.3.2-6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "message expiry is not enforced (engine has no per-message TTL): MQTT-3.3.2-5/-6"]
 async fn message_expiry_enforced_and_counted_down() {
     let broker = Broker::start();
     let addr = broker.mqtt_addr();

@@ -33,7 +33,7 @@ pub use consumer::{
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
 pub use queue::{Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSpec};
-pub use retained::Retained;
+pub use retained::{Retained, RetainedMessage};
 pub use store::Durable;
 pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
 

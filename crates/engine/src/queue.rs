@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use switchyard_model::{FieldTable, Message};
+use std::time::{Duration, Instant};
+use switchyard_model::{FieldTable, FieldValue, Message};
 use tokio::sync::oneshot;
 
 /// The declared shape of a queue.
@@ -40,6 +41,31 @@ struct Entry {
     message: Arc<Message>,
     redelivered: bool,
     persisted: bool,
+    /// When it expires (per-message `expiration`, or the queue's
+    /// `x-message-ttl`, whichever is sooner).
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// When a message stored now expires: after its own `expiration` (AMQP's
+/// milliseconds as text) or `ttl_ms`, whichever is sooner; `None` if it
+/// has neither.
+pub(crate) fn expires_at(message: &Message, ttl_ms: Option<u64>) -> Option<Instant> {
+    let own = message
+        .properties
+        .expiration
+        .as_deref()
+        .and_then(|e| e.trim().parse::<u64>().ok());
+    let ttl = match (own, ttl_ms) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    Instant::now().checked_add(Duration::from_millis(ttl))
 }
 
 /// Ready messages in position order, with their byte total.
@@ -174,10 +200,23 @@ impl Queue {
         &self.spec.name
     }
 
-    /// Put back a message recovered from the store (start-up only).
+    /// When a message enqueued now expires (see [`expires_at`]).
+    fn expiry(&self, message: &Message) -> Option<Instant> {
+        let queue_ttl = self
+            .spec
+            .arguments
+            .get("x-message-ttl")
+            .and_then(FieldValue::as_i64)
+            .and_then(|t| u64::try_from(t).ok());
+        expires_at(message, queue_ttl)
+    }
+
+    /// Put back a message recovered from the store (start-up only). Its
+    /// time to live counts again from now: enqueue times are not stored.
     pub(crate) fn recover(&self, seq: u64, message: Message) {
         let mut st = self.state.lock();
         st.next_seq = st.next_seq.max(seq + 1);
+        let expires_at = self.expiry(&message);
         // It may have been delivered before the restart: the spec's "may have
         // been previously delivered" flag says so, as RabbitMQ does.
         st.ready.push_back(Entry {
@@ -185,6 +224,7 @@ impl Queue {
             message: Arc::new(message),
             redelivered: true,
             persisted: true,
+            expires_at,
         });
     }
 
@@ -216,14 +256,31 @@ impl Queue {
         } else {
             durable
         };
+        let expires_at = self.expiry(&message);
         st.ready.push_back(Entry {
             seq,
             message,
             redelivered: false,
             persisted: persist,
+            expires_at,
         });
         self.dispatch_locked(&mut st);
         rest
+    }
+
+    /// Drop expired messages at the head of the queue (as RabbitMQ does:
+    /// an expired message behind live ones goes when it reaches the head).
+    fn drop_expired_head(&self, st: &mut State) {
+        // The clock is read only when the head has a time to live.
+        let mut now = None;
+        while let Some(e) = st.ready.entries.front() {
+            if e.expires_at.is_none() || !e.expired(*now.get_or_insert_with(Instant::now)) {
+                return;
+            }
+            if let Some(e) = st.ready.pop_front() {
+                self.settle_entry(&e);
+            }
+        }
     }
 
     /// Hand ready messages to consumers with credit, round-robin.
@@ -238,6 +295,7 @@ impl Queue {
     }
 
     fn dispatch_inner(self: &Arc<Self>, st: &mut State) {
+        self.drop_expired_head(st);
         while !st.ready.is_empty() && !st.consumers.is_empty() {
             let n = st.consumers.len();
             let start = st.cursor % n;
@@ -258,6 +316,7 @@ impl Queue {
                 seq: entry.seq,
                 message: entry.message.clone(),
                 redelivered: entry.redelivered,
+                expires_at: entry.expires_at,
             };
             if consumer.spec.no_ack {
                 self.settle_entry(&entry);
@@ -265,6 +324,7 @@ impl Queue {
                 st.unacked.insert(entry.seq, entry);
             }
             consumer.outbox.push(OutboxEvent::Deliver(delivery));
+            self.drop_expired_head(st);
         }
     }
 
@@ -339,6 +399,7 @@ impl Queue {
     /// Take one message (`basic.get`). With `no_ack` it is settled at once.
     pub fn get(&self, no_ack: bool) -> Option<Got> {
         let mut st = self.state.lock();
+        self.drop_expired_head(&mut st);
         let entry = st.ready.pop_front()?;
         self.update_pressure(&st);
         let got = Got {

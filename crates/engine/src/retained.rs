@@ -1,17 +1,34 @@
 //! Retained messages: the last message retained under a key (an MQTT topic
 //! today) per vhost, written through the store so they survive restarts.
 //! The engine does not interpret keys; adapters filter them (e.g. by MQTT
-//! topic filter) when they scan.
+//! topic filter) when they scan. A message with an `expiration` is dropped
+//! once it expires (its time counts again from a restart).
 
+use crate::queue::expires_at;
 use crate::store::{Store, StoreOp};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 use switchyard_model::Message;
+
+/// A retained message and when it expires.
+type Kept = (Arc<Message>, Option<Instant>);
+
+/// A retained message found by [`Retained::scan`].
+#[derive(Debug, Clone)]
+pub struct RetainedMessage {
+    /// Its key (the MQTT topic).
+    pub key: String,
+    /// The message.
+    pub message: Arc<Message>,
+    /// When it expires, if it has a time to live.
+    pub expires_at: Option<Instant>,
+}
 
 /// All retained messages of a broker.
 pub struct Retained {
-    by_key: Mutex<BTreeMap<(String, String), Arc<Message>>>,
+    by_key: Mutex<BTreeMap<(String, String), Kept>>,
     store: Arc<dyn Store>,
 }
 
@@ -30,7 +47,10 @@ impl Retained {
     }
 
     pub(crate) fn recover(&self, vhost: String, key: String, message: Message) {
-        self.by_key.lock().insert((vhost, key), Arc::new(message));
+        let expiry = expires_at(&message, None);
+        self.by_key
+            .lock()
+            .insert((vhost, key), (Arc::new(message), expiry));
     }
 
     /// Retain `message` under `key`, or clear the key with `None`.
@@ -50,7 +70,8 @@ impl Retained {
                     },
                     None,
                 );
-                map.insert(k, m);
+                let expiry = expires_at(&m, None);
+                map.insert(k, (m, expiry));
             }
             None => {
                 if map.remove(&k).is_some() {
@@ -66,17 +87,40 @@ impl Retained {
         }
     }
 
-    /// Retained messages of `vhost` whose key satisfies `wanted`.
-    pub fn scan(
-        &self,
-        vhost: &str,
-        mut wanted: impl FnMut(&str) -> bool,
-    ) -> Vec<(String, Arc<Message>)> {
-        let map = self.by_key.lock();
-        map.range((vhost.to_owned(), String::new())..)
-            .take_while(|((v, _), _)| v == vhost)
-            .filter(|((_, k), _)| wanted(k))
-            .map(|((_, k), m)| (k.clone(), m.clone()))
-            .collect()
+    /// Live retained messages of `vhost` whose key satisfies `wanted`.
+    /// Expired ones met on the way are dropped.
+    pub fn scan(&self, vhost: &str, mut wanted: impl FnMut(&str) -> bool) -> Vec<RetainedMessage> {
+        let mut map = self.by_key.lock();
+        let now = Instant::now();
+        let mut found = Vec::new();
+        let mut expired = Vec::new();
+        for ((v, k), (m, exp)) in map.range((vhost.to_owned(), String::new())..) {
+            if v != vhost {
+                break;
+            }
+            if !wanted(k) {
+                continue;
+            }
+            if exp.is_some_and(|t| t <= now) {
+                expired.push((v.clone(), k.clone()));
+                continue;
+            }
+            found.push(RetainedMessage {
+                key: k.clone(),
+                message: m.clone(),
+                expires_at: *exp,
+            });
+        }
+        for k in expired {
+            map.remove(&k);
+            self.store.submit(
+                StoreOp::DeleteRetained {
+                    vhost: k.0,
+                    key: k.1,
+                },
+                None,
+            );
+        }
+        found
     }
 }

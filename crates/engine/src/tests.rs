@@ -4,7 +4,7 @@ use crate::exchange::Binding;
 use crate::store::MemoryStore;
 use crate::*;
 use std::sync::Arc;
-use switchyard_model::{Message, Properties};
+use switchyard_model::{FieldTable, Message, Properties};
 
 fn broker() -> (Arc<Broker>, Arc<Vhost>) {
     let b = Broker::open(Arc::new(MemoryStore)).unwrap();
@@ -202,7 +202,7 @@ fn alternate_and_e2e() {
     let (_b, v) = broker();
     declare(&v, "unrouted");
     declare(&v, "fan");
-    let mut args = switchyard_model::FieldTable::new();
+    let mut args = FieldTable::new();
     args.insert(
         "alternate-exchange".into(),
         switchyard_model::FieldValue::string("ae"),
@@ -273,4 +273,52 @@ fn full_queue_throttles_publishers_until_drained() {
         queue.get(true).unwrap();
     }
     assert!(queue.counts().0 < 200);
+}
+
+#[test]
+fn expired_messages_are_dropped_before_delivery() {
+    let (_b, v) = broker();
+    let q = declare(&v, "ttl");
+    let mut short = msg("", &q, "short");
+    short.properties.expiration = Some("20".into());
+    let mut long = msg("", &q, "long");
+    long.properties.expiration = Some("60000".into());
+    v.publish(short, false).unwrap();
+    v.publish(long, false).unwrap();
+    v.publish(msg("", &q, "forever"), false).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let queue = v.queue(&q, 1).unwrap();
+    let first = queue.get(true).expect("a live message");
+    assert_eq!(
+        &first.message.body[..],
+        b"long",
+        "the expired head was dropped"
+    );
+    let (c, outbox) = consumer(0, true);
+    queue.add_consumer(c).unwrap();
+    let got = drain(&outbox);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, "forever");
+}
+
+#[test]
+fn queue_message_ttl_applies_to_every_message() {
+    let (_b, v) = broker();
+    let mut arguments = FieldTable::new();
+    arguments.insert(
+        "x-message-ttl".into(),
+        switchyard_model::FieldValue::I64(10),
+    );
+    let spec = QueueSpec {
+        name: "qttl".into(),
+        durable: false,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments,
+    };
+    v.apply(Command::DeclareQueue(spec), 1).unwrap();
+    v.publish(msg("", "qttl", "gone"), false).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    assert!(v.queue("qttl", 1).unwrap().get(true).is_none());
+    assert_eq!(v.queue("qttl", 1).unwrap().counts().0, 0);
 }

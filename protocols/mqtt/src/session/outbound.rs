@@ -193,7 +193,7 @@ impl Session {
             d.message.body.clone(),
         );
         if self.protocol == Protocol::V5 {
-            p.properties = props::for_delivery(&d.message, matched.ids);
+            p.properties = props::for_delivery(&d.message, matched.ids, d.expires_at);
             p.retain = matched.retain_as_published && retained_when_published(&d.message);
             // Larger than the client accepts: dropped as if delivered
             // (MQTT-3.1.2-25).
@@ -243,12 +243,13 @@ impl Session {
             .broker
             .retained()
             .scan(&vhost.name, |t| topic::matches(filter, t));
-        for (topic_name, m) in retained {
+        for r in retained {
+            let m = r.message;
             let qos = min_qos(published_qos(&m), granted);
-            let mut p = v5::Publish::from_bytes(topic_name, qos, m.body.clone());
+            let mut p = v5::Publish::from_bytes(r.key, qos, m.body.clone());
             p.retain = true;
             if self.protocol == Protocol::V5 {
-                p.properties = props::for_delivery(&m, id.into_iter().collect());
+                p.properties = props::for_delivery(&m, id.into_iter().collect(), r.expires_at);
                 // Too large for the client: not sent (MQTT-3.1.2-24).
                 if wire_size(&p) > self.client_max_packet {
                     continue;

@@ -15,6 +15,7 @@
 
 use bytes::Bytes;
 use mqttbytes::v5::{PublishProperties, WillProperties};
+use std::time::Instant;
 use switchyard_model::{FieldTable, FieldValue, Message, Properties};
 
 /// Correlation data that is not UTF-8.
@@ -91,8 +92,13 @@ pub(super) fn apply(c: &Carried<'_>, props: &mut Properties, headers: &mut Field
 }
 
 /// The PUBLISH properties for delivering `m` to an MQTT 5 client, with the
-/// identifiers of the subscriptions it matched.
-pub(super) fn for_delivery(m: &Message, subscription_ids: Vec<usize>) -> Option<PublishProperties> {
+/// identifiers of the subscriptions it matched. A message that expires at
+/// `expires_at` carries the seconds it has left (MQTT-3.3.2-6).
+pub(super) fn for_delivery(
+    m: &Message,
+    subscription_ids: Vec<usize>,
+    expires_at: Option<Instant>,
+) -> Option<PublishProperties> {
     let p = &m.properties;
     let headers = p.headers.as_ref();
     let header = |k: &str| headers.and_then(|h| h.get(k));
@@ -117,11 +123,17 @@ pub(super) fn for_delivery(m: &Message, subscription_ids: Vec<usize>) -> Option<
             other => user_properties.push((k.clone(), other.to_text())),
         }
     }
-    let expiry = p
-        .expiration
-        .as_deref()
-        .and_then(|e| e.trim().parse::<u64>().ok())
-        .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX));
+    let expiry = match expires_at {
+        Some(t) => {
+            let left = t.saturating_duration_since(Instant::now()).as_millis();
+            Some(u32::try_from(left.div_ceil(1000).max(1)).unwrap_or(u32::MAX))
+        }
+        None => p
+            .expiration
+            .as_deref()
+            .and_then(|e| e.trim().parse::<u64>().ok())
+            .map(|ms| u32::try_from(ms.div_ceil(1000)).unwrap_or(u32::MAX)),
+    };
     let props = PublishProperties {
         payload_format_indicator: header(PAYLOAD_FORMAT_HEADER)
             .and_then(FieldValue::as_i64)
@@ -181,7 +193,7 @@ mod tests {
             properties: props,
             body: Bytes::new(),
         };
-        let out = for_delivery(&m, vec![7]).expect("properties");
+        let out = for_delivery(&m, vec![7], None).expect("properties");
         assert_eq!(out.content_type, inbound.content_type);
         assert_eq!(out.response_topic, inbound.response_topic);
         assert_eq!(out.correlation_data, inbound.correlation_data);
@@ -195,6 +207,26 @@ mod tests {
             u.sort();
             u
         });
+    }
+
+    #[test]
+    fn expiry_counts_down() {
+        let m = Message {
+            exchange: String::new(),
+            routing_key: String::new(),
+            properties: Properties {
+                expiration: Some("60000".into()),
+                ..Properties::default()
+            },
+            body: Bytes::new(),
+        };
+        let soon = Instant::now() + std::time::Duration::from_millis(2500);
+        let out = for_delivery(&m, vec![], Some(soon)).expect("properties");
+        assert_eq!(
+            out.message_expiry_interval,
+            Some(3),
+            "time left, rounded up"
+        );
     }
 
     #[test]
@@ -220,6 +252,6 @@ mod tests {
             properties: props,
             body: Bytes::new(),
         };
-        assert!(for_delivery(&m, vec![]).is_none());
+        assert!(for_delivery(&m, vec![], None).is_none());
     }
 }
