@@ -344,3 +344,59 @@ async fn invalid_packets_after_connect_are_closed() {
     assert!(failures.is_empty(), "{failures:#?}");
     bystander.assert_unharmed(&broker).await;
 }
+
+/// `mqtt.max_connections_per_ip` (and `stomp.max_connections_per_ip`): one
+/// address cannot take more connections; the admitted ones keep working,
+/// and a freed slot is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_connection_limit() {
+    let broker = Broker::start_with_config(
+        "[mqtt]\nmax_connections_per_ip = 2\n[stomp]\nmax_connections_per_ip = 1\n",
+    );
+    let addr = broker.mqtt_addr();
+    let stomp = broker.stomp_addr();
+    blocking(move || {
+        let connack = [0x20, 0x02, 0x00, 0x00];
+        let mut admitted = Vec::new();
+        for i in 0..2 {
+            let mut c = RawClient::connect(addr).expect("connect");
+            c.send(&connect_packet(&format!("per-ip-{i}")))
+                .expect("CONNECT");
+            assert_eq!(c.read_exact(4, STEP).expect("CONNACK"), connack);
+            admitted.push(c);
+        }
+        let mut third = RawClient::connect(addr).expect("TCP accept");
+        let _ = third.send(&connect_packet("per-ip-2"));
+        let got = third.read_to_close(STEP).expect("read");
+        assert!(
+            got.closed && got.data.is_empty(),
+            "third connection served: {got:?}"
+        );
+        // The admitted ones still work: PINGREQ → PINGRESP.
+        admitted[0].send(&[0xC0, 0x00]).expect("PINGREQ");
+        assert_eq!(
+            admitted[0].read_exact(2, STEP).expect("PINGRESP"),
+            [0xD0, 0x00]
+        );
+        drop(admitted.pop());
+        std::thread::sleep(Duration::from_millis(200));
+        let mut again = RawClient::connect(addr).expect("connect");
+        again.send(&connect_packet("per-ip-3")).expect("CONNECT");
+        assert_eq!(again.read_exact(4, STEP).expect("CONNACK"), connack);
+
+        // STOMP: one connection from 127.0.0.1, the second is closed.
+        let mut s1 = RawClient::connect(stomp).expect("connect");
+        s1.send(b"CONNECT\naccept-version:1.2\n\n\0")
+            .expect("CONNECT");
+        let first = s1.read_exact(9, STEP).expect("CONNECTED");
+        assert_eq!(&first[..], b"CONNECTED");
+        let mut s2 = RawClient::connect(stomp).expect("TCP accept");
+        let _ = s2.send(b"CONNECT\naccept-version:1.2\n\n\0");
+        let got = s2.read_to_close(STEP).expect("read");
+        assert!(
+            got.closed && got.data.is_empty(),
+            "second STOMP connection served: {got:?}"
+        );
+    })
+    .await;
+}

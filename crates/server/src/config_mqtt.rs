@@ -13,6 +13,7 @@ const DEFAULT_MAX_PACKET_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_INFLIGHT: u16 = 64;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 4096;
 
 const LISTEN: Key = Key {
     file: "mqtt.listen",
@@ -34,6 +35,10 @@ const MAX_CONNECTIONS: Key = Key {
     file: "mqtt.max_connections",
     flag: None,
 };
+const MAX_CONNECTIONS_PER_IP: Key = Key {
+    file: "mqtt.max_connections_per_ip",
+    flag: None,
+};
 
 /// `[mqtt]` as written.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -44,6 +49,7 @@ pub(crate) struct MqttFile {
     pub(crate) max_inflight: Option<u16>,
     pub(crate) connect_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
 }
 
 /// The MQTT listener and its per-connection limits.
@@ -59,6 +65,8 @@ pub(crate) struct MqttListenerConfig {
     pub(crate) connect_timeout: Duration,
     /// Most simultaneous MQTT connections.
     pub(crate) max_connections: NonZeroUsize,
+    /// Most simultaneous MQTT connections from one source address.
+    pub(crate) max_connections_per_ip: NonZeroUsize,
 }
 
 impl MqttListenerConfig {
@@ -73,6 +81,11 @@ impl MqttListenerConfig {
         let inflight = r.pick(None, file.max_inflight, DEFAULT_MAX_INFLIGHT);
         let timeout = r.pick(None, file.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
         let conns = r.pick(None, file.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let per_ip = r.pick(
+            None,
+            file.max_connections_per_ip,
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+        );
         Ok(Self {
             listen: addr,
             max_packet_size: NonZeroUsize::new(size.0)
@@ -82,6 +95,9 @@ impl MqttListenerConfig {
             connect_timeout: r.millis(CONNECT_TIMEOUT, timeout)?,
             max_connections: NonZeroUsize::new(conns.0)
                 .ok_or_else(|| r.error(MAX_CONNECTIONS, conns.1, 0, "must be at least 1"))?,
+            max_connections_per_ip: NonZeroUsize::new(per_ip.0).ok_or_else(|| {
+                r.error(MAX_CONNECTIONS_PER_IP, per_ip.1, 0, "must be at least 1")
+            })?,
         })
     }
 
@@ -97,6 +113,7 @@ impl MqttListenerConfig {
                 u64::try_from(self.connect_timeout.as_millis()).unwrap_or(u64::MAX),
             ),
             max_connections: Some(self.max_connections.get()),
+            max_connections_per_ip: Some(self.max_connections_per_ip.get()),
         }
     }
 
@@ -107,6 +124,7 @@ impl MqttListenerConfig {
             max_inflight: self.max_inflight.get(),
             connect_timeout: self.connect_timeout,
             max_connections: self.max_connections.get(),
+            max_connections_per_ip: self.max_connections_per_ip.get(),
         }
     }
 }

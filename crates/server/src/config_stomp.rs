@@ -19,6 +19,7 @@ const DEFAULT_MAX_HEADERS: usize = 100;
 const DEFAULT_MAX_HEADER_LENGTH: usize = 8192;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 4096;
 const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
 const DEFAULT_MIN_HEARTBEAT_MS: u64 = 100;
 
@@ -54,6 +55,10 @@ const MAX_CONNECTIONS: Key = Key {
     file: "stomp.max_connections",
     flag: None,
 };
+const MAX_CONNECTIONS_PER_IP: Key = Key {
+    file: "stomp.max_connections_per_ip",
+    flag: None,
+};
 const MAX_SUBSCRIPTIONS: Key = Key {
     file: "stomp.max_subscriptions",
     flag: None,
@@ -73,6 +78,7 @@ pub(crate) struct StompFile {
     pub(crate) max_header_length: Option<usize>,
     pub(crate) connect_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_subscriptions: Option<usize>,
     pub(crate) min_heartbeat_ms: Option<u64>,
 }
@@ -99,6 +105,8 @@ pub(crate) struct StompListenerConfig {
     pub(crate) connect_timeout: Duration,
     /// Most simultaneous STOMP connections (TCP and WebSocket each).
     pub(crate) max_connections: NonZeroUsize,
+    /// Most simultaneous STOMP connections from one source address.
+    pub(crate) max_connections_per_ip: NonZeroUsize,
     /// Most subscriptions on one connection.
     pub(crate) max_subscriptions: NonZeroUsize,
     /// Shortest heart-beat interval the broker agrees to.
@@ -134,6 +142,11 @@ impl StompListenerConfig {
         let header_len = r.pick(None, file.max_header_length, DEFAULT_MAX_HEADER_LENGTH);
         let timeout = r.pick(None, file.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
         let conns = r.pick(None, file.max_connections, DEFAULT_MAX_CONNECTIONS);
+        let per_ip = r.pick(
+            None,
+            file.max_connections_per_ip,
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+        );
         let subs = r.pick(None, file.max_subscriptions, DEFAULT_MAX_SUBSCRIPTIONS);
         let heartbeat = r.pick(None, file.min_heartbeat_ms, DEFAULT_MIN_HEARTBEAT_MS);
         Ok(Self {
@@ -146,6 +159,7 @@ impl StompListenerConfig {
                 })?,
             connect_timeout: r.millis(CONNECT_TIMEOUT, timeout)?,
             max_connections: at_least_one(r, MAX_CONNECTIONS, conns)?,
+            max_connections_per_ip: at_least_one(r, MAX_CONNECTIONS_PER_IP, per_ip)?,
             max_subscriptions: at_least_one(r, MAX_SUBSCRIPTIONS, subs)?,
             min_heartbeat: r.millis(MIN_HEARTBEAT, heartbeat)?,
         })
@@ -159,6 +173,7 @@ impl StompListenerConfig {
             max_header_length: Some(self.max_header_length.get()),
             connect_timeout_ms: Some(millis(self.connect_timeout)),
             max_connections: Some(self.max_connections.get()),
+            max_connections_per_ip: Some(self.max_connections_per_ip.get()),
             max_subscriptions: Some(self.max_subscriptions.get()),
             min_heartbeat_ms: Some(millis(self.min_heartbeat)),
         }
@@ -174,6 +189,7 @@ impl StompListenerConfig {
             },
             connect_timeout: self.connect_timeout,
             max_connections: self.max_connections.get(),
+            max_connections_per_ip: self.max_connections_per_ip.get(),
             max_subscriptions: self.max_subscriptions.get(),
             min_heartbeat_ms: millis(self.min_heartbeat),
         }

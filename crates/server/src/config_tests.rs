@@ -78,6 +78,7 @@ fn shipped_file_sets_every_key() {
                 max_inflight,
                 connect_timeout_ms,
                 max_connections: mqtt_max_connections,
+                max_connections_per_ip: mqtt_per_ip,
             },
         stomp:
             StompFile {
@@ -87,6 +88,7 @@ fn shipped_file_sets_every_key() {
                 max_header_length,
                 connect_timeout_ms: stomp_connect_timeout_ms,
                 max_connections: stomp_max_connections,
+                max_connections_per_ip: stomp_per_ip,
                 max_subscriptions,
                 min_heartbeat_ms,
             },
@@ -101,6 +103,7 @@ fn shipped_file_sets_every_key() {
     assert!(max_header_length.is_some() && stomp_connect_timeout_ms.is_some());
     assert!(stomp_max_connections.is_some() && max_subscriptions.is_some());
     assert!(min_heartbeat_ms.is_some() && web_stomp_listen.is_some() && web_mqtt_listen.is_some());
+    assert!(mqtt_per_ip.is_some() && stomp_per_ip.is_some());
     assert!(mqtt_listen.is_some() && max_packet_size.is_some() && max_inflight.is_some());
     assert!(connect_timeout_ms.is_some() && mqtt_max_connections.is_some());
     assert!(max_queues_per_vhost.is_some());
@@ -286,6 +289,15 @@ fn stomp_defaults_match_the_protocol_crate() {
     assert_eq!(ours.connect_timeout, theirs.connect_timeout);
     assert_eq!(ours.max_connections, theirs.max_connections);
     assert_eq!(ours.max_subscriptions, theirs.max_subscriptions);
+    assert_eq!(ours.max_connections_per_ip, theirs.max_connections_per_ip);
+    let mqtt = defaults().mqtt.protocol();
+    let mqtt_default = switchyard_mqtt::MqttConfig::default();
+    assert_eq!(
+        mqtt.max_connections_per_ip,
+        mqtt_default.max_connections_per_ip
+    );
+    assert_eq!(mqtt.max_connections, mqtt_default.max_connections);
+    assert_eq!(mqtt.max_inflight, mqtt_default.max_inflight);
     assert_eq!(ours.min_heartbeat_ms, theirs.min_heartbeat_ms);
 }
 

@@ -63,6 +63,13 @@ impl Backend {
         }
     }
 
+    fn max_connections_per_ip(&self) -> usize {
+        match self {
+            Self::Stomp(_, c) => c.max_connections_per_ip,
+            Self::Mqtt(_, c) => c.max_connections_per_ip,
+        }
+    }
+
     fn connect_timeout(&self) -> Duration {
         match self {
             Self::Stomp(_, c) => c.connect_timeout,
@@ -113,7 +120,7 @@ pub(crate) async fn serve(
 ) {
     let limits = switchyard_listener::Limits {
         max_connections: backend.max_connections(),
-        max_per_address: usize::MAX,
+        max_per_address: backend.max_connections_per_ip(),
     };
     let stop = shutdown.clone();
     let name = backend.name();

@@ -38,6 +38,8 @@ pub struct MqttConfig {
     pub connect_timeout: Duration,
     /// Concurrent connections accepted.
     pub max_connections: usize,
+    /// Concurrent connections accepted from one source address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for MqttConfig {
@@ -47,6 +49,7 @@ impl Default for MqttConfig {
             max_inflight: 64,
             connect_timeout: Duration::from_secs(10),
             max_connections: 65_536,
+            max_connections_per_ip: 4096,
         }
     }
 }
@@ -61,7 +64,7 @@ pub async fn serve(
 ) {
     let limits = Limits {
         max_connections: config.max_connections,
-        max_per_address: usize::MAX,
+        max_per_address: config.max_connections_per_ip,
     };
     let stop = shutdown.clone();
     accept_loop(listener, "mqtt", limits, stop, tracker, |stream, peer| {

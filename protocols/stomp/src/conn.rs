@@ -33,6 +33,8 @@ pub struct StompConfig {
     pub connect_timeout: Duration,
     /// Concurrent connections accepted.
     pub max_connections: usize,
+    /// Concurrent connections accepted from one source address.
+    pub max_connections_per_ip: usize,
     /// Subscriptions per connection.
     pub max_subscriptions: usize,
     /// Shortest heart-beat interval agreed to, in milliseconds.
@@ -45,6 +47,7 @@ impl Default for StompConfig {
             limits: Limits::default(),
             connect_timeout: Duration::from_secs(10),
             max_connections: 65_536,
+            max_connections_per_ip: 4096,
             max_subscriptions: 1024,
             min_heartbeat_ms: 100,
         }
@@ -61,7 +64,7 @@ pub async fn serve(
 ) {
     let limits = switchyard_listener::Limits {
         max_connections: config.max_connections,
-        max_per_address: usize::MAX,
+        max_per_address: config.max_connections_per_ip,
     };
     let stop = shutdown.clone();
     accept_loop(listener, "stomp", limits, stop, tracker, |stream, peer| {
