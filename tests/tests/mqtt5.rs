@@ -1540,6 +1540,81 @@ async fn will_properties_carried() {
     assert_eq!(pr.user_properties, pairs(&[("reason", "crash")]));
 }
 
+fn delayed_will_opts(addr: SocketAddr, id: &str, delay: u32, expiry: u32) -> MqttOptions {
+    let mut o = opts(addr, id);
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(expiry));
+    let wp = LastWillProperties {
+        delay_interval: Some(delay),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+    o.set_last_will(LastWill::new(
+        format!("delayed/{id}"),
+        b"late".to_vec(),
+        QoS::AtLeastOnce,
+        false,
+        Some(wp),
+    ));
+    o
+}
+
+// Will delay (3.1.3.2.2): the will of a session that outlives its
+// connection waits for its delay; it is published then, and not at all if
+// the client reconnects first (MQTT-3.1.3-9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_delay_waits_and_a_reconnect_cancels_it() {
+    let broker = Broker::start();
+    let addr = broker.mqtt_addr();
+    let mut watcher = Mq5::start(addr, "delay-watch").await;
+    watcher.subscribe("delayed/#", QoS::AtLeastOnce).await;
+
+    let (dev, _) = Mq5::connect(delayed_will_opts(addr, "late-dev", 1, 60)).await;
+    let killed = Instant::now();
+    dev.kill().await;
+    let p = watcher.next_publish().await;
+    assert_eq!(topic(&p), "delayed/late-dev");
+    assert!(
+        killed.elapsed() >= Duration::from_millis(900),
+        "will published after {:?}, before its 1 s delay",
+        killed.elapsed()
+    );
+
+    let (dev, _) = Mq5::connect(delayed_will_opts(addr, "back-dev", 2, 60)).await;
+    dev.kill().await;
+    let (back, ack) = Mq5::connect(delayed_will_opts(addr, "back-dev", 2, 60)).await;
+    assert!(ack.session_present);
+    watcher.assert_no_publish(Duration::from_secs(3)).await;
+    back.disconnect().await;
+}
+
+// Session expiry (3.1.2.11.2): a session whose interval passed after its
+// connection ended is gone; the next CONNECT finds no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_interval_ends_the_session() {
+    let broker = Broker::start();
+    let addr = broker.mqtt_addr();
+    let mut o = opts(addr, "short-lived");
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(1));
+    let (dev, ack) = Mq5::connect(o.clone()).await;
+    assert!(!ack.session_present);
+    dev.disconnect().await;
+    let (dev, ack) = Mq5::connect(o.clone()).await;
+    assert!(
+        ack.session_present,
+        "within its interval the session is kept"
+    );
+    dev.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (_dev, ack) = Mq5::connect(o).await;
+    assert!(!ack.session_present, "expired session still present");
+}
+
 // Message expiry (3.3.2.3.3): a message whose interval has passed while it
 // waited is not delivered (MQTT-3.3.2-5), and one still delivered carries
 // the remaining interval, not the original (MQTT-3.3.2-6).

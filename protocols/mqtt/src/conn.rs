@@ -209,6 +209,10 @@ pub async fn run<R, W>(
     }
     // Abnormal ends (EOF without DISCONNECT, errors) publish the will here.
     session.release();
+    // A delayed will or a session expiry outlives the connection.
+    if let Some(d) = session.take_deferred() {
+        tokio::spawn(shared.clone().run_deferred(d));
+    }
     // Takeover and shutdown leave the loop right after the session wrote
     // its DISCONNECT (0x8E, 0x8B): send it, bounded, so a peer that does
     // not read cannot hold the task.

@@ -116,6 +116,9 @@ impl Session {
 
         // Takeover: a second connection with this id ends the first.
         let key = (vhost.name.clone(), self.client_id.clone());
+        // A delayed will or session expiry of a previous connection is
+        // called off: the client is back (MQTT-3.1.3-9).
+        self.shared.cancel_pending(&key);
         let me = super::Client {
             conn_id: self.conn_id,
             stop: self.takeover.clone(),
@@ -129,6 +132,14 @@ impl Session {
         let saved = self.shared.saved.lock().remove(&key);
         let saved = if discard { None } else { saved };
         self.persistent = persistent;
+        self.session_expiry = match self.protocol {
+            Protocol::V5 => props
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval)
+                .unwrap_or(0),
+            // 3.1.1 persistent sessions never expire.
+            Protocol::V4 => u32::MAX,
+        };
 
         let durable_name = format!("mqtt-session-{}", self.client_id);
         let existed = vhost.queue(&durable_name, self.conn_id).is_ok();

@@ -169,18 +169,32 @@ impl Session {
             .put(&vhost.name, topic_name, message);
     }
 
-    /// Publish the will (an MQTT 5 will delay is not honoured: it is
-    /// published at once).
+    /// Publish the will now, or — for an MQTT 5 will delay on a session
+    /// that outlives the connection — hand it to [`Session::take_deferred`]
+    /// (published when the delay or the session ends, unless the client
+    /// reconnects first; MQTT-3.1.3-9).
     pub(super) fn publish_will(&mut self, vhost: &Vhost, will: v5::LastWill) {
         if topic::check_name(&will.topic).is_err() {
             return;
         }
+        let delay = will
+            .properties
+            .as_ref()
+            .and_then(|p| p.delay_interval)
+            .unwrap_or(0);
         let carried = will.properties.as_ref().map(Carried::from);
         let msg = self.message(&will.topic, will.qos, will.message, carried, will.retain);
-        if will.retain {
-            self.retain(vhost, &will.topic, msg.clone());
+        let deferred = super::DeferredWill {
+            topic: will.topic,
+            retain: will.retain,
+            message: msg,
+        };
+        if delay > 0 && self.persistent && self.session_expiry > 0 {
+            let after = std::time::Duration::from_secs(u64::from(delay.min(self.session_expiry)));
+            self.deferred_will = Some((after, deferred));
+        } else {
+            self.shared.publish_will(&vhost.name, deferred);
         }
-        let _ = vhost.publish(msg, false);
     }
 
     /// Queue an acknowledgement behind earlier ones, released when durable.

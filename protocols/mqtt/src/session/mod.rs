@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use switchyard_engine::exchange::topic::TopicTrie;
 use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Vhost};
@@ -65,6 +66,30 @@ pub struct Shared {
     clients: Mutex<HashMap<(String, String), Client>>,
     /// Persistent sessions' protocol state while no connection holds it.
     saved: Mutex<HashMap<(String, String), Saved>>,
+    /// Delayed wills and session expiries waiting, by (vhost, client id);
+    /// cancelled when the client connects again.
+    pending: Mutex<HashMap<(String, String), CancellationToken>>,
+}
+
+/// A will message ready to publish.
+#[derive(Debug)]
+pub struct DeferredWill {
+    topic: String,
+    retain: bool,
+    message: switchyard_model::Message,
+}
+
+/// What a session leaves to happen after its connection ended (MQTT 5):
+/// a delayed will, and the end of a session with an expiry interval. The
+/// connection task waits for them ([`Shared::run_deferred`]).
+#[derive(Debug)]
+pub struct Deferred {
+    key: (String, String),
+    will: Option<(Duration, DeferredWill)>,
+    expiry: Option<Duration>,
+    /// Registered in [`Shared`] before the session let go of its client
+    /// id, so a reconnect that follows can always cancel it.
+    token: CancellationToken,
 }
 
 impl Shared {
@@ -74,7 +99,80 @@ impl Shared {
             broker,
             clients: Mutex::new(HashMap::new()),
             saved: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Publish a will (and retain it if asked).
+    fn publish_will(&self, vhost: &str, will: DeferredWill) {
+        let Some(v) = self.broker.vhost(vhost) else {
+            return;
+        };
+        if will.retain {
+            let kept = (!will.message.body.is_empty()).then(|| will.message.clone());
+            self.broker.retained().put(vhost, &will.topic, kept);
+        }
+        let _ = v.publish(will.message, false);
+    }
+
+    /// End a persistent session whose expiry interval passed: its queue
+    /// (with subscriptions and messages) and protocol state go.
+    fn expire_session(&self, key: &(String, String)) {
+        if self.clients.lock().contains_key(key) {
+            return;
+        }
+        self.saved.lock().remove(key);
+        if let Some(v) = self.broker.vhost(&key.0) {
+            let del = switchyard_engine::Command::DeleteQueue {
+                name: format!("mqtt-session-{}", key.1),
+                if_unused: false,
+                if_empty: false,
+            };
+            let _ = v.apply(del, 0);
+        }
+    }
+
+    /// Register a deferred action for `key` (replacing an older one).
+    fn register_pending(&self, key: &(String, String)) -> CancellationToken {
+        let token = CancellationToken::new();
+        if let Some(old) = self.pending.lock().insert(key.clone(), token.clone()) {
+            old.cancel();
+        }
+        token
+    }
+
+    /// Cancel what a previous connection of `key` left pending (its client
+    /// is back).
+    fn cancel_pending(&self, key: &(String, String)) {
+        if let Some(t) = self.pending.lock().remove(key) {
+            t.cancel();
+        }
+    }
+
+    /// Carry out `d` when its time comes, unless the client reconnects
+    /// first. Run it on its own task.
+    pub async fn run_deferred(self: Arc<Self>, d: Deferred) {
+        let token = d.token.clone();
+        let started = tokio::time::Instant::now();
+        if let Some((after, will)) = d.will {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep_until(started + after) => {}
+            }
+            self.publish_will(&d.key.0, will);
+        }
+        if let Some(after) = d.expiry {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep_until(started + after) => {}
+            }
+            self.expire_session(&d.key);
+        }
+        let mut pending = self.pending.lock();
+        // Done: forget it, unless a newer entry replaced it meanwhile.
+        if pending.get(&d.key).is_some_and(|t| !t.is_cancelled()) {
+            pending.remove(&d.key);
+        }
     }
 
     /// Before a CONNECT for `client_id` (in the vhost its username selects)
@@ -217,6 +315,12 @@ pub struct Session {
     finished: CancellationToken,
     /// Clean session = 0: protocol state is saved on release.
     persistent: bool,
+    /// MQTT 5 session expiry interval in seconds (`u32::MAX`: never).
+    session_expiry: u32,
+    /// A will waiting for its delay (MQTT 5).
+    deferred_will: Option<(Duration, DeferredWill)>,
+    /// What outlives the connection, once released.
+    deferred: Option<Deferred>,
     /// Packet ids to reuse for redeliveries, restored from a saved session.
     saved_pkids: HashMap<u64, u16>,
     throttle: Option<Arc<Queue>>,
@@ -265,6 +369,9 @@ impl Session {
             takeover: CancellationToken::new(),
             finished: CancellationToken::new(),
             persistent: false,
+            session_expiry: 0,
+            deferred_will: None,
+            deferred: None,
             saved_pkids: HashMap::new(),
             throttle: None,
             released: false,
@@ -332,6 +439,33 @@ impl Session {
         self.protocol
     }
 
+    /// What must happen after the connection ended, prepared by
+    /// [`Session::release`]: a delayed will, a session expiry. `None` for
+    /// 3.1.1 and for MQTT 5 sessions that end with the connection or never
+    /// expire. The connection task runs it ([`Shared::run_deferred`]).
+    pub fn take_deferred(&mut self) -> Option<Deferred> {
+        self.deferred.take()
+    }
+
+    /// Build and register what outlives the connection (in `release`,
+    /// before the session lets go of its client id).
+    fn prepare_deferred(&mut self, vhost: &str) {
+        let will = self.deferred_will.take();
+        let expiry = (self.persistent && self.session_expiry != u32::MAX)
+            .then(|| Duration::from_secs(u64::from(self.session_expiry)));
+        if will.is_none() && expiry.is_none() {
+            return;
+        }
+        let key = (vhost.to_owned(), self.client_id.clone());
+        let token = self.shared.register_pending(&key);
+        self.deferred = Some(Deferred {
+            key,
+            will,
+            expiry,
+            token,
+        });
+    }
+
     /// Handle one decoded packet.
     pub fn handle_packet(&mut self, p: Packet) {
         match (self.phase, p) {
@@ -356,9 +490,10 @@ impl Session {
                     self.will = None;
                 }
                 // MQTT 5 may end the session with the connection.
-                let expiry = d.properties.and_then(|p| p.session_expiry_interval);
-                if expiry == Some(0) {
-                    self.persistent = false;
+                match d.properties.and_then(|p| p.session_expiry_interval) {
+                    Some(0) => self.persistent = false,
+                    Some(e) => self.session_expiry = e,
+                    None => {}
                 }
                 self.phase = Phase::Closed;
                 self.release();
@@ -525,6 +660,7 @@ impl Session {
             let _ = vhost.apply(del, self.conn_id);
         }
         vhost.drop_connection(self.conn_id);
+        self.prepare_deferred(&vhost.name);
         self.finished.cancel();
     }
 }

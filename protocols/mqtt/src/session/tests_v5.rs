@@ -307,3 +307,65 @@ fn persistent_session_by_expiry_and_takeover_says_why() {
     b.handle_packet(Packet::Connect(c));
     assert!(matches!(&out(&mut b)[0], Packet::ConnAck(a) if a.session_present));
 }
+
+#[test]
+fn delayed_will_and_session_expiry_are_deferred() {
+    let sh = shared();
+    let mut s = session(&sh);
+    let mut c = Connect::new("deferred");
+    c.clean_session = false;
+    c.properties = Some(ConnectProperties {
+        session_expiry_interval: Some(30),
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: vec![],
+        authentication_method: None,
+        authentication_data: None,
+    });
+    let mut will = v5::LastWill::new("gone/deferred", "bye", QoS::AtMostOnce, false);
+    will.properties = Some(v5::WillProperties {
+        delay_interval: Some(5),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![],
+    });
+    c.last_will = Some(will);
+    s.handle_packet(Packet::Connect(c));
+    out(&mut s);
+    // A watcher sees no will at the abnormal end: it waits for its delay.
+    let mut watcher = session(&sh);
+    connect(&mut watcher, "watcher", None);
+    let mut sub = Subscribe::new("gone/#", QoS::AtMostOnce);
+    sub.pkid = 1;
+    watcher.handle_packet(Packet::Subscribe(sub));
+    out(&mut watcher);
+    s.handle_keepalive_timeout();
+    assert!(publishes(&out(&mut watcher)).is_empty(), "will held back");
+    let d = s.take_deferred().expect("deferred will and expiry");
+    assert_eq!(d.will.as_ref().map(|(after, _)| after.as_secs()), Some(5));
+    assert_eq!(d.expiry.map(|e| e.as_secs()), Some(30));
+    // The client coming back calls it off.
+    let mut back = session(&sh);
+    let mut again = Connect::new("deferred");
+    again.clean_session = false;
+    back.handle_packet(Packet::Connect(again));
+    assert!(
+        d.token.is_cancelled(),
+        "reconnect cancels the deferred will"
+    );
+
+    // 3.1.1 sessions defer nothing.
+    let mut v4 = session(&sh);
+    let mut c = Connect::new("v4-none");
+    c.protocol = Protocol::V4;
+    c.clean_session = false;
+    v4.handle_packet(Packet::Connect(c));
+    v4.handle_keepalive_timeout();
+    assert!(v4.take_deferred().is_none());
+}
