@@ -466,6 +466,12 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) {
     let r = match protocol {
         Protocol::V5 => match packet {
             Packet::Connect(p) => p.write(out),
+            // mqttbytes leaves out the property length of a CONNACK without
+            // properties, which MQTT 5 requires (3.2.2.3.1): write it.
+            Packet::ConnAck(p) if p.properties.is_none() => {
+                out.extend_from_slice(&[0x20, 0x03, u8::from(p.session_present), p.code as u8, 0]);
+                Ok(5)
+            }
             Packet::ConnAck(p) => p.write(out),
             Packet::Publish(p) => p.write(out),
             Packet::PubAck(p) => p.write(out),
@@ -625,6 +631,33 @@ mod tests {
             encode(&Packet::Connect(c.clone()), protocol, &mut bytes);
             let got = Decoder::new(1024).decode(&mut bytes);
             assert_eq!(got, Ok(Some(Packet::Connect(c))), "{protocol:?}");
+        }
+    }
+
+    #[test]
+    fn v5_acks_without_properties_decode() {
+        let packets = [
+            Packet::ConnAck(v5::ConnAck::new(
+                v5::ConnectReturnCode::ProtocolError,
+                false,
+            )),
+            Packet::SubAck(v5::SubAck::new(3, vec![v5::SubscribeReasonCode::QoS1])),
+            Packet::UnsubAck({
+                let mut a = v5::UnsubAck::new(4);
+                a.reasons = vec![v5::UnsubAckReason::Success];
+                a
+            }),
+            Packet::PubAck(v5::PubAck::new(5)),
+            Packet::PubRec(v5::PubRec::new(6)),
+            Packet::PubComp(v5::PubComp::new(7)),
+        ];
+        for p in packets {
+            let mut out = BytesMut::new();
+            encode(&p, Protocol::V5, &mut out);
+            let mut dec = Decoder::with_protocol(1024, Protocol::V5);
+            let got = dec.decode(&mut out);
+            assert!(matches!(got, Ok(Some(_))), "{p:?} → {got:?}");
+            assert!(out.is_empty());
         }
     }
 
