@@ -67,6 +67,10 @@ fn reserved(name: &str) -> bool {
     name.starts_with("amq.")
 }
 
+/// Queues behind AMQP direct reply-to (`amq.rabbitmq.reply-to`): the one
+/// reserved prefix an adapter may declare, and only as an exclusive queue.
+pub const DIRECT_REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
 impl Vhost {
     pub(crate) fn new(
         name: &str,
@@ -304,7 +308,9 @@ impl Vhost {
         }
         if spec.name.is_empty() {
             spec.name = generated_name();
-        } else if reserved(&spec.name) {
+        } else if reserved(&spec.name)
+            && !(spec.exclusive_owner.is_some() && spec.name.starts_with(DIRECT_REPLY_TO_PREFIX))
+        {
             return Err(EngineError::AccessRefused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
                 spec.name

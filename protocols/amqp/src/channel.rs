@@ -79,6 +79,8 @@ pub(crate) struct Channel {
     pub(crate) tx: Option<TxBuffer>,
     /// Last queue declared on this channel (empty queue names refer to it).
     pub(crate) last_queue: Option<String>,
+    /// The queue behind this channel's direct reply-to consumer.
+    pub(crate) reply_queue: Option<String>,
 }
 
 impl Channel {

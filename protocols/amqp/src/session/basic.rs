@@ -10,8 +10,11 @@ use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
-use switchyard_engine::{Consumer, ConsumerSpec};
-use switchyard_model::Message;
+use switchyard_engine::{Command, Consumer, ConsumerSpec, DIRECT_REPLY_TO_PREFIX, QueueSpec};
+use switchyard_model::{FieldTable, Message};
+
+/// The pseudo-queue of direct reply-to.
+pub(super) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Publishes (and separately, acknowledgements) one transaction may buffer;
 /// a bound so a client cannot grow broker memory without limit.
@@ -170,7 +173,16 @@ impl Session {
         let Some(inc) = ch.incoming.take() else {
             return Ok(());
         };
-        let (properties, _) = inc.header.unwrap_or_default();
+        let (mut properties, _) = inc.header.unwrap_or_default();
+        if properties.reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
+            let Some(name) = ch.reply_queue.clone() else {
+                return Err(AmqpError::channel(
+                    ReplyCode::PRECONDITION_FAILED,
+                    "fast reply consumer does not exist",
+                ));
+            };
+            properties.reply_to = Some(name);
+        }
         let body = inc.single.unwrap_or_else(|| inc.body.freeze());
         let message = Message {
             exchange: inc.publish.exchange.as_str().to_owned(),
@@ -239,9 +251,46 @@ impl Session {
         Ok(())
     }
 
+    /// Direct reply-to (as RabbitMQ): consuming the pseudo-queue
+    /// `amq.rabbitmq.reply-to` (no-ack only) gives the channel a private
+    /// queue `amq.rabbitmq.reply-to.<id>`; a publish on the channel with
+    /// `reply_to = amq.rabbitmq.reply-to` carries that name instead, so a
+    /// responder on any protocol answers through the default exchange.
+    fn reply_to_queue(&mut self, id: u16, no_ack: bool) -> Result<String, AmqpError> {
+        if !no_ack {
+            return Err(AmqpError::channel(
+                ReplyCode::PRECONDITION_FAILED,
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        if let Some(name) = self.channel_mut(id)?.reply_queue.clone() {
+            return Ok(name);
+        }
+        let vhost = self.vhost()?.clone();
+        let name = format!(
+            "{DIRECT_REPLY_TO_PREFIX}{}.{id}.{}",
+            self.conn_id,
+            rand_suffix()
+        );
+        let spec = QueueSpec {
+            name: name.clone(),
+            durable: false,
+            exclusive_owner: Some(self.conn_id),
+            auto_delete: true,
+            arguments: FieldTable::new(),
+        };
+        vhost.apply(Command::DeclareQueue(spec), self.conn_id)?;
+        self.channel_mut(id)?.reply_queue = Some(name.clone());
+        Ok(name)
+    }
+
     fn consume(&mut self, id: u16, c: basic::Consume) -> Result<(), AmqpError> {
         let vhost = self.vhost()?.clone();
-        let name = self.queue_name(id, c.queue.as_str())?;
+        let name = if c.queue.as_str() == DIRECT_REPLY_TO {
+            self.reply_to_queue(id, c.no_ack)?
+        } else {
+            self.queue_name(id, c.queue.as_str())?
+        };
         let queue = vhost.queue(&name, self.conn_id)?;
         let outbox = self.outbox.clone();
         let max_consumers = self.config.max_consumers_per_channel;

@@ -2,6 +2,7 @@
 //! exchange and queue classes (topology changes through engine commands).
 
 use super::Session;
+use super::basic::DIRECT_REPLY_TO;
 use crate::codec::Frame;
 use crate::convert::table_in;
 use crate::error::{AmqpError, ReplyCode};
@@ -259,6 +260,15 @@ impl Session {
                     let (m, c) = q.counts();
                     (name, m, c)
                 } else {
+                    if d.queue.as_str().starts_with(DIRECT_REPLY_TO) {
+                        return Err(AmqpError::channel(
+                            ReplyCode::ACCESS_REFUSED,
+                            format!(
+                                "queue name '{}' is reserved for direct reply-to",
+                                d.queue.as_str()
+                            ),
+                        ));
+                    }
                     let spec = QueueSpec {
                         name: d.queue.as_str().to_owned(),
                         durable: d.durable,
