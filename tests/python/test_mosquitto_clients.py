@@ -24,6 +24,7 @@ whose ports change on every restart.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -66,6 +67,7 @@ def _env() -> dict[str, str]:
     global _CONFIG_DIR
     if _CONFIG_DIR is None:
         _CONFIG_DIR = tempfile.mkdtemp(prefix="mosquitto-clients-config-")
+        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
     env = dict(os.environ)
     env["XDG_CONFIG_HOME"] = _CONFIG_DIR
     return env

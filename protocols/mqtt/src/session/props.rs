@@ -9,6 +9,8 @@
 //! | payload format indicator | header `x-mqtt-payload-format` |
 //! | user properties | headers; a repeated key becomes an array of strings |
 //!
+//! | (no MQTT 5 field) message id, type, priority, timestamp, app id, user id, content encoding | user properties `amqp-message-id`, `amqp-type`, `amqp-priority`, `amqp-timestamp`, `amqp-app-id`, `amqp-user-id`, `amqp-content-encoding` (read back into the properties when an MQTT 5 client publishes them) |
+//!
 //! Going out, every other header becomes a user property, rendered as
 //! text ([`FieldValue::to_text`]); arrays become one property per element.
 //! Headers the MQTT adapter itself sets (`x-mqtt-*`) stay in the broker.
@@ -59,10 +61,57 @@ impl<'a> From<&'a WillProperties> for Carried<'a> {
     }
 }
 
+/// Properties MQTT 5 has no field for, carried as user properties.
+const CARRIED_AS_USER_PROPERTY: [&str; 7] = [
+    "amqp-message-id",
+    "amqp-type",
+    "amqp-priority",
+    "amqp-timestamp",
+    "amqp-app-id",
+    "amqp-user-id",
+    "amqp-content-encoding",
+];
+
+/// Set a property from its `amqp-*` user property; false if `k` is not one.
+fn property_from_user(k: &str, v: &str, p: &mut Properties) -> bool {
+    match k {
+        "amqp-message-id" => p.message_id = Some(v.to_owned()),
+        "amqp-type" => p.kind = Some(v.to_owned()),
+        "amqp-priority" => p.priority = v.trim().parse().ok(),
+        "amqp-timestamp" => p.timestamp = v.trim().parse().ok(),
+        "amqp-app-id" => p.app_id = Some(v.to_owned()),
+        "amqp-user-id" => p.user_id = Some(v.to_owned()),
+        "amqp-content-encoding" => p.content_encoding = Some(v.to_owned()),
+        _ => return false,
+    }
+    true
+}
+
+/// The `amqp-*` user properties for what `p` has and MQTT 5 cannot say.
+fn user_from_properties(p: &Properties, out: &mut Vec<(String, String)>) {
+    let values = [
+        p.message_id.clone(),
+        p.kind.clone(),
+        p.priority.map(|v| v.to_string()),
+        p.timestamp.map(|v| v.to_string()),
+        p.app_id.clone(),
+        p.user_id.clone(),
+        p.content_encoding.clone(),
+    ];
+    for (name, v) in CARRIED_AS_USER_PROPERTY.iter().zip(values) {
+        if let Some(v) = v {
+            out.push(((*name).to_owned(), v));
+        }
+    }
+}
+
 /// Set what `c` carries on `props` and `headers`. User properties are
 /// applied first, so the adapter's own headers, set afterwards, win.
 pub(super) fn apply(c: &Carried<'_>, props: &mut Properties, headers: &mut FieldTable) {
     for (k, v) in c.user_properties {
+        if property_from_user(k, v, props) {
+            continue;
+        }
         let value = FieldValue::string(v.as_str());
         match headers.get_mut(k) {
             None => {
@@ -110,6 +159,7 @@ pub(super) fn for_delivery(
             .map(|c| Bytes::copy_from_slice(c.as_bytes())),
     };
     let mut user_properties = Vec::new();
+    user_from_properties(p, &mut user_properties);
     for (k, v) in headers.into_iter().flatten() {
         if k.starts_with("x-mqtt-") {
             continue;
@@ -207,6 +257,33 @@ mod tests {
             u.sort();
             u
         });
+    }
+
+    #[test]
+    fn properties_without_an_mqtt_field_travel_as_user_properties() {
+        let p = Properties {
+            message_id: Some("m-1".into()),
+            kind: Some("order.created".into()),
+            priority: Some(7),
+            timestamp: Some(1_700_000_000),
+            app_id: Some("shop".into()),
+            user_id: Some("guest".into()),
+            content_encoding: Some("gzip".into()),
+            ..Properties::default()
+        };
+        let m = Message {
+            exchange: String::new(),
+            routing_key: String::new(),
+            properties: p.clone(),
+            body: Bytes::new(),
+        };
+        let out = for_delivery(&m, vec![], None).expect("properties");
+        assert_eq!(out.user_properties.len(), 7);
+        let mut back = Properties::default();
+        let mut headers = FieldTable::new();
+        apply(&(&out).into(), &mut back, &mut headers);
+        assert!(headers.is_empty(), "not left as headers: {headers:?}");
+        assert_eq!(back, p);
     }
 
     #[test]
