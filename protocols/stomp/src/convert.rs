@@ -112,13 +112,21 @@ pub(crate) fn headers_for_message(props: &Properties, out: &mut Vec<(String, Str
     }
     put("priority", props.priority.map(|p| p.to_string()));
     put("correlation-id", props.correlation_id.clone());
-    // A bare queue name (the usual AMQP reply-to) is not a STOMP
-    // destination; `/reply-queue/` makes it one a STOMP client can SEND to.
+    // A reply-to must be a destination a STOMP client can SEND to: an MQTT
+    // response topic becomes `/topic/<routing key>` (it answers through
+    // `amq.topic`), a bare queue name (the usual AMQP reply-to)
+    // `/reply-queue/<name>`.
+    let from_mqtt = props
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.contains_key("x-mqtt-publish-qos"));
     put(
         "reply-to",
         props.reply_to.as_ref().map(|r| {
             if r.starts_with('/') {
                 r.clone()
+            } else if from_mqtt {
+                format!("/topic/{}", mqtt_topic_to_key(r))
             } else {
                 format!("/reply-queue/{r}")
             }
@@ -138,6 +146,18 @@ pub(crate) fn headers_for_message(props: &Properties, out: &mut Vec<(String, Str
             }
         }
     }
+}
+
+/// An MQTT topic as the `amq.topic` routing key (`/` and `.` swap).
+fn mqtt_topic_to_key(topic: &str) -> String {
+    topic
+        .chars()
+        .map(|c| match c {
+            '/' => '.',
+            '.' => '/',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]

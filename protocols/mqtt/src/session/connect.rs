@@ -151,74 +151,24 @@ impl Session {
             };
             let _ = vhost.apply(del, self.conn_id);
         }
-        let spec = if persistent {
-            QueueSpec {
+        self.receive_max = receive_max;
+        // A persistent session's queue exists now (it may hold messages and
+        // subscriptions); a clean session's is made at its first SUBSCRIBE,
+        // so an idle device that only publishes costs no queue.
+        if persistent {
+            let spec = QueueSpec {
                 name: durable_name,
                 durable: true,
                 exclusive_owner: None,
                 auto_delete: false,
                 arguments: FieldTable::new(),
-            }
-        } else {
-            // A session without expiry lives and dies with this connection.
-            QueueSpec {
-                name: format!("mqtt-session-{}-{}", self.client_id, self.conn_id),
-                durable: false,
-                exclusive_owner: Some(self.conn_id),
-                auto_delete: false,
-                arguments: FieldTable::new(),
-            }
-        };
-        let name = spec.name.clone();
-        let queue = vhost
-            .apply(Command::DeclareQueue(spec), self.conn_id)
-            .and_then(|_| vhost.queue(&name, self.conn_id));
-        let queue = match queue {
-            Ok(q) => q,
-            Err(e) => {
+            };
+            if let Err(e) = self.open_session_queue(spec) {
                 tracing::warn!(error = %e, "cannot create MQTT session queue");
                 return self.refuse(ConnectReturnCode::ServerUnavailable, "session queue");
             }
-        };
-        for (source, b) in vhost.bindings_to(&Destination::queue(&name)) {
-            let filter = b
-                .arguments
-                .get("x-mqtt-filter")
-                .and_then(FieldValue::as_str);
-            let qos = b.arguments.get("x-mqtt-qos").and_then(FieldValue::as_i64);
-            let qos = qos
-                .and_then(|q| u8::try_from(q).ok())
-                .and_then(|q| mqttbytes::qos(q).ok());
-            if let (true, Some(filter), Some(qos)) = (source == TOPIC_EXCHANGE, filter, qos) {
-                let flag = |k: &str| b.arguments.get(k).and_then(FieldValue::as_bool) == Some(true);
-                let options = SubOptions {
-                    qos,
-                    no_local: flag("x-mqtt-no-local"),
-                    retain_as_published: flag("x-mqtt-retain-as-published"),
-                    id: b
-                        .arguments
-                        .get("x-mqtt-subscription-id")
-                        .and_then(FieldValue::as_i64)
-                        .and_then(|i| usize::try_from(i).ok()),
-                };
-                self.matcher.insert(&b.routing_key, filter.to_owned());
-                self.subs.insert(filter.to_owned(), options);
-            }
+            self.restore_subscriptions();
         }
-        let consumer_spec = ConsumerSpec {
-            tag: format!("mqtt-{}", self.conn_id),
-            channel: 0,
-            no_ack: false,
-            exclusive: false,
-            // The client's receive maximum bounds what is in flight to it.
-            prefetch: u32::from(self.config.max_inflight.min(receive_max)),
-            arguments: FieldTable::new(),
-        };
-        let consumer = Arc::new(Consumer::new(
-            consumer_spec,
-            self.credit.clone(),
-            self.outbox.clone(),
-        ));
         let mut ack = v5::ConnAck::new(ConnectReturnCode::Success, existed && !discard);
         if self.protocol == Protocol::V5 {
             let mut p = v5::ConnAckProperties::new();
@@ -249,12 +199,83 @@ impl Session {
                 self.send(Packet::PubRel(v5::PubRel::new(pkid)));
             }
         }
-        self.queue = Some(queue.clone());
-        self.consumer = Some(consumer.clone());
         self.phase = Phase::Connected;
-        if let Err(e) = queue.add_consumer(consumer) {
-            tracing::warn!(error = %e, "cannot consume MQTT session queue");
-            self.phase = Phase::Closed;
+    }
+
+    /// Declare the session queue and consume it.
+    fn open_session_queue(&mut self, spec: QueueSpec) -> Result<(), EngineError> {
+        let Some(vhost) = self.vhost.clone() else {
+            return Ok(());
+        };
+        let name = spec.name.clone();
+        vhost.apply(Command::DeclareQueue(spec), self.conn_id)?;
+        let queue = vhost.queue(&name, self.conn_id)?;
+        let consumer_spec = ConsumerSpec {
+            tag: format!("mqtt-{}", self.conn_id),
+            channel: 0,
+            no_ack: false,
+            exclusive: false,
+            // The client's receive maximum bounds what is in flight to it.
+            prefetch: u32::from(self.config.max_inflight.min(self.receive_max)),
+            arguments: FieldTable::new(),
+        };
+        let consumer = Arc::new(Consumer::new(
+            consumer_spec,
+            self.credit.clone(),
+            self.outbox.clone(),
+        ));
+        queue.add_consumer(consumer.clone())?;
+        self.queue = Some(queue);
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+
+    /// A clean session's queue, made on first use (exclusive to the
+    /// connection, deleted with it).
+    fn ensure_session_queue(&mut self) -> Result<(), EngineError> {
+        if self.queue.is_some() {
+            return Ok(());
+        }
+        let spec = QueueSpec {
+            name: format!("mqtt-session-{}-{}", self.client_id, self.conn_id),
+            durable: false,
+            exclusive_owner: Some(self.conn_id),
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        self.open_session_queue(spec)
+    }
+
+    /// Take back the subscriptions a persistent session's queue is bound
+    /// with (their options are in the binding arguments).
+    fn restore_subscriptions(&mut self) {
+        let (Some(vhost), Some(queue)) = (self.vhost.clone(), self.queue.clone()) else {
+            return;
+        };
+        for (source, b) in vhost.bindings_to(&Destination::queue(queue.name())) {
+            let filter = b
+                .arguments
+                .get("x-mqtt-filter")
+                .and_then(FieldValue::as_str);
+            let qos = b.arguments.get("x-mqtt-qos").and_then(FieldValue::as_i64);
+            let qos = qos
+                .and_then(|q| u8::try_from(q).ok())
+                .and_then(|q| mqttbytes::qos(q).ok());
+            if let (true, Some(filter), Some(qos)) = (source == TOPIC_EXCHANGE, filter, qos) {
+                let flag = |k: &str| b.arguments.get(k).and_then(FieldValue::as_bool) == Some(true);
+                let options = SubOptions {
+                    qos,
+                    no_local: flag("x-mqtt-no-local"),
+                    retain_as_published: flag("x-mqtt-retain-as-published"),
+                    id: b
+                        .arguments
+                        .get("x-mqtt-subscription-id")
+                        .and_then(FieldValue::as_i64)
+                        .and_then(|i| usize::try_from(i).ok()),
+                };
+                self.matcher.insert(&b.routing_key, filter.to_owned());
+                self.subs.insert(filter.to_owned(), options);
+            }
         }
     }
 
@@ -309,6 +330,8 @@ impl Session {
             );
         }
         let v5 = self.protocol == Protocol::V5;
+        let needs_queue = s.filters.iter().any(|f| topic::shared(&f.path).is_none());
+        let queue_failed = needs_queue && self.ensure_session_queue().is_err();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
         for f in &s.filters {
@@ -333,6 +356,10 @@ impl Session {
                     Err(_) => SubscribeReasonCode::Unspecified,
                 };
                 codes.push(code);
+                continue;
+            }
+            if queue_failed {
+                codes.push(SubscribeReasonCode::Unspecified);
                 continue;
             }
             if topic::check_filter(&f.path).is_err() {

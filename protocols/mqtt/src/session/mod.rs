@@ -315,6 +315,8 @@ pub struct Session {
     finished: CancellationToken,
     /// Clean session = 0: protocol state is saved on release.
     persistent: bool,
+    /// The client's receive maximum (MQTT 5; 65535 otherwise).
+    receive_max: u16,
     /// MQTT 5 session expiry interval in seconds (`u32::MAX`: never).
     session_expiry: u32,
     /// A will waiting for its delay (MQTT 5).
@@ -369,6 +371,7 @@ impl Session {
             takeover: CancellationToken::new(),
             finished: CancellationToken::new(),
             persistent: false,
+            receive_max: u16::MAX,
             session_expiry: 0,
             deferred_will: None,
             deferred: None,

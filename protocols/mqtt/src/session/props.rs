@@ -77,8 +77,15 @@ fn property_from_user(k: &str, v: &str, p: &mut Properties) -> bool {
     match k {
         "amqp-message-id" => p.message_id = Some(v.to_owned()),
         "amqp-type" => p.kind = Some(v.to_owned()),
-        "amqp-priority" => p.priority = v.trim().parse().ok(),
-        "amqp-timestamp" => p.timestamp = v.trim().parse().ok(),
+        // A value that does not parse stays an ordinary header.
+        "amqp-priority" => match v.trim().parse() {
+            Ok(n) => p.priority = Some(n),
+            Err(_) => return false,
+        },
+        "amqp-timestamp" => match v.trim().parse() {
+            Ok(n) => p.timestamp = Some(n),
+            Err(_) => return false,
+        },
         "amqp-app-id" => p.app_id = Some(v.to_owned()),
         "amqp-user-id" => p.user_id = Some(v.to_owned()),
         "amqp-content-encoding" => p.content_encoding = Some(v.to_owned()),
