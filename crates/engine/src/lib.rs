@@ -13,6 +13,7 @@
 //! [`Vhost::publish`], consume by adding a [`Consumer`] to a [`Queue`], and
 //! settle deliveries with [`Queue::ack`] / [`Queue::requeue`].
 
+mod backpressure;
 mod broker;
 mod command;
 mod consumer;
@@ -25,6 +26,7 @@ mod route;
 pub mod store;
 mod vhost;
 
+pub use backpressure::{STORE_HIGH_WATER, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_VHOST};
 pub use command::{Command, Outcome};
 pub use consumer::{

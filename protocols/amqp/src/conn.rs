@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_engine::{Broker, Durable};
+use switchyard_engine::{Broker, Durable, STORE_HIGH_WATER, wait_durable};
 use switchyard_listener::{Limits, accept_loop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +26,6 @@ use tokio_util::task::TaskTracker;
 /// Stop reading from a client while this many output bytes are unwritten.
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// Stop reading from publishers while the store has this many ops queued.
-const STORE_HIGH_WATER: usize = 200_000;
 /// How long we wait for close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -98,13 +97,6 @@ pub async fn serve(
         async move { run(stream, peer, broker, &config, shutdown).await }
     })
     .await;
-}
-
-async fn wait_ticket(ticket: &mut Option<Durable>) -> bool {
-    match ticket.as_mut() {
-        Some(t) => t.await.is_ok(),
-        None => std::future::pending().await,
-    }
 }
 
 /// Drive one connection to completion.
@@ -180,7 +172,7 @@ pub async fn run(
                 Ok(0) | Err(_) => break,
                 Ok(_) => last_write = Instant::now(),
             },
-            ok = wait_ticket(&mut ticket) => {
+            ok = wait_durable(&mut ticket) => {
                 ticket = None;
                 session.handle_durable(ok);
             }

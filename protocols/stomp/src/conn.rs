@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_engine::Durable;
+use switchyard_engine::{Durable, wait_durable};
 use switchyard_listener::accept_loop;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -75,13 +75,6 @@ pub async fn serve(
         }
     })
     .await;
-}
-
-async fn wait_ticket(ticket: &mut Option<Durable>) -> bool {
-    match ticket.as_mut() {
-        Some(t) => t.await.is_ok(),
-        None => std::future::pending().await,
-    }
 }
 
 fn ms(n: u64) -> Duration {
@@ -174,7 +167,7 @@ pub async fn run<R, W>(
                 Ok(0) | Err(_) => break,
                 Ok(_) => last_write = Instant::now(),
             },
-            ok = wait_ticket(&mut ticket) => {
+            ok = wait_durable(&mut ticket) => {
                 ticket = None;
                 session.handle_durable(ok);
             }

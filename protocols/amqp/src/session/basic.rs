@@ -217,9 +217,7 @@ impl Session {
         let published = vhost
             .publish(message, confirm)
             .map_err(|e| AmqpError::from(e).at(60, 40))?;
-        if published.throttle.is_some() {
-            self.throttle = published.throttle.clone();
-        }
+        self.throttle.note(&published);
         if published.queues == 0
             && let Some((exchange, routing_key, props, body)) = returned
         {

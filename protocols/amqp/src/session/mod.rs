@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use switchyard_engine::inthash::IntMap;
-use switchyard_engine::{Broker, Outbox, OutboxEvent, Queue, Vhost};
+use switchyard_engine::{Broker, Outbox, OutboxEvent, Throttle, Vhost};
 
 /// Limits and defaults offered to clients.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ pub struct Session {
     next_epoch: u64,
     /// A queue this connection published into is full: stop reading until
     /// it drains (TCP backpressure on the publisher).
-    throttle: Option<Arc<Queue>>,
+    throttle: Throttle,
 }
 
 impl std::fmt::Debug for Session {
@@ -139,7 +139,7 @@ impl Session {
             user: String::new(),
             released: false,
             next_epoch: 0,
-            throttle: None,
+            throttle: Throttle::default(),
         }
     }
 
@@ -161,15 +161,7 @@ impl Session {
     /// Whether a queue this connection publishes to is full; clears itself
     /// once the queue drains below its low-water mark.
     pub fn throttled(&mut self) -> bool {
-        if self
-            .throttle
-            .as_ref()
-            .is_some_and(|q| q.is_full() && !q.is_deleted())
-        {
-            return true;
-        }
-        self.throttle = None;
-        false
+        self.throttle.queue_full()
     }
 
     /// The broker stopped (or resumed) reading this connection because a

@@ -61,9 +61,7 @@ impl Session {
     fn route(&mut self, vhost: &Vhost, msg: Message, qos: QoS) -> (Option<Durable>, bool) {
         match vhost.publish(msg, qos != QoS::AtMostOnce) {
             Ok(p) => {
-                if p.throttle.is_some() {
-                    self.throttle = p.throttle;
-                }
+                self.throttle.note(&p);
                 (p.durable, p.queues > 0)
             }
             Err(e) => {

@@ -27,11 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::exchange::topic::TopicTrie;
 use switchyard_engine::inthash::IntMap;
-use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Vhost};
+use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Throttle, Vhost};
 use tokio_util::sync::CancellationToken;
-
-/// Stop reading publishers while the store has this many ops queued.
-const STORE_HIGH_WATER: usize = 200_000;
 
 /// A connected client, as the takeover registry knows it.
 #[derive(Debug)]
@@ -325,7 +322,7 @@ pub struct Session {
     deferred: Option<Deferred>,
     /// Packet ids to reuse for redeliveries, restored from a saved session.
     saved_pkids: HashMap<u64, u16>,
-    throttle: Option<Arc<Queue>>,
+    throttle: Throttle,
     released: bool,
 }
 
@@ -376,7 +373,7 @@ impl Session {
             deferred_will: None,
             deferred: None,
             saved_pkids: HashMap::new(),
-            throttle: None,
+            throttle: Throttle::default(),
             released: false,
         }
     }
@@ -419,18 +416,7 @@ impl Session {
     /// Whether a queue this client publishes to is full, or the store is
     /// behind: stop reading the socket until it clears.
     pub fn throttled(&mut self) -> bool {
-        if self.shared.broker.store().backlog() > STORE_HIGH_WATER {
-            return true;
-        }
-        if self
-            .throttle
-            .as_ref()
-            .is_some_and(|q| q.is_full() && !q.is_deleted())
-        {
-            return true;
-        }
-        self.throttle = None;
-        false
+        self.throttle.paused(self.shared.broker.store().as_ref())
     }
 
     fn send(&mut self, p: Packet) {

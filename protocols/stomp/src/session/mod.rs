@@ -20,11 +20,8 @@ use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Vhost};
+use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Throttle, Vhost};
 use tokio::sync::oneshot::error::TryRecvError;
-
-/// Stop reading publishers while the store has this many ops queued.
-const STORE_HIGH_WATER: usize = 200_000;
 
 /// State shared by all STOMP connections of a broker.
 #[derive(Debug)]
@@ -168,7 +165,7 @@ pub struct Session {
     /// An ERROR waiting for the RECEIPTs owed before it.
     pending_error: Option<Frame>,
     out: BytesMut,
-    throttle: Option<Arc<Queue>>,
+    throttle: Throttle,
     released: bool,
 }
 
@@ -205,7 +202,7 @@ impl Session {
             receipts: VecDeque::new(),
             pending_error: None,
             out: BytesMut::new(),
-            throttle: None,
+            throttle: Throttle::default(),
             released: false,
         }
     }
@@ -239,18 +236,7 @@ impl Session {
     /// Whether a queue this client publishes to is full, or the store is
     /// behind: stop reading the socket until it clears.
     pub fn throttled(&mut self) -> bool {
-        if self.shared.broker.store().backlog() > STORE_HIGH_WATER {
-            return true;
-        }
-        if self
-            .throttle
-            .as_ref()
-            .is_some_and(|q| q.is_full() && !q.is_deleted())
-        {
-            return true;
-        }
-        self.throttle = None;
-        false
+        self.throttle.paused(self.shared.broker.store().as_ref())
     }
 
     fn send(&mut self, frame: &Frame) {

@@ -75,9 +75,7 @@ impl Session {
             body: frame.body.clone(),
         };
         let published = vhost.publish(message, persistent)?;
-        if published.throttle.is_some() {
-            self.throttle = published.throttle;
-        }
+        self.throttle.note(&published);
         Ok(published.durable)
     }
 
