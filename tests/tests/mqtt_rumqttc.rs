@@ -1131,6 +1131,44 @@ async fn inbound_qos2_state_survives_reconnect_of_persistent_session() {
     sub.assert_no_publish(Duration::from_secs(1)).await;
 }
 
+// The same across a broker restart: the session's protocol state is in the
+// store with its queue, so the retransmitted PUBLISH is still not routed a
+// second time, and the outbound PUBREL owed before the restart is re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_session_state_survives_broker_restart() {
+    let mut broker = Broker::start();
+    let addr = broker.mqtt_addr();
+    // A persistent subscriber session counts deliveries across the restart.
+    let (mut sub, _) = Mq::connect(persistent_opts(addr, "eo4-sub")).await;
+    sub.subscribe("eo4/#", QoS::ExactlyOnce).await;
+    sub.disconnect().await;
+    blocking(move || {
+        let (mut m, _) = RawMqtt::connect(addr, "eo4-raw", false);
+        m.send(&publish_packet("eo4/x", 2, 9, false, b"once"));
+        m.expect_ack(PUBREC, 9);
+    })
+    .await;
+    // Give the released session a moment to be written, then a graceful
+    // stop (the store is flushed) and a restart.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = broker.stop();
+    assert!(status.success(), "graceful stop: {status:?}");
+    broker.restart();
+    let addr = broker.mqtt_addr();
+    blocking(move || {
+        let (mut m, present) = RawMqtt::connect(addr, "eo4-raw", false);
+        assert!(present, "session present after the restart");
+        m.send(&publish_packet("eo4/x", 2, 9, true, b"once"));
+        m.expect_ack(PUBREC, 9);
+        m.send(&ack_packet(PUBREL, 9));
+        m.expect_ack(PUBCOMP, 9);
+    })
+    .await;
+    let (mut sub, _) = Mq::connect(persistent_opts(addr, "eo4-sub")).await;
+    assert_eq!(text(&sub.next_publish().await), "once");
+    sub.assert_no_publish(Duration::from_secs(1)).await;
+}
+
 // Once the broker has sent PUBREL for an outbound QoS 2 message it must not
 // send that PUBLISH again (4.3.3-1); after a reconnect of the persistent
 // session it re-sends the PUBREL (4.4.0-1).

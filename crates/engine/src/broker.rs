@@ -20,6 +20,8 @@ pub struct Broker {
     /// Most queues per vhost, shared with every vhost.
     max_queues: Arc<AtomicUsize>,
     retained: Retained,
+    /// Adapters' state records recovered at start-up, until taken.
+    recovered_state: parking_lot::Mutex<Vec<(String, String, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -37,6 +39,7 @@ impl Broker {
             store: store.clone(),
             vhosts: RwLock::new(HashMap::new()),
             queue_ids: Arc::new(AtomicU64::new(next_id)),
+            recovered_state: parking_lot::Mutex::new(snapshot.state.clone()),
             connection_ids: AtomicU64::new(1),
             max_queues: Arc::new(AtomicUsize::new(usize::MAX)),
             retained: Retained::new(store.clone()),
@@ -93,6 +96,32 @@ impl Broker {
             "recovered durable state"
         );
         Ok(Arc::new(broker))
+    }
+
+    /// Take the state records of `namespace` recovered at start-up (once:
+    /// a second call gets none), as `(key, value)`.
+    pub fn take_state(&self, namespace: &str) -> Vec<(String, Vec<u8>)> {
+        let mut all = self.recovered_state.lock();
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|(ns, _, _)| ns == namespace);
+        *all = rest;
+        mine.into_iter().map(|(_, k, v)| (k, v)).collect()
+    }
+
+    /// Write an adapter's state record (`value: None` deletes it). Written
+    /// in order with everything else the store is given.
+    pub fn put_state(&self, namespace: &str, key: &str, value: Option<Vec<u8>>) {
+        let (namespace, key) = (namespace.to_owned(), key.to_owned());
+        let op = match value {
+            Some(value) => crate::store::StoreOp::PutState {
+                namespace,
+                key,
+                value,
+            },
+            None => crate::store::StoreOp::DeleteState { namespace, key },
+        };
+        self.store.submit(op, None);
     }
 
     /// Create a vhost if it does not exist; returns it either way.

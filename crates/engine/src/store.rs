@@ -128,6 +128,23 @@ pub enum StoreOp {
         /// The message.
         message: Arc<Message>,
     },
+    /// Set an adapter's own durable state under (`namespace`, `key`): bytes
+    /// the engine does not interpret (e.g. an MQTT session's packet ids).
+    PutState {
+        /// Whose state (e.g. `mqtt-session`).
+        namespace: String,
+        /// The record's key within the namespace.
+        key: String,
+        /// The adapter's encoding.
+        value: Vec<u8>,
+    },
+    /// Remove an adapter's state record.
+    DeleteState {
+        /// Whose state.
+        namespace: String,
+        /// The record's key.
+        key: String,
+    },
     /// Clear the retained message of `key` in `vhost`.
     DeleteRetained {
         /// Owning vhost.
@@ -157,6 +174,8 @@ pub struct Snapshot {
     pub messages: Vec<(u64, u64, Message)>,
     /// Retained messages: vhost, key, message.
     pub retained: Vec<(String, String, Message)>,
+    /// Adapters' state records: namespace, key, value.
+    pub state: Vec<(String, String, Vec<u8>)>,
 }
 
 /// Store failure.

@@ -5,7 +5,7 @@
 //! and skipped: one corrupt queue must not keep the broker from starting.
 //! Storage failures (I/O, a damaged B-tree) are returned as errors instead.
 
-use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, RETAINED, VHOSTS};
+use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, RETAINED, STATE, VHOSTS};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
@@ -33,6 +33,7 @@ pub(crate) fn load(db: &Database) -> Result<Snapshot, Error> {
         bindings: bindings(&txn)?,
         messages: messages(&txn)?,
         retained: retained(&txn)?,
+        state: state(&txn)?,
         // Fields the engine may add later start empty rather than breaking
         // this crate's build.
         ..Snapshot::default()
@@ -112,6 +113,22 @@ fn messages(txn: &ReadTransaction) -> Result<Vec<(u64, u64, Message)>, Error> {
             Ok(message) => out.push((queue_id, seq, message)),
             Err(e) => warn!(queue_id, seq, error = %e, "stored message is corrupt; skipped"),
         }
+    }
+    Ok(out)
+}
+
+/// Adapters' state records in key order.
+fn state(txn: &ReadTransaction) -> Result<Vec<(String, String, Vec<u8>)>, Error> {
+    let table = txn.open_table(STATE)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (key, value) = row?;
+        let (namespace, name) = key.value();
+        out.push((
+            namespace.to_owned(),
+            name.to_owned(),
+            value.value().to_vec(),
+        ));
     }
     Ok(out)
 }

@@ -47,6 +47,12 @@ pub(crate) const MESSAGES: TableDefinition<'static, (u64, u64), &[u8]> =
 pub(crate) const RETAINED: TableDefinition<'static, (&str, &str), &[u8]> =
     TableDefinition::new("retained");
 
+/// Adapters' own durable state: `(namespace, key)` → bytes the engine does
+/// not interpret (e.g. MQTT sessions' protocol state). Added without a
+/// format bump, as `RETAINED`.
+pub(crate) const STATE: TableDefinition<'static, (&str, &str), &[u8]> =
+    TableDefinition::new("adapter_state");
+
 /// Everything that can go wrong inside the store. Mapped to the engine's
 /// string-typed [`StoreError`] at the trait boundary.
 #[derive(Debug, Error)]
@@ -156,5 +162,6 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), Error> {
     txn.open_table(BINDINGS)?;
     txn.open_table(MESSAGES)?;
     txn.open_table(RETAINED)?;
+    txn.open_table(STATE)?;
     Ok(())
 }

@@ -326,3 +326,49 @@ fn retained_messages_round_trip_and_clear() {
     assert_eq!(keys, ["a/b", "a/c"]);
     assert_eq!(snapshot.retained[0].2, *message(1));
 }
+
+#[test]
+fn adapter_state_round_trips_and_deletes() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let store = RedbStore::open(dir.path()).expect("open");
+        for (key, value) in [("a", vec![1u8, 2]), ("b", vec![3]), ("gone", vec![4])] {
+            store.submit(
+                StoreOp::PutState {
+                    namespace: "mqtt-session".into(),
+                    key: key.into(),
+                    value,
+                },
+                None,
+            );
+        }
+        store.submit(
+            StoreOp::PutState {
+                namespace: "other".into(),
+                key: "a".into(),
+                value: vec![9],
+            },
+            None,
+        );
+        store.submit(
+            StoreOp::DeleteState {
+                namespace: "mqtt-session".into(),
+                key: "gone".into(),
+            },
+            None,
+        );
+        let (tx, rx) = oneshot::channel();
+        store.submit(StoreOp::Barrier, Some(tx));
+        rx.blocking_recv().expect("durable");
+    }
+    let store = RedbStore::open(dir.path()).expect("reopen");
+    let snapshot = store.load().expect("load");
+    assert_eq!(
+        snapshot.state,
+        [
+            ("mqtt-session".to_owned(), "a".to_owned(), vec![1, 2]),
+            ("mqtt-session".to_owned(), "b".to_owned(), vec![3]),
+            ("other".to_owned(), "a".to_owned(), vec![9]),
+        ]
+    );
+}

@@ -8,7 +8,7 @@
 //! durable tickets and flush markers. One fsync therefore covers every
 //! publisher that arrived while the previous commit was on disk.
 
-use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, RETAINED, VHOSTS};
+use crate::tables::{BINDINGS, EXCHANGES, Error, MESSAGES, QUEUES, RETAINED, STATE, VHOSTS};
 use redb::{Database, Table, WriteTransaction};
 use serde::Serialize;
 use std::sync::Arc;
@@ -174,6 +174,7 @@ struct Tables<'txn> {
     bindings: Table<'txn, &'static [u8], ()>,
     messages: Table<'txn, (u64, u64), &'static [u8]>,
     retained: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    state: Table<'txn, (&'static str, &'static str), &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -185,6 +186,7 @@ impl<'txn> Tables<'txn> {
             bindings: txn.open_table(BINDINGS)?,
             messages: txn.open_table(MESSAGES)?,
             retained: txn.open_table(RETAINED)?,
+            state: txn.open_table(STATE)?,
         })
     }
 
@@ -243,6 +245,17 @@ impl<'txn> Tables<'txn> {
             }
             StoreOp::DeleteRetained { vhost, key } => {
                 self.retained.remove((vhost.as_str(), key.as_str()))?;
+            }
+            StoreOp::PutState {
+                namespace,
+                key,
+                value,
+            } => {
+                self.state
+                    .insert((namespace.as_str(), key.as_str()), value.as_slice())?;
+            }
+            StoreOp::DeleteState { namespace, key } => {
+                self.state.remove((namespace.as_str(), key.as_str()))?;
             }
         }
         Ok(())

@@ -129,7 +129,7 @@ impl Session {
         }
         // Persistent-session protocol state (§4.1) resumes; a clean
         // session discards it.
-        let saved = self.shared.saved.lock().remove(&key);
+        let saved = self.shared.take_saved(&key);
         let saved = if discard { None } else { saved };
         self.persistent = persistent;
         self.session_expiry = match self.protocol {

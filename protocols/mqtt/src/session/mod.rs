@@ -41,9 +41,10 @@ struct Client {
 }
 
 /// Protocol state of a persistent session (clean session = 0) that must
-/// outlive one connection (MQTT 3.1.1 §4.1). Kept in memory: it does not
-/// survive a broker restart, the queue and its bindings do.
-#[derive(Debug, Default)]
+/// outlive one connection (MQTT 3.1.1 §4.1). Kept in memory while the
+/// broker runs and written through the store (namespace [`STATE_NS`]), so
+/// it survives a restart with the session's queue and bindings.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Saved {
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     inbound_qos2: HashSet<u16>,
@@ -53,6 +54,15 @@ struct Saved {
     /// redelivery reuses its packet id.
     pkids: HashMap<u64, u16>,
     next_pkid: u16,
+}
+
+/// Store namespace of persistent sessions' protocol state.
+const STATE_NS: &str = "mqtt-session";
+
+/// The store key of a session: vhost and client id (MQTT strings cannot
+/// hold U+0000, so it separates them unambiguously).
+fn state_key(key: &(String, String)) -> String {
+    format!("{}\0{}", key.0, key.1)
 }
 
 /// State shared by all MQTT connections of a broker.
@@ -92,12 +102,47 @@ pub struct Deferred {
 impl Shared {
     /// Shared MQTT state over `broker`.
     pub fn new(broker: Arc<Broker>) -> Arc<Self> {
+        let mut saved = HashMap::new();
+        for (k, v) in broker.take_state(STATE_NS) {
+            let Some((vhost, client)) = k.split_once('\0') else {
+                continue;
+            };
+            match postcard::from_bytes::<Saved>(&v) {
+                Ok(s) => {
+                    saved.insert((vhost.to_owned(), client.to_owned()), s);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %k, error = %e, "stored MQTT session state is corrupt; skipped")
+                }
+            }
+        }
         Arc::new(Self {
             broker,
             clients: Mutex::new(HashMap::new()),
-            saved: Mutex::new(HashMap::new()),
+            saved: Mutex::new(saved),
             pending: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Keep a persistent session's protocol state, in memory and on disk.
+    fn save(&self, key: (String, String), saved: Saved) {
+        match postcard::to_allocvec(&saved) {
+            Ok(bytes) => self
+                .broker
+                .put_state(STATE_NS, &state_key(&key), Some(bytes)),
+            Err(e) => tracing::warn!(error = %e, "cannot encode MQTT session state"),
+        }
+        self.saved.lock().insert(key, saved);
+    }
+
+    /// Take a session's saved protocol state (the stored copy goes too: the
+    /// connection taking it owns it now).
+    fn take_saved(&self, key: &(String, String)) -> Option<Saved> {
+        let saved = self.saved.lock().remove(key);
+        if saved.is_some() {
+            self.broker.put_state(STATE_NS, &state_key(key), None);
+        }
+        saved
     }
 
     /// Publish a will (and retain it if asked).
@@ -118,7 +163,7 @@ impl Shared {
         if self.clients.lock().contains_key(key) {
             return;
         }
-        self.saved.lock().remove(key);
+        self.take_saved(key);
         if let Some(v) = self.broker.vhost(&key.0) {
             let del = switchyard_engine::Command::DeleteQueue {
                 name: format!("mqtt-session-{}", key.1),
@@ -631,9 +676,7 @@ impl Session {
         }
         if self.persistent {
             self.shared
-                .saved
-                .lock()
-                .insert((vhost.name.clone(), self.client_id.clone()), saved);
+                .save((vhost.name.clone(), self.client_id.clone()), saved);
         } else if let Some(q) = self.queue.as_ref().filter(|q| {
             q.name()
                 .strip_prefix("mqtt-session-")
