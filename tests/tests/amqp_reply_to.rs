@@ -142,3 +142,38 @@ async fn reply_to_without_the_consumer_is_refused() {
         .await;
     assert!(r.is_err(), "reserved name declared");
 }
+
+/// The reply queue goes with its consumer; consuming the pseudo-queue again
+/// on the channel gives a working one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_consumer_can_be_cancelled_and_started_again() {
+    let broker = Broker::start();
+    let conn = connect(&broker).await;
+    let client = channel(&conn).await;
+    let server = channel(&conn).await;
+    declare(&server, "rpc2", QueueDeclareOptions::default()).await;
+    for round in ["first", "second"] {
+        let replies = requester(&client).await;
+        publish_with(&client, "", "rpc2", round.as_bytes(), request_props(round)).await;
+        let req = get(&server, "rpc2").await.expect("request");
+        let reply_to = req
+            .delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|r| r.as_str().to_owned())
+            .expect("reply_to");
+        publish_with(
+            &server,
+            "",
+            &reply_to,
+            round.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+        let mut replies = replies;
+        assert_eq!(&replies.next().await.data[..], round.as_bytes(), "{round}");
+        t!(client.basic_cancel(replies.consumer.tag().as_str().into(), Default::default()))
+            .expect("cancel");
+    }
+}

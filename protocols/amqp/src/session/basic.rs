@@ -169,13 +169,21 @@ impl Session {
     }
 
     fn finish_publish(&mut self, id: u16) -> Result<(), AmqpError> {
-        let ch = self.channel_mut(id)?;
-        let Some(inc) = ch.incoming.take() else {
+        let Some(inc) = self.channel_mut(id)?.incoming.take() else {
             return Ok(());
         };
         let (mut properties, _) = inc.header.unwrap_or_default();
         if properties.reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
-            let Some(name) = ch.reply_queue.clone() else {
+            // The channel's reply queue, while its consumer (and so the
+            // queue) still exists.
+            let vhost = self.vhost()?.clone();
+            let conn = self.conn_id;
+            let live = self
+                .channel_mut(id)?
+                .reply_queue
+                .clone()
+                .filter(|name| vhost.queue(name, conn).is_ok());
+            let Some(name) = live else {
                 return Err(AmqpError::channel(
                     ReplyCode::PRECONDITION_FAILED,
                     "fast reply consumer does not exist",
@@ -183,6 +191,7 @@ impl Session {
             };
             properties.reply_to = Some(name);
         }
+        let ch = self.channel_mut(id)?;
         let body = inc.single.unwrap_or_else(|| inc.body.freeze());
         let message = Message {
             exchange: inc.publish.exchange.as_str().to_owned(),
@@ -261,10 +270,14 @@ impl Session {
                 "reply consumer cannot acknowledge",
             ));
         }
-        if let Some(name) = self.channel_mut(id)?.reply_queue.clone() {
+        let vhost = self.vhost()?.clone();
+        // Reuse the channel's queue while it exists (it goes with its
+        // consumer: auto-delete).
+        if let Some(name) = self.channel_mut(id)?.reply_queue.clone()
+            && vhost.queue(&name, self.conn_id).is_ok()
+        {
             return Ok(name);
         }
-        let vhost = self.vhost()?.clone();
         let name = format!(
             "{DIRECT_REPLY_TO_PREFIX}{}.{id}.{}",
             self.conn_id,
