@@ -132,11 +132,15 @@ pub async fn run<R, W>(
         if session.phase() == Phase::Closed && out_len == 0 {
             break;
         }
-        if eof {
+        // A client may half-close after its last frame (DISCONNECT with a
+        // receipt, say): what it is owed is still written, nothing more is
+        // read.
+        if eof && out_len == 0 && ticket.is_none() {
             break;
         }
         let throttled = session.throttled();
-        let can_read = matches!(session.phase(), Phase::Connect | Phase::Connected)
+        let can_read = !eof
+            && matches!(session.phase(), Phase::Connect | Phase::Connected)
             && out_len < OUTPUT_HIGH_WATER
             && !throttled;
         if !can_read {
