@@ -400,3 +400,38 @@ async fn per_address_connection_limit() {
     })
     .await;
 }
+
+/// A client that half-closes right after a QoS 1 PUBLISH (as a one-shot
+/// script does) still gets its PUBACK once the message is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puback_reaches_a_client_that_half_closed() {
+    let broker = Broker::start();
+    let addr = broker.mqtt_addr();
+    blocking(move || {
+        use std::io::{Read, Write};
+        // A persistent subscriber makes the publish go to a durable queue,
+        // so its PUBACK waits for the disk.
+        let mut sub = RawClient::connect(addr).expect("connect");
+        let mut connect = vec![0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60, 0, 3];
+        connect.extend_from_slice(b"sub");
+        sub.send(&connect).expect("CONNECT");
+        assert_eq!(sub.read_exact(4, STEP).expect("CONNACK")[3], 0);
+        sub.send(&[0x82, 8, 0, 1, 0, 3, b'h', b'/', b'#', 1])
+            .expect("SUBSCRIBE");
+        assert_eq!(sub.read_exact(5, STEP).expect("SUBACK"), [0x90, 3, 0, 1, 1]);
+        sub.send(&[0xE0, 0]).expect("DISCONNECT");
+
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(STEP)).expect("timeout");
+        let mut bytes = connect_packet("half-closer");
+        // PUBLISH QoS 1, topic "h/1", packet id 7, payload "x".
+        bytes.extend_from_slice(&[0x32, 0x08, 0x00, 0x03, b'h', b'/', b'1', 0x00, 0x07, b'x']);
+        s.write_all(&bytes).expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert_eq!(&got[..4], [0x20, 0x02, 0x00, 0x00], "CONNACK: {got:02x?}");
+        assert_eq!(&got[4..], [0x40, 0x02, 0x00, 0x07], "PUBACK: {got:02x?}");
+    })
+    .await;
+}

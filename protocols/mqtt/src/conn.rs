@@ -136,15 +136,18 @@ pub async fn run<R, W>(
             ticket = session.take_ticket();
         }
         let out_len = session.output().len();
-        if (session.phase() == Phase::Closed || eof) && out_len == 0 {
+        if session.phase() == Phase::Closed && out_len == 0 {
             break;
         }
-        if eof {
+        // A client may half-close after its last packet: the PUBACKs and
+        // PUBRECs it is owed are still written (once durable), nothing more
+        // is read.
+        if eof && out_len == 0 && ticket.is_none() {
             break;
         }
         let throttled = session.throttled();
         let can_read =
-            session.phase() != Phase::Closed && out_len < OUTPUT_HIGH_WATER && !throttled;
+            !eof && session.phase() != Phase::Closed && out_len < OUTPUT_HIGH_WATER && !throttled;
         if !can_read {
             last_read = Instant::now();
         }
