@@ -40,6 +40,9 @@ pub enum DecodeError {
     /// An MQTT 5 AUTH packet: no authentication method is offered.
     #[error("AUTH packet, but no authentication method was agreed")]
     Auth,
+    /// A well-formed packet a client must not send (MQTT 5 reason 0x82).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
     /// The packet is malformed.
     #[error("malformed packet: {0:?}")]
     Malformed(WireError),
@@ -50,6 +53,9 @@ pub enum DecodeError {
 pub struct Decoder {
     max_packet_size: usize,
     protocol: Protocol,
+    /// Reading what a client sent (the broker's side), as opposed to
+    /// reading a server's output (tests, fuzz oracles).
+    from_client: bool,
 }
 
 impl Decoder {
@@ -59,6 +65,7 @@ impl Decoder {
         Self {
             max_packet_size,
             protocol: Protocol::V4,
+            from_client: true,
         }
     }
 
@@ -68,6 +75,7 @@ impl Decoder {
         Self {
             max_packet_size,
             protocol,
+            from_client: false,
         }
     }
 
@@ -139,9 +147,22 @@ impl Decoder {
                 }
                 Ok(Some(Packet::Disconnect(d)))
             }
-            (Protocol::V5, _) => v5::read(buf, self.max_packet_size)
-                .map(Some)
-                .map_err(DecodeError::Malformed),
+            (Protocol::V5, _) => {
+                let packet = v5::read(buf, self.max_packet_size).map_err(DecodeError::Malformed)?;
+                // A client's PUBLISH must not carry subscription identifiers
+                // (MQTT-3.3.4-6); mqttbytes also misreads four or more.
+                if let Packet::Publish(p) = &packet
+                    && self.from_client
+                    && p.properties
+                        .as_ref()
+                        .is_some_and(|pr| !pr.subscription_identifiers.is_empty())
+                {
+                    return Err(DecodeError::Protocol(
+                        "subscription identifier in a client PUBLISH",
+                    ));
+                }
+                Ok(Some(packet))
+            }
         }
     }
 }
@@ -632,6 +653,32 @@ mod tests {
             let got = Decoder::new(1024).decode(&mut bytes);
             assert_eq!(got, Ok(Some(Packet::Connect(c))), "{protocol:?}");
         }
+    }
+
+    #[test]
+    fn client_publish_with_subscription_identifier_is_a_protocol_error() {
+        let mut p = v5::Publish::new("t", QoS::AtMostOnce, b"x".to_vec());
+        p.properties = Some(v5::PublishProperties {
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            topic_alias: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: vec![],
+            subscription_identifiers: vec![11],
+            content_type: None,
+        });
+        let mut bytes = BytesMut::new();
+        encode(&Packet::Publish(p.clone()), Protocol::V5, &mut bytes);
+        let mut server = Decoder::new(1024);
+        server.protocol = Protocol::V5;
+        assert!(matches!(
+            server.decode(&mut bytes.clone()),
+            Err(DecodeError::Protocol(_))
+        ));
+        // A client reading the broker's PUBLISH accepts it.
+        let mut client = Decoder::with_protocol(1024, Protocol::V5);
+        assert_eq!(client.decode(&mut bytes), Ok(Some(Packet::Publish(p))));
     }
 
     #[test]

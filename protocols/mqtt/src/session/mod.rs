@@ -549,7 +549,7 @@ impl Session {
         }
         let reason = match e {
             DecodeError::TooLarge { .. } => DisconnectReasonCode::PacketTooLarge,
-            DecodeError::Auth => DisconnectReasonCode::ProtocolError,
+            DecodeError::Auth | DecodeError::Protocol(_) => DisconnectReasonCode::ProtocolError,
             _ => DisconnectReasonCode::MalformedPacket,
         };
         self.close(reason, e.to_string());
