@@ -56,3 +56,140 @@ pub async fn wait_durable(ticket: &mut Option<Durable>) -> bool {
         None => std::future::pending().await,
     }
 }
+
+/// Replies owed to a client in the order it asked for them (MQTT PUBACKs,
+/// STOMP RECEIPTs), each held back until the write it covers is durable.
+/// The connection task awaits one ticket at a time
+/// ([`OwedReplies::take_ticket`], then [`OwedReplies::resolved`]); replies
+/// whose tickets have resolved come out of [`OwedReplies::ready`] in order.
+#[derive(Debug)]
+pub struct OwedReplies<T> {
+    owed: std::collections::VecDeque<Owed<T>>,
+}
+
+#[derive(Debug)]
+struct Owed<T> {
+    reply: T,
+    ticket: Option<Durable>,
+    /// Its ticket is with the connection task.
+    held: bool,
+}
+
+/// The store failed: an owed reply can never be sent truthfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreFailed;
+
+impl<T> Default for OwedReplies<T> {
+    fn default() -> Self {
+        Self {
+            owed: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<T> OwedReplies<T> {
+    /// Owe `reply`, due once `ticket` (if any) resolves and every earlier
+    /// reply is out.
+    pub fn push(&mut self, reply: T, ticket: Option<Durable>) {
+        self.owed.push_back(Owed {
+            reply,
+            ticket,
+            held: false,
+        });
+    }
+
+    /// The oldest unresolved ticket, for the connection task to await.
+    pub fn take_ticket(&mut self) -> Option<Durable> {
+        let front = self.owed.front_mut()?;
+        if front.held {
+            return None;
+        }
+        let t = front.ticket.take()?;
+        front.held = true;
+        Some(t)
+    }
+
+    /// The ticket from [`OwedReplies::take_ticket`] resolved (`ok`: the
+    /// write is durable).
+    pub fn resolved(&mut self, ok: bool) -> Result<(), StoreFailed> {
+        if let Some(front) = self.owed.front_mut().filter(|f| f.held) {
+            front.held = false;
+            if !ok {
+                return Err(StoreFailed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand every reply now due to `send`, oldest first.
+    pub fn ready(&mut self, mut send: impl FnMut(T)) -> Result<(), StoreFailed> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        while let Some(front) = self.owed.front_mut() {
+            if front.held {
+                return Ok(());
+            }
+            if let Some(t) = front.ticket.as_mut() {
+                match t.try_recv() {
+                    Ok(()) => front.ticket = None,
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    Err(TryRecvError::Closed) => return Err(StoreFailed),
+                }
+            }
+            if let Some(o) = self.owed.pop_front() {
+                send(o.reply);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether nothing is owed.
+    pub fn is_empty(&self) -> bool {
+        self.owed.is_empty()
+    }
+
+    /// Forget everything owed (the connection is ending in error).
+    pub fn clear(&mut self) {
+        self.owed.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    #[test]
+    fn replies_leave_in_order_once_durable() {
+        let mut owed = OwedReplies::default();
+        let (tx, rx) = oneshot::channel();
+        owed.push("a", Some(rx));
+        owed.push("b", None);
+        let mut out = Vec::new();
+        owed.ready(|r| out.push(r)).unwrap();
+        assert!(out.is_empty(), "b waits behind a");
+        let mut ticket = owed.take_ticket().expect("a's ticket");
+        assert!(owed.take_ticket().is_none(), "one at a time");
+        tx.send(()).unwrap();
+        assert_eq!(ticket.try_recv(), Ok(()));
+        owed.resolved(true).unwrap();
+        owed.ready(|r| out.push(r)).unwrap();
+        assert_eq!(out, ["a", "b"]);
+        assert!(owed.is_empty());
+    }
+
+    #[test]
+    fn a_failed_store_is_reported() {
+        let mut owed = OwedReplies::default();
+        let (tx, rx) = oneshot::channel::<()>();
+        owed.push(1, Some(rx));
+        drop(tx);
+        assert_eq!(owed.ready(|_| {}), Err(StoreFailed));
+        let (_tx, rx) = oneshot::channel::<()>();
+        owed.push(2, Some(rx));
+        owed.clear();
+        let (_tx2, rx2) = oneshot::channel::<()>();
+        owed.push(3, Some(rx2));
+        let _ = owed.take_ticket();
+        assert_eq!(owed.resolved(false), Err(StoreFailed));
+    }
+}

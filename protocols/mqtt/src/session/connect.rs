@@ -202,6 +202,25 @@ impl Session {
         self.phase = Phase::Connected;
     }
 
+    /// A consumer delivering into this session's outbox. The client's
+    /// receive maximum bounds what is in flight to it (per consumer here,
+    /// and over all of the session's consumers through `credit`).
+    fn new_consumer(&self, tag: String) -> Arc<Consumer> {
+        let spec = ConsumerSpec {
+            tag,
+            channel: 0,
+            no_ack: false,
+            exclusive: false,
+            prefetch: u32::from(self.config.max_inflight.min(self.receive_max)),
+            arguments: FieldTable::new(),
+        };
+        Arc::new(Consumer::new(
+            spec,
+            self.credit.clone(),
+            self.outbox.clone(),
+        ))
+    }
+
     /// Declare the session queue and consume it.
     fn open_session_queue(&mut self, spec: QueueSpec) -> Result<(), EngineError> {
         let Some(vhost) = self.vhost.clone() else {
@@ -210,20 +229,7 @@ impl Session {
         let name = spec.name.clone();
         vhost.apply(Command::DeclareQueue(spec), self.conn_id)?;
         let queue = vhost.queue(&name, self.conn_id)?;
-        let consumer_spec = ConsumerSpec {
-            tag: format!("mqtt-{}", self.conn_id),
-            channel: 0,
-            no_ack: false,
-            exclusive: false,
-            // The client's receive maximum bounds what is in flight to it.
-            prefetch: u32::from(self.config.max_inflight.min(self.receive_max)),
-            arguments: FieldTable::new(),
-        };
-        let consumer = Arc::new(Consumer::new(
-            consumer_spec,
-            self.credit.clone(),
-            self.outbox.clone(),
-        ));
+        let consumer = self.new_consumer(format!("mqtt-{}", self.conn_id));
         queue.add_consumer(consumer.clone())?;
         self.queue = Some(queue);
         self.consumer = Some(consumer);
@@ -461,19 +467,7 @@ impl Session {
             })
             .and_then(|_| vhost.queue(&name, self.conn_id))
             .and_then(|queue| {
-                let spec = ConsumerSpec {
-                    tag: format!("mqtt-{}-{full}", self.conn_id),
-                    channel: 0,
-                    no_ack: false,
-                    exclusive: false,
-                    prefetch: u32::from(self.config.max_inflight),
-                    arguments: FieldTable::new(),
-                };
-                let consumer = Arc::new(Consumer::new(
-                    spec,
-                    self.credit.clone(),
-                    self.outbox.clone(),
-                ));
+                let consumer = self.new_consumer(format!("mqtt-{}-{full}", self.conn_id));
                 queue.add_consumer(consumer.clone())?;
                 Ok(super::SharedSub {
                     queue,

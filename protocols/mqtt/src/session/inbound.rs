@@ -4,7 +4,7 @@
 
 use super::connect::TOPIC_EXCHANGE;
 use super::props::{self, Carried};
-use super::{PendingAck, Session, qos_num};
+use super::{Session, qos_num};
 use crate::codec::{Packet, Protocol};
 use crate::topic;
 use bytes::Bytes;
@@ -12,7 +12,6 @@ use mqttbytes::QoS;
 use mqttbytes::v5::{self, DisconnectReasonCode, PubAckReason, PubRecReason};
 use switchyard_engine::{Durable, Vhost};
 use switchyard_model::{FieldTable, FieldValue, Message, Properties};
-use tokio::sync::oneshot::error::TryRecvError;
 
 /// Header carrying the MQTT QoS a message was published with.
 pub(super) const QOS_HEADER: &str = "x-mqtt-publish-qos";
@@ -197,61 +196,40 @@ impl Session {
 
     /// Queue an acknowledgement behind earlier ones, released when durable.
     fn owe(&mut self, reply: Packet, ticket: Option<Durable>) {
-        self.acks.push_back(PendingAck {
-            reply,
-            ticket,
-            held: false,
-        });
+        self.acks.push(reply, ticket);
         self.flush_acks();
     }
 
     /// A durability ticket for the connection task to await.
     pub fn take_ticket(&mut self) -> Option<Durable> {
-        let front = self.acks.front_mut()?;
-        if front.held {
-            return None;
-        }
-        let t = front.ticket.take()?;
-        front.held = true;
-        Some(t)
+        self.acks.take_ticket()
     }
 
     /// The ticket from [`Session::take_ticket`] resolved. MQTT 3.1.1 has
     /// no negative acknowledgement, so if the store failed the client must
     /// not be told the message is safe: the connection is closed.
     pub fn handle_durable(&mut self, ok: bool) {
-        if let Some(front) = self.acks.front_mut().filter(|f| f.held) {
-            front.held = false;
-            if !ok {
-                return self.close(
-                    DisconnectReasonCode::UnspecifiedError,
-                    "store failed; publish not acknowledged".into(),
-                );
-            }
+        if self.acks.resolved(ok).is_err() {
+            return self.store_failed();
         }
         self.flush_acks();
     }
 
     fn flush_acks(&mut self) {
-        while let Some(front) = self.acks.front_mut() {
-            if front.held {
-                return;
-            }
-            if let Some(t) = front.ticket.as_mut() {
-                match t.try_recv() {
-                    Ok(()) => front.ticket = None,
-                    Err(TryRecvError::Empty) => return,
-                    Err(TryRecvError::Closed) => {
-                        return self.close(
-                            DisconnectReasonCode::UnspecifiedError,
-                            "store failed; publish not acknowledged".into(),
-                        );
-                    }
-                }
-            }
-            if let Some(ack) = self.acks.pop_front() {
-                self.send(ack.reply);
-            }
+        let mut ready = Vec::new();
+        let result = self.acks.ready(|p| ready.push(p));
+        for p in ready {
+            self.send(p);
         }
+        if result.is_err() {
+            self.store_failed();
+        }
+    }
+
+    fn store_failed(&mut self) {
+        self.close(
+            DisconnectReasonCode::UnspecifiedError,
+            "store failed; publish not acknowledged".into(),
+        );
     }
 }

@@ -21,13 +21,15 @@ use bytes::BytesMut;
 use mqttbytes::QoS;
 use mqttbytes::v5::{self, DisconnectReasonCode};
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_engine::exchange::topic::TopicTrie;
 use switchyard_engine::inthash::IntMap;
-use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Throttle, Vhost};
+use switchyard_engine::{
+    Broker, ChannelCredit, Consumer, Outbox, OwedReplies, Queue, Throttle, Vhost,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A connected client, as the takeover registry knows it.
@@ -312,14 +314,6 @@ struct SharedSub {
     options: SubOptions,
 }
 
-/// A PUBACK/PUBREC owed once the publish is durable.
-#[derive(Debug)]
-struct PendingAck {
-    reply: Packet,
-    ticket: Option<Durable>,
-    held: bool,
-}
-
 /// One MQTT client connection.
 pub struct Session {
     shared: Arc<Shared>,
@@ -351,7 +345,8 @@ pub struct Session {
     next_pkid: u16,
     inflight: IntMap<u16, InFlight>,
     inbound_qos2: HashSet<u16>,
-    acks: VecDeque<PendingAck>,
+    /// PUBACKs / PUBRECs owed, released once their publish is durable.
+    acks: OwedReplies<Packet>,
     out: BytesMut,
     takeover: CancellationToken,
     finished: CancellationToken,
@@ -408,7 +403,7 @@ impl Session {
             next_pkid: 0,
             inflight: IntMap::default(),
             inbound_qos2: HashSet::new(),
-            acks: VecDeque::new(),
+            acks: OwedReplies::default(),
             out: BytesMut::new(),
             takeover: CancellationToken::new(),
             finished: CancellationToken::new(),

@@ -17,11 +17,12 @@ mod subscribe;
 
 use crate::codec::{Command, DecodeError, Frame, Version, encode};
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use switchyard_engine::{Broker, ChannelCredit, Consumer, Durable, Outbox, Queue, Throttle, Vhost};
-use tokio::sync::oneshot::error::TryRecvError;
+use switchyard_engine::{
+    Broker, ChannelCredit, Consumer, Durable, Outbox, OwedReplies, Queue, Throttle, Vhost,
+};
 
 /// State shared by all STOMP connections of a broker.
 #[derive(Debug)]
@@ -100,14 +101,6 @@ struct Unacked {
     consumer: Arc<Consumer>,
 }
 
-/// A RECEIPT (or ERROR-free DISCONNECT end) owed once `ticket` resolves.
-#[derive(Debug)]
-struct PendingReceipt {
-    receipt: Option<String>,
-    ticket: Option<Durable>,
-    held: bool,
-}
-
 /// A protocol error: the ERROR frame's `message` header and body.
 #[derive(Debug)]
 pub(crate) struct StompError {
@@ -161,7 +154,9 @@ pub struct Session {
     txs: HashMap<String, Vec<Frame>>,
     /// `/temp-queue/<name>` → queue name.
     temp_queues: HashMap<String, String>,
-    receipts: VecDeque<PendingReceipt>,
+    /// RECEIPTs owed (`None`: an ordering point with no RECEIPT), released
+    /// once what they cover is durable.
+    receipts: OwedReplies<Option<String>>,
     /// An ERROR waiting for the RECEIPTs owed before it.
     pending_error: Option<Frame>,
     out: BytesMut,
@@ -199,7 +194,7 @@ impl Session {
             next_ack_id: 0,
             txs: HashMap::new(),
             temp_queues: HashMap::new(),
-            receipts: VecDeque::new(),
+            receipts: OwedReplies::default(),
             pending_error: None,
             out: BytesMut::new(),
             throttle: Throttle::default(),
@@ -343,56 +338,33 @@ impl Session {
 
     /// Queue a RECEIPT (or, with `None`, just an ordering point).
     fn owe(&mut self, receipt: Option<String>, ticket: Option<Durable>) {
-        self.receipts.push_back(PendingReceipt {
-            receipt,
-            ticket,
-            held: false,
-        });
+        self.receipts.push(receipt, ticket);
         self.flush_receipts();
     }
 
     /// Hand the oldest unresolved durability ticket to the connection task.
     pub fn take_ticket(&mut self) -> Option<Durable> {
-        let front = self.receipts.front_mut()?;
-        if front.held {
-            return None;
-        }
-        let t = front.ticket.take()?;
-        front.held = true;
-        Some(t)
+        self.receipts.take_ticket()
     }
 
     /// The ticket from [`Session::take_ticket`] resolved (`ok` = durable).
     pub fn handle_durable(&mut self, ok: bool) {
-        if let Some(front) = self.receipts.front_mut().filter(|f| f.held) {
-            front.held = false;
-            if !ok {
-                return self.store_failed();
-            }
+        if self.receipts.resolved(ok).is_err() {
+            return self.store_failed();
         }
         self.flush_receipts();
     }
 
     fn flush_receipts(&mut self) {
-        while let Some(front) = self.receipts.front_mut() {
-            if front.held {
-                return;
-            }
-            if let Some(t) = front.ticket.as_mut() {
-                match t.try_recv() {
-                    Ok(()) => front.ticket = None,
-                    Err(TryRecvError::Empty) => return,
-                    Err(TryRecvError::Closed) => return self.store_failed(),
-                }
-            }
-            if let Some(PendingReceipt {
-                receipt: Some(r), ..
-            }) = self.receipts.pop_front()
-            {
-                self.send(&Frame::new(Command::Receipt).header("receipt-id", r));
-            }
+        let mut ready = Vec::new();
+        let result = self.receipts.ready(|r| ready.extend(r));
+        for r in ready {
+            self.send(&Frame::new(Command::Receipt).header("receipt-id", r));
         }
-        if self.phase == Phase::Draining {
+        if result.is_err() {
+            return self.store_failed();
+        }
+        if self.phase == Phase::Draining && self.receipts.is_empty() {
             if let Some(f) = self.pending_error.take() {
                 self.send(&f);
             }

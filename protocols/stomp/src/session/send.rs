@@ -37,14 +37,23 @@ impl Session {
         // Check the destination now, even for a transaction, so a bad frame
         // is refused where it was sent.
         destination(&frame)?;
-        if let Some(tx) = frame.get("transaction") {
-            let Some(list) = self.txs.get_mut(tx) else {
-                return Err(unknown_tx(tx));
-            };
-            list.push(frame);
-            return Ok(None);
+        match self.hold_in_tx(frame)? {
+            Some(frame) => self.publish(&frame),
+            None => Ok(None),
         }
-        self.publish(&frame)
+    }
+
+    /// A frame with a `transaction` header is kept for COMMIT (`None`);
+    /// one without is handed back to be applied now.
+    pub(super) fn hold_in_tx(&mut self, frame: Frame) -> Result<Option<Frame>, StompError> {
+        let Some(tx) = frame.get("transaction") else {
+            return Ok(Some(frame));
+        };
+        let Some(list) = self.txs.get_mut(tx) else {
+            return Err(unknown_tx(tx));
+        };
+        list.push(frame);
+        Ok(None)
     }
 
     /// Route one SEND; returns the durability ticket of a persistent one.

@@ -253,17 +253,10 @@ impl Session {
                 format!("{} needs an 'id' header", frame.command.as_str()),
             ));
         }
-        if let Some(tx) = frame.get("transaction") {
-            let Some(list) = self.txs.get_mut(tx) else {
-                return Err(StompError::new(
-                    "invalid transaction",
-                    format!("transaction '{tx}' is not open"),
-                ));
-            };
-            list.push(frame);
-            return Ok(None);
+        match self.hold_in_tx(frame)? {
+            Some(frame) => self.settle_frame(&frame),
+            None => Ok(None),
         }
-        self.settle_frame(&frame)
     }
 
     /// Apply an ACK or NACK.
