@@ -14,7 +14,9 @@
 //!   child process and nothing else. The broker's stdout and stderr go to a
 //!   log file in a temporary directory; if the test is panicking when the
 //!   `Broker` is dropped, the tail of that log is printed so that it shows up
-//!   next to the failed assertion.
+//!   next to the failed assertion. [`Broker::rss_bytes`] and
+//!   [`Broker::open_fds`] read the child's `/proc` entries, for tests that
+//!   bound the broker's memory or watch it accept and close sockets.
 //! * [`RawClient`] is a blocking TCP client for the bad-input tests: it writes
 //!   arbitrary bytes and reads with timeouts, so that malformed traffic can be
 //!   sent without any client library second-guessing it.
@@ -308,6 +310,32 @@ impl Broker {
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The running broker's resident set size in bytes (`VmRSS` in
+    /// `/proc/<pid>/status`); `None` if the broker is not running or the
+    /// platform has no procfs.
+    #[must_use]
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    /// How many file descriptors the running broker holds open (entries of
+    /// `/proc/<pid>/fd`): each accepted connection is one. `None` if the
+    /// broker is not running or the platform has no procfs.
+    #[must_use]
+    pub fn open_fds(&self) -> Option<usize> {
+        let dir = fs::read_dir(format!("/proc/{}/fd", self.pid()?)).ok()?;
+        Some(dir.count())
     }
 
     /// Whether the child process is still alive (it has not been reaped).
