@@ -8,7 +8,7 @@ mod common;
 use amq_protocol::protocol::{AMQPClass, basic};
 use common::raw::{Raw, blocking};
 use common::*;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use std::io::Read;
 use std::net::TcpStream;
@@ -232,4 +232,67 @@ async fn silent_connections_time_out_during_handshake() {
     // The handshake deadline does not apply once a connection is open.
     tokio::time::sleep(Duration::from_millis(700)).await;
     declare(&ch, "still-served", QueueDeclareOptions::default()).await;
+}
+
+/// `amqp.max_unacked_per_channel` caps a manual-ack consumer that set no
+/// prefetch: the broker stops delivering at the cap, the rest stay ready in
+/// the queue, and each ack lets as many more through.
+#[tokio::test(flavor = "multi_thread")]
+async fn unacked_cap_without_prefetch() {
+    const CAP: usize = 5;
+    const N: usize = 12;
+    let broker = Broker::start_with_config(&format!("[amqp]\nmax_unacked_per_channel = {CAP}\n"));
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    declare(&ch, "capped", QueueDeclareOptions::default()).await;
+    for i in 0..N {
+        publish(&ch, "", "capped", format!("m{i}").as_bytes()).await;
+    }
+    let ready = |ch: lapin::Channel| async move {
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        declare(&ch, "capped", opts).await.message_count()
+    };
+    let body = |d: &lapin::message::Delivery| String::from_utf8_lossy(&d.data).into_owned();
+
+    // No basic.qos: only the cap holds the consumer back.
+    let consumer_ch = channel(&conn).await;
+    let mut sub = Sub::start(&consumer_ch, "capped", BasicConsumeOptions::default())
+        .await
+        .expect("consume");
+    let mut first = Vec::new();
+    for _ in 0..CAP {
+        first.push(sub.next().await);
+    }
+    let bodies: Vec<String> = first.iter().map(body).collect();
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4"]);
+    sub.assert_quiet().await;
+    assert_eq!(
+        ready(ch.clone()).await,
+        u32::try_from(N - CAP).expect("small")
+    );
+
+    // One ack, one more delivery.
+    t!(first[0].ack(BasicAckOptions::default())).expect("ack");
+    let d = sub.next().await;
+    assert_eq!(body(&d), "m5");
+    sub.assert_quiet().await;
+
+    // Acking all five outstanding lets five more through, and no more.
+    t!(d.ack(BasicAckOptions { multiple: true })).expect("ack multiple");
+    let mut next = Vec::new();
+    for _ in 0..CAP {
+        next.push(sub.next().await);
+    }
+    let bodies: Vec<String> = next.iter().map(body).collect();
+    assert_eq!(bodies, ["m6", "m7", "m8", "m9", "m10"]);
+    sub.assert_quiet().await;
+    assert_eq!(ready(ch.clone()).await, 1);
+
+    let last = next.last().expect("five");
+    t!(last.ack(BasicAckOptions { multiple: true })).expect("ack multiple");
+    assert_eq!(sub.next_acked().await, "m11");
+    assert_eq!(ready(ch).await, 0);
 }

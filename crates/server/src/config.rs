@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::{NonZeroU16, NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,6 +44,10 @@ const DEFAULT_AMQP_MAX_CONNECTIONS: usize = 65_536;
 const DEFAULT_AMQP_MAX_MESSAGE_SIZE: u64 = 128 << 20;
 const DEFAULT_AMQP_MAX_CONNECTIONS_PER_IP: usize = 4_096;
 const DEFAULT_AMQP_MAX_CONSUMERS_PER_CHANNEL: usize = 65_536;
+/// One above the largest `basic.qos` prefetch count (a `u16`), so the cap
+/// never lowers a prefetch a client asked for; it bounds the channels that
+/// asked for none.
+const DEFAULT_AMQP_MAX_UNACKED_PER_CHANNEL: u32 = 65_536;
 const DEFAULT_MAX_QUEUES_PER_VHOST: usize = 100_000;
 
 /// `config/switchyard.toml` as written: every key optional.
@@ -86,6 +90,7 @@ pub(crate) struct AmqpFile {
     pub(crate) max_message_size: Option<u64>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_consumers_per_channel: Option<usize>,
+    pub(crate) max_unacked_per_channel: Option<u32>,
 }
 
 /// What the command line and environment set; `None` defers to the file.
@@ -152,6 +157,9 @@ pub(crate) struct AmqpListenerConfig {
     pub(crate) max_connections_per_ip: NonZeroUsize,
     /// Most consumers on one channel.
     pub(crate) max_consumers_per_channel: NonZeroUsize,
+    /// Most unacknowledged consumer deliveries on one channel, whatever its
+    /// prefetch: beyond it the channel's consumers wait for acks.
+    pub(crate) max_unacked_per_channel: NonZeroU32,
 }
 
 /// An invalid option value, with the option named as the user set it.
@@ -234,6 +242,10 @@ const AMQP_MAX_CONNECTIONS_PER_IP: Key = Key {
 };
 const AMQP_MAX_CONSUMERS_PER_CHANNEL: Key = Key {
     file: "amqp.max_consumers_per_channel",
+    flag: None,
+};
+const AMQP_MAX_UNACKED_PER_CHANNEL: Key = Key {
+    file: "amqp.max_unacked_per_channel",
     flag: None,
 };
 const MAX_QUEUES_PER_VHOST: Key = Key {
@@ -367,6 +379,11 @@ impl Config {
             amqp.max_consumers_per_channel,
             DEFAULT_AMQP_MAX_CONSUMERS_PER_CHANNEL,
         );
+        let unacked = r.pick(
+            None,
+            amqp.max_unacked_per_channel,
+            DEFAULT_AMQP_MAX_UNACKED_PER_CHANNEL,
+        );
         let max_queues = r.pick(
             None,
             server.max_queues_per_vhost,
@@ -398,6 +415,14 @@ impl Config {
                 })?,
                 max_connections_per_ip: at_least_one(AMQP_MAX_CONNECTIONS_PER_IP, per_ip)?,
                 max_consumers_per_channel: at_least_one(AMQP_MAX_CONSUMERS_PER_CHANNEL, per_ch)?,
+                max_unacked_per_channel: NonZeroU32::new(unacked.0).ok_or_else(|| {
+                    r.error(
+                        AMQP_MAX_UNACKED_PER_CHANNEL,
+                        unacked.1,
+                        0,
+                        "must be at least 1",
+                    )
+                })?,
             },
             mqtt: MqttListenerConfig::resolve(&r, &file.config.mqtt, overrides.mqtt.clone())?,
             stomp: StompListenerConfig::resolve(&r, &file.config.stomp, overrides.stomp.clone())?,
@@ -440,6 +465,7 @@ impl Config {
                 max_message_size: Some(a.max_message_size.get()),
                 max_connections_per_ip: Some(a.max_connections_per_ip.get()),
                 max_consumers_per_channel: Some(a.max_consumers_per_channel.get()),
+                max_unacked_per_channel: Some(a.max_unacked_per_channel.get()),
             },
             mqtt: self.mqtt.to_file(),
             stomp: self.stomp.to_file(),

@@ -37,6 +37,7 @@ fn built_in_defaults() {
     assert_eq!(c.amqp.handshake_timeout, Duration::from_secs(10));
     assert_eq!(c.amqp.max_connections.get(), 65_536);
     assert_eq!(c.amqp.max_message_size.get(), 134_217_728);
+    assert_eq!(c.amqp.max_unacked_per_channel.get(), 65_536);
 }
 
 #[test]
@@ -70,6 +71,7 @@ fn shipped_file_sets_every_key() {
                 max_message_size,
                 max_connections_per_ip,
                 max_consumers_per_channel,
+                max_unacked_per_channel,
             },
         mqtt:
             MqttFile {
@@ -108,6 +110,7 @@ fn shipped_file_sets_every_key() {
     assert!(connect_timeout_ms.is_some() && mqtt_max_connections.is_some());
     assert!(max_queues_per_vhost.is_some());
     assert!(max_connections_per_ip.is_some() && max_consumers_per_channel.is_some());
+    assert!(max_unacked_per_channel.is_some());
     assert!(data_dir.is_some() && shutdown_timeout_ms.is_some());
     assert!(listen.is_some() && frame_max.is_some() && channel_max.is_some());
     assert!(heartbeat.is_some() && handshake_timeout_ms.is_some());
@@ -131,6 +134,10 @@ fn amqp_defaults_match_the_protocol_crate() {
     assert_eq!(
         ours.max_consumers_per_channel.get(),
         theirs.max_consumers_per_channel
+    );
+    assert_eq!(
+        ours.max_unacked_per_channel.get(),
+        theirs.max_unacked_per_channel
     );
 }
 
@@ -221,6 +228,10 @@ fn limits_are_checked() {
         ("[amqp]\nchannel_max = 0\n", "amqp.channel_max"),
         ("[amqp]\nmax_connections = 0\n", "amqp.max_connections"),
         ("[amqp]\nmax_message_size = 0\n", "amqp.max_message_size"),
+        (
+            "[amqp]\nmax_unacked_per_channel = 0\n",
+            "amqp.max_unacked_per_channel",
+        ),
         (
             "[amqp]\nhandshake_timeout_ms = 0\n",
             "amqp.handshake_timeout_ms",

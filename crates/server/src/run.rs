@@ -239,6 +239,7 @@ fn amqp_config(c: &AmqpListenerConfig) -> switchyard_amqp::AmqpConfig {
         max_message_size: c.max_message_size.get(),
         max_connections_per_ip: c.max_connections_per_ip.get(),
         max_consumers_per_channel: c.max_consumers_per_channel.get(),
+        max_unacked_per_channel: c.max_unacked_per_channel.get(),
     }
 }
 

@@ -69,7 +69,12 @@ pub(crate) struct Channel {
     pub(crate) closing: bool,
     pub(crate) incoming: Option<Incoming>,
     pub(crate) consumers: HashMap<String, (Arc<Consumer>, Arc<Queue>)>,
+    /// The window shared by the channel's manual-ack consumers: the global
+    /// prefetch, never above `max_unacked`.
     pub(crate) credit: Arc<ChannelCredit>,
+    /// `amqp.max_unacked_per_channel`: the channel's window when the client
+    /// asked for no global prefetch, and the most it may ask for.
+    pub(crate) max_unacked: u32,
     /// basic.qos global=false: applies to consumers created afterwards.
     pub(crate) consumer_prefetch: u32,
     pub(crate) next_tag: u64,
@@ -84,6 +89,30 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
+    /// A newly opened channel: no global prefetch, so its window is
+    /// `max_unacked` (0: no cap, the window is unlimited).
+    pub(crate) fn new(epoch: u64, max_unacked: u32) -> Self {
+        let ch = Self {
+            epoch,
+            max_unacked,
+            ..Self::default()
+        };
+        ch.credit.set_prefetch(max_unacked);
+        ch
+    }
+
+    /// `basic.qos global=true`: `count` unacked deliveries for the channel,
+    /// 0 meaning none beyond `max_unacked`.
+    pub(crate) fn set_global_prefetch(&mut self, count: u16) {
+        // In `ChannelCredit`, 0 is unlimited.
+        let window = match (u32::from(count), self.max_unacked) {
+            (0, cap) => cap,
+            (asked, 0) => asked,
+            (asked, cap) => asked.min(cap),
+        };
+        self.credit.set_prefetch(window);
+    }
+
     /// Allocate the next delivery tag.
     pub(crate) fn next_delivery_tag(&mut self) -> u64 {
         self.next_tag += 1;

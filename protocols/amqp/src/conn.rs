@@ -49,6 +49,10 @@ pub struct AmqpConfig {
     pub max_connections_per_ip: usize,
     /// Consumers one channel may hold (`basic.consume` beyond: 530).
     pub max_consumers_per_channel: usize,
+    /// Unacknowledged deliveries to one channel's consumers, whatever its
+    /// prefetch; at the cap its consumers wait for acks (backpressure, not
+    /// an error).
+    pub max_unacked_per_channel: u32,
 }
 
 impl Default for AmqpConfig {
@@ -62,6 +66,7 @@ impl Default for AmqpConfig {
             max_message_size: 128 << 20,
             max_connections_per_ip: 4_096,
             max_consumers_per_channel: 65_536,
+            max_unacked_per_channel: 65_536,
         }
     }
 }
@@ -74,6 +79,7 @@ impl AmqpConfig {
             heartbeat: self.heartbeat,
             max_message_size: self.max_message_size,
             max_consumers_per_channel: self.max_consumers_per_channel,
+            max_unacked_per_channel: self.max_unacked_per_channel,
         }
     }
 }

@@ -30,7 +30,7 @@ impl Session {
             M::Qos(q) => {
                 let ch = self.channel_mut(id)?;
                 if q.global {
-                    ch.credit.set_prefetch(u32::from(q.prefetch_count));
+                    ch.set_global_prefetch(q.prefetch_count);
                 } else {
                     ch.consumer_prefetch = u32::from(q.prefetch_count);
                 }

@@ -239,13 +239,8 @@ impl Session {
             .at(20, 10));
         }
         self.next_epoch += 1;
-        self.channels.insert(
-            id,
-            Channel {
-                epoch: self.next_epoch,
-                ..Channel::default()
-            },
-        );
+        let channel = Channel::new(self.next_epoch, self.config.max_unacked_per_channel);
+        self.channels.insert(id, channel);
         Ok(())
     }
 }

@@ -39,6 +39,9 @@ pub struct SessionConfig {
     pub max_message_size: u64,
     /// Consumers one channel may hold.
     pub max_consumers_per_channel: usize,
+    /// Unacknowledged consumer deliveries one channel may hold, whatever
+    /// its prefetch: the channel's credit never allows more (0: no cap).
+    pub max_unacked_per_channel: u32,
 }
 
 impl Default for SessionConfig {
@@ -49,6 +52,7 @@ impl Default for SessionConfig {
             heartbeat: 60,
             max_message_size: 128 << 20,
             max_consumers_per_channel: 65_536,
+            max_unacked_per_channel: 65_536,
         }
     }
 }

@@ -13,12 +13,12 @@ struct Peer {
 
 impl Peer {
     fn new() -> Self {
+        Self::with_config(SessionConfig::default())
+    }
+
+    fn with_config(config: SessionConfig) -> Self {
         let broker = Broker::open(Arc::new(MemoryStore)).unwrap();
-        let s = Session::new(
-            broker,
-            SessionConfig::default(),
-            "127.0.0.1:1".parse().unwrap(),
-        );
+        let s = Session::new(broker, config, "127.0.0.1:1".parse().unwrap());
         Self {
             s,
             enc: Encoder::default(),
@@ -266,6 +266,111 @@ fn blocked_only_for_clients_that_asked() {
             AMQPClass::Connection(connection::AMQPMethod::Unblocked(_))
         )
     ));
+}
+
+/// Delivery tags of the `basic.deliver` frames in `frames`.
+fn delivered(frames: &[Frame]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))) => {
+                Some(d.delivery_tag)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A session whose channels hold at most `cap` unacked deliveries, with
+/// queue "q" holding `n` messages.
+fn capped_with_backlog(cap: u32, n: usize) -> Peer {
+    let mut p = Peer::with_config(SessionConfig {
+        max_unacked_per_channel: cap,
+        ..SessionConfig::default()
+    });
+    p.open();
+    let d = queue::Declare {
+        queue: "q".into(),
+        ..Default::default()
+    };
+    p.method(1, AMQPClass::Queue(queue::AMQPMethod::Declare(d)));
+    for i in 0..n {
+        assert!(p.publish(1, "q", format!("m{i}").as_bytes()).is_empty());
+    }
+    p
+}
+
+fn consume(p: &mut Peer, tag: &str, no_ack: bool) -> Vec<u64> {
+    let c = basic::Consume {
+        queue: "q".into(),
+        consumer_tag: tag.into(),
+        no_ack,
+        ..Default::default()
+    };
+    delivered(&p.method(1, AMQPClass::Basic(basic::AMQPMethod::Consume(c))))
+}
+
+fn ack(p: &mut Peer, delivery_tag: u64, multiple: bool) -> Vec<u64> {
+    let a = basic::Ack {
+        delivery_tag,
+        multiple,
+    };
+    delivered(&p.method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a))))
+}
+
+fn qos(p: &mut Peer, prefetch_count: u16, global: bool) -> Vec<u64> {
+    let q = basic::Qos {
+        prefetch_count,
+        global,
+    };
+    delivered(&p.method(1, AMQPClass::Basic(basic::AMQPMethod::Qos(q))))
+}
+
+#[test]
+fn unacked_cap_applies_without_prefetch_until_acks_arrive() {
+    let mut p = capped_with_backlog(3, 6);
+    assert_eq!(consume(&mut p, "c", false), [1, 2, 3]);
+    // Nothing more while three are unacked; a publish does not get past it.
+    assert!(p.publish(1, "q", b"m6").is_empty());
+    assert_eq!(ack(&mut p, 2, false), [4]);
+    assert_eq!(ack(&mut p, 4, true), [5, 6, 7]);
+    assert_eq!(ack(&mut p, 0, true), [] as [u64; 0]);
+}
+
+#[test]
+fn unacked_cap_bounds_larger_prefetches_and_keeps_smaller_ones() {
+    let mut p = capped_with_backlog(3, 10);
+    // A global prefetch above the cap is lowered to it, a per-consumer one
+    // too (the channel's window holds every consumer).
+    assert!(qos(&mut p, 10, true).is_empty());
+    assert!(qos(&mut p, 10, false).is_empty());
+    assert_eq!(consume(&mut p, "c", false), [1, 2, 3]);
+    assert_eq!(ack(&mut p, 3, true), [4, 5, 6]);
+    // A smaller global prefetch wins; 0 goes back to the cap, not unlimited.
+    assert!(qos(&mut p, 1, true).is_empty());
+    assert_eq!(ack(&mut p, 6, true), [7]);
+    assert_eq!(qos(&mut p, 0, true), [8, 9]);
+    assert_eq!(ack(&mut p, 0, true), [10]);
+}
+
+#[test]
+fn unacked_cap_spares_no_ack_consumers_and_basic_get() {
+    let mut p = capped_with_backlog(2, 4);
+    assert_eq!(consume(&mut p, "c", false), [1, 2]);
+    let g = basic::Get {
+        queue: "q".into(),
+        no_ack: false,
+    };
+    let out = p.method(1, AMQPClass::Basic(basic::AMQPMethod::Get(g)));
+    assert!(
+        matches!(
+            &out[0],
+            Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok))) if ok.delivery_tag == 3
+        ),
+        "{out:?}"
+    );
+    // The capped consumer still waits; a no-ack consumer takes the rest.
+    assert_eq!(consume(&mut p, "auto", true), [4]);
 }
 
 /// Replays the committed `amqp_session` fuzz corpus through the session on
