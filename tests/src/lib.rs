@@ -64,6 +64,8 @@ pub struct Broker {
     starts: u32,
     /// Config file passed with `--config`, if any.
     config: Option<PathBuf>,
+    /// `SWITCHYARD_LOG` for the broker process, if set.
+    log_filter: Option<String>,
 }
 
 impl Broker {
@@ -108,11 +110,34 @@ impl Broker {
             .tempdir()
             .expect("create temporary data directory");
         let data_dir = data.path().to_path_buf();
-        Self::launch_with(locate_binary(), data_dir, Some(data), Some(toml))
+        Self::launch_with(locate_binary(), data_dir, Some(data), Some(toml), None)
+    }
+
+    /// [`Broker::start_with_config`], logging with the `SWITCHYARD_LOG`
+    /// filter `filter` (say `info,switchyard_mqtt::conn=debug`), for tests
+    /// that read what the broker did from [`Broker::log`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Broker::start`].
+    #[must_use]
+    pub fn start_with_config_logging(toml: &str, filter: &str) -> Self {
+        let data = tempfile::Builder::new()
+            .prefix("switchyard-data-")
+            .tempdir()
+            .expect("create temporary data directory");
+        let data_dir = data.path().to_path_buf();
+        Self::launch_with(
+            locate_binary(),
+            data_dir,
+            Some(data),
+            Some(toml),
+            Some(filter),
+        )
     }
 
     fn launch(bin: PathBuf, data_dir: PathBuf, owned: Option<TempDir>) -> Self {
-        Self::launch_with(bin, data_dir, owned, None)
+        Self::launch_with(bin, data_dir, owned, None, None)
     }
 
     fn launch_with(
@@ -120,6 +145,7 @@ impl Broker {
         data_dir: PathBuf,
         owned: Option<TempDir>,
         toml: Option<&str>,
+        log_filter: Option<&str>,
     ) -> Self {
         let run_dir = tempfile::Builder::new()
             .prefix("switchyard-run-")
@@ -134,6 +160,7 @@ impl Broker {
             amqp_addr: None,
             starts: 0,
             config: None,
+            log_filter: log_filter.map(str::to_owned),
         };
         if let Some(toml) = toml {
             let path = broker.run_dir.path().join("switchyard.toml");
@@ -185,6 +212,9 @@ impl Broker {
         command.arg("serve");
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
+        }
+        if let Some(filter) = &self.log_filter {
+            command.env("SWITCHYARD_LOG", filter);
         }
         let child = command
             .arg("--data-dir")

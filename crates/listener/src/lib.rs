@@ -3,6 +3,11 @@
 //! and per-source-address connection limits, backs off when `accept` fails
 //! (typically EMFILE) instead of spinning, and stops on shutdown. What a
 //! connection does is the caller's handler; this crate knows no protocol.
+//!
+//! [`park`] holds idle connections outside the runtime, for protocols whose
+//! clients sit idle for long stretches (MQTT devices).
+
+pub mod park;
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -11,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +31,31 @@ pub struct Limits {
     pub max_per_address: usize,
 }
 
+/// A connection's place under its listener's limits: the connection counts
+/// against them until this is dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
+}
+
+impl Admission {
+    /// An admission under limits of its own, for a connection no listener
+    /// accepted (tests, tools).
+    pub fn detached() -> Self {
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a fresh semaphore has a permit");
+        let slot = PerAddress::default()
+            .acquire(IpAddr::from([0, 0, 0, 0]), 1)
+            .expect("a fresh table has room");
+        Self {
+            _permit: permit,
+            _slot: slot,
+        }
+    }
+}
+
 /// Accept connections on `listener` until `shutdown` is cancelled, running
 /// `handle` for each on `tracker`. `protocol` names the listener in logs.
 pub async fn accept_loop<F, Fut>(
@@ -37,6 +67,33 @@ pub async fn accept_loop<F, Fut>(
     mut handle: F,
 ) where
     F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admitted = move |stream, peer, admission: Admission| {
+        // Boxed: an async block that awaits a future it captured keeps two
+        // copies of it (rustc lays out the captured value and the awaited
+        // one separately), which doubled every connection's task.
+        let conn = Box::pin(handle(stream, peer));
+        async move {
+            let _admission = admission;
+            conn.await;
+        }
+    };
+    accept_loop_admitted(listener, protocol, limits, shutdown, tracker, admitted).await;
+}
+
+/// [`accept_loop`] for handlers that may outlive their task (a parked
+/// connection): `handle` receives the connection's [`Admission`] and keeps
+/// it as long as the connection lives.
+pub async fn accept_loop_admitted<F, Fut>(
+    listener: TcpListener,
+    protocol: &'static str,
+    limits: Limits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    mut handle: F,
+) where
+    F: FnMut(TcpStream, SocketAddr, Admission) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -68,16 +125,11 @@ pub async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // Boxed: an async block that awaits a future it captured keeps two
-        // copies of it (rustc lays out the captured value and the awaited
-        // one separately), which doubled every connection's task (~6.7 KB
-        // instead of ~3.4 KB for an idle MQTT client).
-        let conn = Box::pin(handle(stream, peer));
-        tracker.spawn(async move {
-            let _permit = permit;
-            let _slot = slot;
-            conn.await;
-        });
+        let admission = Admission {
+            _permit: permit,
+            _slot: slot,
+        };
+        tracker.spawn(Box::pin(handle(stream, peer, admission)));
     }
 }
 
@@ -85,8 +137,14 @@ pub async fn accept_loop<F, Fut>(
 #[derive(Clone, Default)]
 struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
 
-/// Held by a connection task; frees its address slot when dropped.
+/// Held by a connection; frees its address slot when dropped.
 struct Slot(PerAddress, IpAddr);
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Slot").field(&self.1).finish()
+    }
+}
 
 impl PerAddress {
     fn acquire(&self, ip: IpAddr, limit: usize) -> Option<Slot> {

@@ -14,6 +14,7 @@ const DEFAULT_MAX_INFLIGHT: u16 = 64;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 4096;
+const DEFAULT_PARK_AFTER_MS: u64 = 2000;
 
 const LISTEN: Key = Key {
     file: "mqtt.listen",
@@ -40,6 +41,11 @@ const MAX_CONNECTIONS_PER_IP: Key = Key {
     flag: None,
 };
 
+const PARK_AFTER: Key = Key {
+    file: "mqtt.park_after_ms",
+    flag: None,
+};
+
 /// `[mqtt]` as written.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +56,7 @@ pub(crate) struct MqttFile {
     pub(crate) connect_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) park_after_ms: Option<u64>,
 }
 
 /// The MQTT listener and its per-connection limits.
@@ -67,6 +74,8 @@ pub(crate) struct MqttListenerConfig {
     pub(crate) max_connections: NonZeroUsize,
     /// Most simultaneous MQTT connections from one source address.
     pub(crate) max_connections_per_ip: NonZeroUsize,
+    /// An idle client silent this long is parked; `None`: never.
+    pub(crate) park_after: Option<Duration>,
 }
 
 impl MqttListenerConfig {
@@ -86,7 +95,13 @@ impl MqttListenerConfig {
             file.max_connections_per_ip,
             DEFAULT_MAX_CONNECTIONS_PER_IP,
         );
+        let park = r.pick(None, file.park_after_ms, DEFAULT_PARK_AFTER_MS);
+        let park_after = match park.0 {
+            0 => None,
+            _ => Some(r.millis(PARK_AFTER, park)?),
+        };
         Ok(Self {
+            park_after,
             listen: addr,
             max_packet_size: NonZeroUsize::new(size.0)
                 .ok_or_else(|| r.error(MAX_PACKET_SIZE, size.1, 0, "must be at least 1"))?,
@@ -114,6 +129,10 @@ impl MqttListenerConfig {
             ),
             max_connections: Some(self.max_connections.get()),
             max_connections_per_ip: Some(self.max_connections_per_ip.get()),
+            park_after_ms: Some(
+                self.park_after
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ),
         }
     }
 
@@ -125,6 +144,7 @@ impl MqttListenerConfig {
             connect_timeout: self.connect_timeout,
             max_connections: self.max_connections.get(),
             max_connections_per_ip: self.max_connections_per_ip.get(),
+            park_after: self.park_after,
         }
     }
 }

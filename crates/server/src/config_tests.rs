@@ -81,6 +81,7 @@ fn shipped_file_sets_every_key() {
                 connect_timeout_ms,
                 max_connections: mqtt_max_connections,
                 max_connections_per_ip: mqtt_per_ip,
+                park_after_ms,
             },
         stomp:
             StompFile {
@@ -105,7 +106,7 @@ fn shipped_file_sets_every_key() {
     assert!(max_header_length.is_some() && stomp_connect_timeout_ms.is_some());
     assert!(stomp_max_connections.is_some() && max_subscriptions.is_some());
     assert!(min_heartbeat_ms.is_some() && web_stomp_listen.is_some() && web_mqtt_listen.is_some());
-    assert!(mqtt_per_ip.is_some() && stomp_per_ip.is_some());
+    assert!(mqtt_per_ip.is_some() && stomp_per_ip.is_some() && park_after_ms.is_some());
     assert!(mqtt_listen.is_some() && max_packet_size.is_some() && max_inflight.is_some());
     assert!(connect_timeout_ms.is_some() && mqtt_max_connections.is_some());
     assert!(max_queues_per_vhost.is_some());
@@ -139,6 +140,18 @@ fn amqp_defaults_match_the_protocol_crate() {
         ours.max_unacked_per_channel.get(),
         theirs.max_unacked_per_channel
     );
+}
+
+#[test]
+fn mqtt_defaults_match_the_protocol_crate_and_zero_never_parks() {
+    let ours = defaults().mqtt.protocol();
+    let theirs = switchyard_mqtt::MqttConfig::default();
+    assert_eq!(ours.park_after, theirs.park_after);
+    assert_eq!(ours.max_inflight, theirs.max_inflight);
+    assert_eq!(ours.connect_timeout, theirs.connect_timeout);
+    let f = file("[mqtt]\npark_after_ms = 0\n");
+    let c = Config::resolve(&f, &Overrides::default()).expect("valid");
+    assert_eq!(c.mqtt.park_after, None);
 }
 
 #[test]

@@ -69,6 +69,16 @@ impl Decoder {
         }
     }
 
+    /// A decoder of a client's packets that already read its CONNECT (for
+    /// a connection that was parked).
+    pub fn resume(max_packet_size: usize, protocol: Protocol) -> Self {
+        Self {
+            max_packet_size,
+            protocol,
+            from_client: true,
+        }
+    }
+
     /// A decoder already reading `protocol` (for reading what a session
     /// wrote).
     pub fn with_protocol(max_packet_size: usize, protocol: Protocol) -> Self {

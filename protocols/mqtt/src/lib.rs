@@ -15,6 +15,7 @@ pub mod codec;
 pub mod conn;
 pub mod fuzzing;
 pub mod session;
+pub mod signal;
 pub mod topic;
 
 pub use conn::{MqttConfig, serve};

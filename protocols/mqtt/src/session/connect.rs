@@ -121,11 +121,15 @@ impl Session {
         self.shared.cancel_pending(&key);
         let me = super::Client {
             conn_id: self.conn_id,
-            stop: self.takeover.clone(),
-            finished: self.finished.clone(),
+            signal: self.signal.clone(),
         };
-        if let Some(old) = self.shared.clients.lock().insert(key.clone(), me) {
-            old.stop.cancel();
+        let old = self
+            .shared
+            .clients
+            .lock()
+            .insert(super::client_key(&key), me);
+        if let Some(old) = old {
+            self.shared.stop_client(&old.signal);
         }
         // Persistent-session protocol state (§4.1) resumes; a clean
         // session discards it.

@@ -32,14 +32,34 @@ use switchyard_engine::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::signal::Signal;
+
 /// A connected client, as the takeover registry knows it.
 #[derive(Debug)]
 struct Client {
     conn_id: u64,
-    /// Cancelled to ask the connection to end (takeover).
-    stop: CancellationToken,
-    /// Cancelled by the connection once it has released everything.
-    finished: CancellationToken,
+    /// Stop (takeover) and finished (session released), and where the
+    /// connection is parked.
+    signal: Arc<Signal>,
+}
+
+/// The takeover registry's key for (vhost, client id): one allocation per
+/// connected client (every idle device has one).
+fn client_key((vhost, client_id): &(String, String)) -> Box<str> {
+    let mut k = String::with_capacity(vhost.len() + 1 + client_id.len());
+    k.push_str(vhost);
+    k.push('\0');
+    k.push_str(client_id);
+    k.into_boxed_str()
+}
+
+/// How a parked connection is woken, given its parking key.
+struct Unpark(Box<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for Unpark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unpark")
+    }
 }
 
 /// Protocol state of a persistent session (clean session = 0) that must
@@ -71,13 +91,15 @@ fn state_key(key: &(String, String)) -> String {
 #[derive(Debug)]
 pub struct Shared {
     broker: Arc<Broker>,
-    /// Connected clients by (vhost, client id), for session takeover.
-    clients: Mutex<HashMap<(String, String), Client>>,
+    /// Connected clients by [`client_key`], for session takeover.
+    clients: Mutex<HashMap<Box<str>, Client>>,
     /// Persistent sessions' protocol state while no connection holds it.
     saved: Mutex<HashMap<(String, String), Saved>>,
     /// Delayed wills and session expiries waiting, by (vhost, client id);
     /// cancelled when the client connects again.
     pending: Mutex<HashMap<(String, String), CancellationToken>>,
+    /// Wakes a parked connection (set by the TCP listener, which parks).
+    unpark: std::sync::OnceLock<Unpark>,
 }
 
 /// A will message ready to publish.
@@ -123,6 +145,7 @@ impl Shared {
             clients: Mutex::new(HashMap::new()),
             saved: Mutex::new(saved),
             pending: Mutex::new(HashMap::new()),
+            unpark: std::sync::OnceLock::new(),
         })
     }
 
@@ -162,7 +185,7 @@ impl Shared {
     /// End a persistent session whose expiry interval passed: its queue
     /// (with subscriptions and messages) and protocol state go.
     fn expire_session(&self, key: &(String, String)) {
-        if self.clients.lock().contains_key(key) {
+        if self.clients.lock().contains_key(&*client_key(key)) {
             return;
         }
         self.take_saved(key);
@@ -219,11 +242,25 @@ impl Shared {
         }
     }
 
+    /// Sets how parked connections are woken (once; later calls are
+    /// ignored).
+    pub fn set_unpark(&self, unpark: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.unpark.set(Unpark(unpark));
+    }
+
+    /// Ask the connection behind `signal` to end, waking it if parked.
+    fn stop_client(&self, signal: &Signal) {
+        signal.stop();
+        if let (Some(key), Some(unpark)) = (signal.parked(), self.unpark.get()) {
+            (unpark.0)(key);
+        }
+    }
+
     /// Before a CONNECT for `client_id` (in the vhost its username selects)
-    /// is handled: ask a connection holding that id to end, and return a
-    /// token cancelled once it has released its session, which the caller
+    /// is handled: ask a connection holding that id to end, and return its
+    /// signal, finished once it has released its session, which the caller
     /// awaits so the new connection sees the released state.
-    pub fn take_over(&self, connect: &v5::Connect) -> Option<CancellationToken> {
+    pub fn take_over(&self, connect: &v5::Connect) -> Option<Arc<Signal>> {
         let vhost = connect
             .login
             .as_ref()
@@ -233,9 +270,9 @@ impl Shared {
                 |(v, _)| v.to_owned(),
             );
         let clients = self.clients.lock();
-        let old = clients.get(&(vhost, connect.client_id.clone()))?;
-        old.stop.cancel();
-        Some(old.finished.clone())
+        let old = clients.get(&*client_key(&(vhost, connect.client_id.clone())))?;
+        self.stop_client(&old.signal);
+        Some(old.signal.clone())
     }
 }
 
@@ -348,8 +385,7 @@ pub struct Session {
     /// PUBACKs / PUBRECs owed, released once their publish is durable.
     acks: OwedReplies<Packet>,
     out: BytesMut,
-    takeover: CancellationToken,
-    finished: CancellationToken,
+    signal: Arc<Signal>,
     /// Clean session = 0: protocol state is saved on release.
     persistent: bool,
     /// The client's receive maximum (MQTT 5; 65535 otherwise).
@@ -364,6 +400,48 @@ pub struct Session {
     saved_pkids: HashMap<u64, u16>,
     throttle: Throttle,
     released: bool,
+    /// Moved into a [`ParkedSession`]: dropping this shell releases nothing.
+    parked: bool,
+}
+
+/// What an idle session keeps while its connection is parked outside the
+/// runtime (see `switchyard_listener::park`): only what is not at its
+/// initial value in an idle session, compactly. [`Session::parkable`] says
+/// when everything else is.
+#[derive(Debug)]
+pub struct ParkedSession {
+    peer: SocketAddr,
+    conn_id: u64,
+    client_id: Box<str>,
+    username: Box<str>,
+    will: Option<Box<v5::LastWill>>,
+    vhost: Option<Arc<Vhost>>,
+    signal: Arc<Signal>,
+    aliases: Box<[(u16, String)]>,
+    client_max_packet: usize,
+    session_expiry: u32,
+    keep_alive: u16,
+    next_pkid: u16,
+    receive_max: u16,
+    protocol: Protocol,
+    persistent: bool,
+}
+
+impl ParkedSession {
+    /// The session's protocol level.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Keep-alive the client asked for, in seconds (0 = none).
+    pub fn keep_alive(&self) -> u16 {
+        self.keep_alive
+    }
+
+    /// The connection's signal (takeover, parking key).
+    pub fn signal(&self) -> &Arc<Signal> {
+        &self.signal
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -379,6 +457,16 @@ impl Session {
     /// A session for a client at `peer`.
     pub fn new(shared: Arc<Shared>, config: SessionConfig, peer: SocketAddr) -> Self {
         let conn_id = shared.broker.next_connection_id();
+        Self::blank(shared, config, peer, conn_id, Arc::default())
+    }
+
+    fn blank(
+        shared: Arc<Shared>,
+        config: SessionConfig,
+        peer: SocketAddr,
+        conn_id: u64,
+        signal: Arc<Signal>,
+    ) -> Self {
         Self {
             shared,
             config,
@@ -405,8 +493,7 @@ impl Session {
             inbound_qos2: HashSet::new(),
             acks: OwedReplies::default(),
             out: BytesMut::new(),
-            takeover: CancellationToken::new(),
-            finished: CancellationToken::new(),
+            signal,
             persistent: false,
             receive_max: u16::MAX,
             session_expiry: 0,
@@ -415,7 +502,77 @@ impl Session {
             saved_pkids: HashMap::new(),
             throttle: Throttle::default(),
             released: false,
+            parked: false,
         }
+    }
+
+    /// Whether the session is idle in every way that needs a task: connected,
+    /// nothing subscribed, in flight, owed or waiting to be written. Such a
+    /// session can be [`park`](Self::park)ed while its client is silent.
+    pub fn parkable(&self) -> bool {
+        self.phase == Phase::Connected
+            && !self.released
+            && self.queue.is_none()
+            && self.consumer.is_none()
+            && self.subs.is_empty()
+            && self.shared_subs.is_empty()
+            && self.inflight.is_empty()
+            && self.inbound_qos2.is_empty()
+            && self.acks.is_empty()
+            && self.out.is_empty()
+            && self.saved_pkids.is_empty()
+            && self.deferred_will.is_none()
+            && self.deferred.is_none()
+            && !self.outbox.has_events()
+    }
+
+    /// Moves a [`parkable`](Self::parkable) session's state out; what is
+    /// left releases nothing when dropped.
+    pub fn park(&mut self) -> ParkedSession {
+        debug_assert!(self.parkable());
+        self.parked = true;
+        let aliases = std::mem::take(&mut self.aliases);
+        ParkedSession {
+            peer: self.peer,
+            conn_id: self.conn_id,
+            client_id: std::mem::take(&mut self.client_id).into_boxed_str(),
+            username: std::mem::take(&mut self.username).into_boxed_str(),
+            will: self.will.take().map(Box::new),
+            vhost: self.vhost.take(),
+            signal: self.signal.clone(),
+            aliases: aliases.into_iter().collect(),
+            client_max_packet: self.client_max_packet,
+            session_expiry: self.session_expiry,
+            keep_alive: self.keep_alive,
+            next_pkid: self.next_pkid,
+            receive_max: self.receive_max,
+            protocol: self.protocol,
+            persistent: self.persistent,
+        }
+    }
+
+    /// The session again, as it was when parked.
+    pub fn unpark(shared: Arc<Shared>, config: SessionConfig, p: ParkedSession) -> Self {
+        let mut s = Self::blank(shared, config, p.peer, p.conn_id, p.signal);
+        s.phase = Phase::Connected;
+        s.client_id = p.client_id.into();
+        s.username = p.username.into();
+        s.will = p.will.map(|w| *w);
+        s.vhost = p.vhost;
+        s.aliases = p.aliases.into_vec().into_iter().collect();
+        s.client_max_packet = p.client_max_packet;
+        s.session_expiry = p.session_expiry;
+        s.keep_alive = p.keep_alive;
+        s.next_pkid = p.next_pkid;
+        s.receive_max = p.receive_max;
+        s.protocol = p.protocol;
+        s.persistent = p.persistent;
+        s
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// Current phase.
@@ -428,9 +585,9 @@ impl Session {
         self.keep_alive
     }
 
-    /// Cancelled when another connection takes over this client id.
-    pub fn takeover(&self) -> CancellationToken {
-        self.takeover.clone()
+    /// Stopped when another connection takes over this client id.
+    pub fn signal(&self) -> &Arc<Signal> {
+        &self.signal
     }
 
     /// The broker is shutting down or another connection took the client
@@ -590,9 +747,12 @@ impl Session {
 
     /// Give back everything held in the engine. Idempotent.
     pub fn release(&mut self) {
+        if self.parked {
+            return;
+        }
         if self.released || self.vhost.is_none() {
             self.released = true;
-            self.finished.cancel();
+            self.signal.finish();
             return;
         }
         self.released = true;
@@ -600,7 +760,7 @@ impl Session {
         let vhost = self.vhost.clone().expect("checked above");
         {
             let mut clients = self.shared.clients.lock();
-            let key = (vhost.name.clone(), self.client_id.clone());
+            let key = client_key(&(vhost.name.clone(), self.client_id.clone()));
             if clients.get(&key).is_some_and(|c| c.conn_id == self.conn_id) {
                 clients.remove(&key);
             }
@@ -688,7 +848,7 @@ impl Session {
         }
         vhost.drop_connection(self.conn_id);
         self.prepare_deferred(&vhost.name);
-        self.finished.cancel();
+        self.signal.finish();
     }
 }
 
