@@ -2317,3 +2317,136 @@ async fn raw_shutdown_disconnect_0x8b() {
     let packets = blocking(move || m.expect_close()).await;
     assert_disconnect(&packets, 0x8B);
 }
+
+/// The topic and the Topic Alias property (0x23) of a raw MQTT 5 QoS 0
+/// PUBLISH.
+fn raw_publish_topic_and_alias(p: &RawPacket) -> (String, Option<u16>, Vec<u8>) {
+    assert_eq!(p.first & 0xF0, 0x30, "expected PUBLISH, got {p:02x?}");
+    let b = &p.body;
+    let tlen = usize::from(u16::from_be_bytes([b[0], b[1]]));
+    let topic = String::from_utf8(b[2..2 + tlen].to_vec()).expect("UTF-8 topic");
+    let mut i = 2 + tlen;
+    let (plen, used) = {
+        let mut n = 0usize;
+        let mut k = 0;
+        loop {
+            let byte = b[i + k];
+            n |= usize::from(byte & 0x7f) << (7 * k);
+            k += 1;
+            if byte & 0x80 == 0 {
+                break (n, k);
+            }
+        }
+    };
+    i += used;
+    let props = &b[i..i + plen];
+    let mut alias = None;
+    let mut j = 0;
+    while j < props.len() {
+        match props[j] {
+            0x23 => {
+                alias = Some(u16::from_be_bytes([props[j + 1], props[j + 2]]));
+                j += 3;
+            }
+            // Anything else a QoS 0 delivery of a bare message could carry
+            // is not expected here.
+            other => panic!("unexpected property {other:#x} in {p:02x?}"),
+        }
+    }
+    (topic, alias, b[i + plen..].to_vec())
+}
+
+// Topic aliases from server to client (3.3.2.3.4): with a Topic Alias
+// Maximum in CONNECT, the broker sends a topic once with an alias, then the
+// alias alone; past the maximum, topics go by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_topic_aliases() {
+    let broker = Broker::start();
+    let addr = broker.mqtt_addr();
+    let (mut m, _) = blocking(move || {
+        // Topic Alias Maximum (0x22) = 2.
+        Raw5::connect_with(addr, &connect5("alias-out", true, 60, &[0x22, 0, 2], None))
+    })
+    .await;
+    let mut m = blocking(move || {
+        m.send(&subscribe5(1, &[("ao/#", 0)]));
+        let ack = m.expect_packet();
+        assert_eq!(ack.first, 0x90, "SUBACK expected, got {ack:?}");
+        m
+    })
+    .await;
+    let mut publ = Mq5::start(addr, "alias-out-pub").await;
+    let order = ["ao/a", "ao/b", "ao/a", "ao/c", "ao/b", "ao/c"];
+    for t in order {
+        publ.publish_with(t, QoS::AtLeastOnce, false, t.as_bytes(), None)
+            .await;
+    }
+    let seen = blocking(move || {
+        (0..order.len())
+            .map(|_| raw_publish_topic_and_alias(&m.expect_packet()))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let want = [
+        ("ao/a", Some(1), "ao/a"),
+        ("ao/b", Some(2), "ao/b"),
+        ("", Some(1), "ao/a"),
+        ("ao/c", None, "ao/c"),
+        ("", Some(2), "ao/b"),
+        ("ao/c", None, "ao/c"),
+    ];
+    let want: Vec<(String, Option<u16>, Vec<u8>)> = want
+        .iter()
+        .map(|(t, a, b)| ((*t).to_owned(), *a, b.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(seen, want);
+}
+
+// Server Keep Alive (3.2.2.3.14) and reason strings (3.2.2.3.9, 3.14.2.2.3):
+// with `mqtt.max_keep_alive = 2`, a client asking for 60 s is told 2 s in
+// CONNACK and is then held to it (DISCONNECT 0x8D with a reason string
+// after 1.5 × 2 s of silence); a 3.1.1 client asking for 60 s is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_keep_alive_is_announced_and_enforced() {
+    let broker = Broker::start_with_config("[mqtt]\nmax_keep_alive = 2\n");
+    let addr = broker.mqtt_addr();
+    let started = Instant::now();
+    let (ack, closing) = blocking(move || {
+        let (mut m, ack) = Raw5::connect_with(addr, &connect5("ska", true, 60, &[], None));
+        (ack, m.expect_close())
+    })
+    .await;
+    let waited = started.elapsed();
+    // CONNACK: flags, reason, properties; Server Keep Alive is 0x13.
+    let props = &ack.body[3..];
+    let at = props
+        .windows(3)
+        .position(|w| w == [0x13, 0x00, 0x02])
+        .unwrap_or_else(|| panic!("no Server Keep Alive = 2 in {ack:02x?}"));
+    assert!(at < props.len());
+    assert_disconnect(&closing, 0x8D);
+    let d = &closing[0].body;
+    // Reason String (0x1F) after the reason code and property length.
+    assert_eq!(d.get(2), Some(&0x1F), "no reason string in {d:02x?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(8),
+        "held to the server's 2 s keep-alive: closed after {waited:?}"
+    );
+
+    let refused = blocking(move || {
+        let mut c = RawClient::connect(addr).expect("connect");
+        let mut body = Vec::new();
+        mqtt_string(&mut body, b"MQTT");
+        body.extend_from_slice(&[4, 0x02, 0, 60]);
+        mqtt_string(&mut body, b"ska-311");
+        c.send(&packet(0x10, &body)).expect("send");
+        c.read_to_close(READ).expect("read")
+    })
+    .await;
+    assert!(refused.closed, "3.1.1 client with keep-alive 60 not closed");
+    assert_eq!(
+        refused.data,
+        vec![0x20, 0x02, 0x00, 0x02],
+        "CONNACK 2 expected"
+    );
+}

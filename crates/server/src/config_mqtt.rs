@@ -15,6 +15,7 @@ const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 4096;
 const DEFAULT_PARK_AFTER_MS: u64 = 2000;
+const DEFAULT_MAX_KEEP_ALIVE: u16 = 0;
 
 const LISTEN: Key = Key {
     file: "mqtt.listen",
@@ -57,6 +58,7 @@ pub(crate) struct MqttFile {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) park_after_ms: Option<u64>,
+    pub(crate) max_keep_alive: Option<u16>,
 }
 
 /// The MQTT listener and its per-connection limits.
@@ -76,6 +78,8 @@ pub(crate) struct MqttListenerConfig {
     pub(crate) max_connections_per_ip: NonZeroUsize,
     /// An idle client silent this long is parked; `None`: never.
     pub(crate) park_after: Option<Duration>,
+    /// Longest keep-alive accepted, in seconds; 0: no limit.
+    pub(crate) max_keep_alive: u16,
 }
 
 impl MqttListenerConfig {
@@ -100,8 +104,10 @@ impl MqttListenerConfig {
             0 => None,
             _ => Some(r.millis(PARK_AFTER, park)?),
         };
+        let max_keep_alive = r.pick(None, file.max_keep_alive, DEFAULT_MAX_KEEP_ALIVE).0;
         Ok(Self {
             park_after,
+            max_keep_alive,
             listen: addr,
             max_packet_size: NonZeroUsize::new(size.0)
                 .ok_or_else(|| r.error(MAX_PACKET_SIZE, size.1, 0, "must be at least 1"))?,
@@ -129,6 +135,7 @@ impl MqttListenerConfig {
             ),
             max_connections: Some(self.max_connections.get()),
             max_connections_per_ip: Some(self.max_connections_per_ip.get()),
+            max_keep_alive: Some(self.max_keep_alive),
             park_after_ms: Some(
                 self.park_after
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -145,6 +152,7 @@ impl MqttListenerConfig {
             max_connections: self.max_connections.get(),
             max_connections_per_ip: self.max_connections_per_ip.get(),
             park_after: self.park_after,
+            max_keep_alive: self.max_keep_alive,
         }
     }
 }

@@ -82,6 +82,7 @@ fn shipped_file_sets_every_key() {
                 max_connections: mqtt_max_connections,
                 max_connections_per_ip: mqtt_per_ip,
                 park_after_ms,
+                max_keep_alive,
             },
         stomp:
             StompFile {
@@ -107,6 +108,7 @@ fn shipped_file_sets_every_key() {
     assert!(stomp_max_connections.is_some() && max_subscriptions.is_some());
     assert!(min_heartbeat_ms.is_some() && web_stomp_listen.is_some() && web_mqtt_listen.is_some());
     assert!(mqtt_per_ip.is_some() && stomp_per_ip.is_some() && park_after_ms.is_some());
+    assert!(max_keep_alive.is_some());
     assert!(mqtt_listen.is_some() && max_packet_size.is_some() && max_inflight.is_some());
     assert!(connect_timeout_ms.is_some() && mqtt_max_connections.is_some());
     assert!(max_queues_per_vhost.is_some());
@@ -147,6 +149,7 @@ fn mqtt_defaults_match_the_protocol_crate_and_zero_never_parks() {
     let ours = defaults().mqtt.protocol();
     let theirs = switchyard_mqtt::MqttConfig::default();
     assert_eq!(ours.park_after, theirs.park_after);
+    assert_eq!(ours.max_keep_alive, theirs.max_keep_alive);
     assert_eq!(ours.max_inflight, theirs.max_inflight);
     assert_eq!(ours.connect_timeout, theirs.connect_timeout);
     let f = file("[mqtt]\npark_after_ms = 0\n");

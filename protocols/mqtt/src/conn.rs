@@ -58,6 +58,9 @@ pub struct MqttConfig {
     pub max_connections_per_ip: usize,
     /// An idle client silent this long is parked (`None`: never).
     pub park_after: Option<Duration>,
+    /// Longest keep-alive accepted, in seconds (0: no limit); see
+    /// [`SessionConfig::max_keep_alive`].
+    pub max_keep_alive: u16,
 }
 
 impl Default for MqttConfig {
@@ -69,6 +72,7 @@ impl Default for MqttConfig {
             max_connections: 65_536,
             max_connections_per_ip: 4096,
             park_after: Some(DEFAULT_PARK_AFTER),
+            max_keep_alive: 0,
         }
     }
 }
@@ -275,6 +279,7 @@ fn session_config(config: &MqttConfig) -> SessionConfig {
     SessionConfig {
         max_inflight: config.max_inflight,
         max_packet_size: config.max_packet_size,
+        max_keep_alive: config.max_keep_alive,
     }
 }
 

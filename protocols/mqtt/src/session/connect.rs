@@ -23,7 +23,13 @@ pub(super) const TOPIC_EXCHANGE: &str = "amq.topic";
 impl Session {
     fn refuse(&mut self, code: ConnectReturnCode, why: &str) {
         tracing::info!(peer = %self.peer, client_id = %self.client_id, why, "MQTT CONNECT refused");
-        self.send(Packet::ConnAck(v5::ConnAck::new(code, false)));
+        let mut ack = v5::ConnAck::new(code, false);
+        if let Some(r) = self.reason_string(why, true) {
+            let mut p = v5::ConnAckProperties::new();
+            p.reason_string = Some(r);
+            ack.properties = Some(p);
+        }
+        self.send(Packet::ConnAck(ack));
         self.phase = Phase::Closed;
     }
 
@@ -109,8 +115,28 @@ impl Session {
             .as_ref()
             .and_then(|p| p.max_packet_size)
             .map_or(usize::MAX, |m| m as usize);
+        self.out_alias_max = props.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0);
+        self.problem_info = props
+            .as_ref()
+            .and_then(|p| p.request_problem_info)
+            .is_none_or(|v| v != 0);
+        // A keep-alive above the server's limit (or none, when there is a
+        // limit): MQTT 5 clients are told the one to use (3.2.2.3.14);
+        // 3.1.1 has no way to say so, and such a client is refused, as
+        // Mosquitto does.
+        let max_keep_alive = self.config.max_keep_alive;
+        let mut server_keep_alive = None;
+        if max_keep_alive > 0 && (c.keep_alive == 0 || c.keep_alive > max_keep_alive) {
+            if self.protocol == Protocol::V4 {
+                return self.refuse(
+                    ConnectReturnCode::ClientIdentifierNotValid,
+                    "keep-alive above the server's maximum",
+                );
+            }
+            server_keep_alive = Some(max_keep_alive);
+        }
         self.username = user;
-        self.keep_alive = c.keep_alive;
+        self.keep_alive = server_keep_alive.unwrap_or(c.keep_alive);
         self.will = c.last_will;
         self.vhost = Some(vhost.clone());
 
@@ -184,6 +210,7 @@ impl Session {
             p.wildcard_subscription_available = Some(1);
             p.subscription_identifiers_available = Some(1);
             p.shared_subscription_available = Some(1);
+            p.server_keep_alive = server_keep_alive;
             ack.properties = Some(p);
         }
         self.send(Packet::ConnAck(ack));

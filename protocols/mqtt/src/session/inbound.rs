@@ -13,6 +13,9 @@ use mqttbytes::v5::{self, DisconnectReasonCode, PubAckReason, PubRecReason};
 use switchyard_engine::{Durable, Vhost};
 use switchyard_model::{FieldTable, FieldValue, Message, Properties};
 
+/// Reason string of a PUBACK / PUBREC 0x10 (No matching subscribers).
+const NO_ROUTE: &str = "no subscription or queue matched the topic";
+
 /// Header carrying the MQTT QoS a message was published with.
 pub(super) const QOS_HEADER: &str = "x-mqtt-publish-qos";
 /// Header set on messages published with the retain flag (for MQTT 5
@@ -119,6 +122,12 @@ impl Session {
                 let mut ack = v5::PubAck::new(p.pkid);
                 if !routed {
                     ack.reason = PubAckReason::NoMatchingSubscribers;
+                    ack.properties =
+                        self.reason_string(NO_ROUTE, false)
+                            .map(|r| v5::PubAckProperties {
+                                reason_string: Some(r),
+                                user_properties: Vec::new(),
+                            });
                 }
                 self.owe(Packet::PubAck(ack), ticket);
             }
@@ -129,6 +138,12 @@ impl Session {
                     let (ticket, routed) = self.route(&vhost, msg, p.qos);
                     if !routed {
                         rec.reason = PubRecReason::NoMatchingSubscribers;
+                        rec.properties =
+                            self.reason_string(NO_ROUTE, false)
+                                .map(|r| v5::PubRecProperties {
+                                    reason_string: Some(r),
+                                    user_properties: Vec::new(),
+                                });
                     }
                     self.cover_retained(ticket, retained)
                 } else {

@@ -283,6 +283,10 @@ pub struct SessionConfig {
     pub max_inflight: u16,
     /// Largest packet accepted (told to MQTT 5 clients in CONNACK).
     pub max_packet_size: usize,
+    /// Longest keep-alive accepted, in seconds (0: any, including none).
+    /// MQTT 5 clients asking for more, or for none, are given this one
+    /// (Server Keep Alive); 3.1.1 clients are refused.
+    pub max_keep_alive: u16,
 }
 
 impl Default for SessionConfig {
@@ -290,6 +294,7 @@ impl Default for SessionConfig {
         Self {
             max_inflight: 64,
             max_packet_size: 16 << 20,
+            max_keep_alive: 0,
         }
     }
 }
@@ -375,6 +380,14 @@ pub struct Session {
     shared_subs: HashMap<String, SharedSub>,
     /// Inbound topic aliases (MQTT 5).
     aliases: HashMap<u16, String>,
+    /// Outbound topic aliases: topic → alias, up to the client's Topic
+    /// Alias Maximum (MQTT 5; empty for a connection that resumed).
+    out_aliases: HashMap<String, u16>,
+    /// The client's Topic Alias Maximum (0: no outbound aliases).
+    out_alias_max: u16,
+    /// The client accepts reason strings on any packet (MQTT 5 Request
+    /// Problem Information; CONNACK and DISCONNECT always carry them).
+    problem_info: bool,
     /// Largest packet the client accepts (MQTT 5 CONNECT property).
     client_max_packet: usize,
     /// Binding keys of `subs`, to find the QoS of a delivery.
@@ -419,6 +432,8 @@ pub struct ParkedSession {
     signal: Arc<Signal>,
     aliases: Box<[(u16, String)]>,
     client_max_packet: usize,
+    out_alias_max: u16,
+    problem_info: bool,
     session_expiry: u32,
     keep_alive: u16,
     next_pkid: u16,
@@ -486,6 +501,9 @@ impl Session {
             subs: HashMap::new(),
             shared_subs: HashMap::new(),
             aliases: HashMap::new(),
+            out_aliases: HashMap::new(),
+            out_alias_max: 0,
+            problem_info: true,
             client_max_packet: usize::MAX,
             matcher: TopicTrie::default(),
             next_pkid: 0,
@@ -541,6 +559,8 @@ impl Session {
             vhost: self.vhost.take(),
             signal: self.signal.clone(),
             aliases: aliases.into_iter().collect(),
+            out_alias_max: self.out_alias_max,
+            problem_info: self.problem_info,
             client_max_packet: self.client_max_packet,
             session_expiry: self.session_expiry,
             keep_alive: self.keep_alive,
@@ -560,6 +580,10 @@ impl Session {
         s.will = p.will.map(|w| *w);
         s.vhost = p.vhost;
         s.aliases = p.aliases.into_vec().into_iter().collect();
+        // The client still knows the aliases sent before: any alias is
+        // sent with its topic again first, which replaces its mapping.
+        s.out_alias_max = p.out_alias_max;
+        s.problem_info = p.problem_info;
         s.client_max_packet = p.client_max_packet;
         s.session_expiry = p.session_expiry;
         s.keep_alive = p.keep_alive;
@@ -719,20 +743,47 @@ impl Session {
     /// just see the socket close.
     pub fn handle_shutdown(&mut self) {
         self.will = None;
-        self.disconnect(DisconnectReasonCode::ServerShuttingDown);
+        self.disconnect(
+            DisconnectReasonCode::ServerShuttingDown,
+            "server shutting down",
+        );
         self.phase = Phase::Closed;
         self.release();
     }
 
     /// Tell an MQTT 5 client why the server ends the connection.
-    fn disconnect(&mut self, reason: DisconnectReasonCode) {
+    fn disconnect(&mut self, reason: DisconnectReasonCode, why: &str) {
         if self.phase == Phase::Connected && self.protocol == Protocol::V5 {
+            let properties = self
+                .reason_string(why, true)
+                .map(|r| v5::DisconnectProperties {
+                    session_expiry_interval: None,
+                    reason_string: Some(r),
+                    user_properties: Vec::new(),
+                    server_reference: None,
+                });
             let d = v5::Disconnect {
                 reason_code: reason,
-                properties: None,
+                properties,
             };
             self.send(Packet::Disconnect(d));
         }
+    }
+
+    /// `why` as an MQTT 5 Reason String, if this packet may carry one:
+    /// `always` for CONNACK and DISCONNECT, else only if the client did not
+    /// turn problem information off (MQTT-3.1.2-29). Cut to stay well within
+    /// the client's maximum packet size.
+    fn reason_string(&self, why: &str, always: bool) -> Option<String> {
+        if self.protocol != Protocol::V5 || !(always || self.problem_info) || why.is_empty() {
+            return None;
+        }
+        let room = self.client_max_packet.saturating_sub(32).min(256);
+        let mut end = why.len().min(room);
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        (end > 0).then(|| why[..end].to_owned())
     }
 
     /// End the connection abnormally: the will is published.
@@ -740,7 +791,7 @@ impl Session {
         if self.phase != Phase::Closed {
             tracing::info!(peer = %self.peer, client_id = %self.client_id, %why, "closing MQTT connection");
         }
-        self.disconnect(reason);
+        self.disconnect(reason, &why);
         self.phase = Phase::Closed;
         self.release();
     }

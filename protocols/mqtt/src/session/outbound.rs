@@ -202,6 +202,7 @@ impl Session {
                 d.queue.ack(&[d.seq]);
                 return;
             }
+            self.alias_topic(&mut p);
         }
         if qos == QoS::AtMostOnce {
             self.send(Packet::Publish(p));
@@ -254,6 +255,7 @@ impl Session {
                 if wire_size(&p) > self.client_max_packet {
                     continue;
                 }
+                self.alias_topic(&mut p);
             }
             if qos != QoS::AtMostOnce {
                 p.pkid = self.next_pkid();
@@ -272,6 +274,35 @@ impl Session {
             }
             self.send(Packet::Publish(p));
         }
+    }
+
+    /// Outbound topic alias (MQTT 5, 3.3.2.3.4): the first PUBLISH of a topic
+    /// carries it with a new alias while the client's Topic Alias Maximum
+    /// allows; later ones carry the alias and an empty topic. Topics past the
+    /// maximum go by name.
+    fn alias_topic(&mut self, p: &mut v5::Publish) {
+        if self.out_alias_max == 0 || p.topic.is_empty() {
+            return;
+        }
+        let alias = match self.out_aliases.get(&p.topic) {
+            Some(&a) => {
+                p.topic.clear();
+                a
+            }
+            None => {
+                let Ok(n) = u16::try_from(self.out_aliases.len() + 1) else {
+                    return;
+                };
+                if n > self.out_alias_max {
+                    return;
+                }
+                self.out_aliases.insert(p.topic.clone(), n);
+                n
+            }
+        };
+        p.properties
+            .get_or_insert_with(props::empty_publish_properties)
+            .topic_alias = Some(alias);
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) completes a delivery.

@@ -147,6 +147,20 @@ pub(super) fn apply(c: &Carried<'_>, props: &mut Properties, headers: &mut Field
     }
 }
 
+/// PUBLISH properties with nothing set.
+pub(super) fn empty_publish_properties() -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    }
+}
+
 /// The PUBLISH properties for delivering `m` to an MQTT 5 client, with the
 /// identifiers of the subscriptions it matched. A message that expires at
 /// `expires_at` carries the seconds it has left (MQTT-3.3.2-6).

@@ -369,3 +369,181 @@ fn delayed_will_and_session_expiry_are_deferred() {
     v4.handle_keepalive_timeout();
     assert!(v4.take_deferred().is_none());
 }
+
+/// CONNECT with `props` edited by `f`.
+fn connect_with(
+    s: &mut Session,
+    id: &str,
+    keep_alive: u16,
+    f: impl FnOnce(&mut ConnectProperties),
+) -> Vec<Packet> {
+    let mut c = Connect::new(id);
+    c.keep_alive = keep_alive;
+    let mut p = ConnectProperties {
+        session_expiry_interval: None,
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: vec![],
+        authentication_method: None,
+        authentication_data: None,
+    };
+    f(&mut p);
+    c.properties = Some(p);
+    s.handle_packet(Packet::Connect(c));
+    out(s)
+}
+
+#[test]
+fn server_keep_alive_caps_the_clients_and_fills_in_none() {
+    let sh = shared();
+    let config = SessionConfig {
+        max_keep_alive: 30,
+        ..SessionConfig::default()
+    };
+    for (asked, given) in [(60, Some(30)), (0, Some(30)), (10, None)] {
+        let mut s = Session::new(sh.clone(), config.clone(), "127.0.0.1:1".parse().unwrap());
+        let got = connect_with(&mut s, &format!("ka{asked}"), asked, |_| {});
+        let Packet::ConnAck(a) = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(a.code, v5::ConnectReturnCode::Success);
+        let p = a.properties.as_ref().expect("properties");
+        assert_eq!(p.server_keep_alive, given, "asked {asked}");
+        assert_eq!(s.keep_alive(), given.unwrap_or(asked));
+    }
+    // 3.1.1 cannot be told: refused.
+    let mut s = Session::new(sh, config, "127.0.0.1:1".parse().unwrap());
+    let mut c = Connect::new("old");
+    c.protocol = Protocol::V4;
+    c.keep_alive = 600;
+    s.handle_packet(Packet::Connect(c));
+    assert_eq!(s.phase(), Phase::Closed);
+}
+
+#[test]
+fn reason_strings_unless_problem_information_is_off() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect_with(&mut s, "rs1", 0, |_| {});
+    let mut p = Publish::new("nobody/listens", QoS::AtLeastOnce, "x");
+    p.pkid = 1;
+    s.handle_packet(Packet::Publish(p.clone()));
+    let got = out(&mut s);
+    let Packet::PubAck(ack) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(ack.reason, v5::PubAckReason::NoMatchingSubscribers);
+    let why = ack
+        .properties
+        .as_ref()
+        .and_then(|p| p.reason_string.clone());
+    assert!(why.is_some_and(|w| w.contains("matched")));
+
+    let mut quiet = session(&sh);
+    connect_with(&mut quiet, "rs2", 0, |p| p.request_problem_info = Some(0));
+    s = quiet;
+    s.handle_packet(Packet::Publish(p));
+    let got = out(&mut s);
+    let Packet::PubAck(ack) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(ack.reason, v5::PubAckReason::NoMatchingSubscribers);
+    assert!(ack.properties.is_none(), "problem information off: {ack:?}");
+    // DISCONNECT carries one anyway (MQTT-3.1.2-29 allows it).
+    s.handle_keepalive_timeout();
+    let got = out(&mut s);
+    let Packet::Disconnect(d) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout);
+    assert!(
+        d.properties
+            .as_ref()
+            .and_then(|p| p.reason_string.as_ref())
+            .is_some()
+    );
+}
+
+#[test]
+fn refused_connack_says_why() {
+    let sh = shared();
+    let mut s = session(&sh);
+    let mut c = Connect::new("bad");
+    c.set_login("guest", "wrong");
+    s.handle_packet(Packet::Connect(c));
+    let got = out(&mut s);
+    let Packet::ConnAck(a) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(a.code, v5::ConnectReturnCode::BadUserNamePassword);
+    let why = a.properties.as_ref().and_then(|p| p.reason_string.clone());
+    assert_eq!(why.as_deref(), Some("bad credentials"));
+}
+
+#[test]
+fn outbound_topic_aliases_up_to_the_clients_maximum() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect_with(&mut s, "alias-out", 0, |p| p.topic_alias_max = Some(2));
+    s.handle_packet(Packet::Subscribe(Subscribe::new("t/#", QoS::AtMostOnce)));
+    out(&mut s);
+    let mut publisher = session(&sh);
+    connect(&mut publisher, "alias-pub", None);
+    for t in ["t/a", "t/b", "t/a", "t/c", "t/b", "t/c"] {
+        publisher.handle_packet(Packet::Publish(Publish::new(t, QoS::AtMostOnce, t)));
+    }
+    out(&mut publisher);
+    let got = out(&mut s);
+    let seen: Vec<(String, Option<u16>, String)> = publishes(&got)
+        .iter()
+        .map(|p| {
+            (
+                p.topic.clone(),
+                p.properties.as_ref().and_then(|pr| pr.topic_alias),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("t/a", Some(1), "t/a"),
+        ("t/b", Some(2), "t/b"),
+        ("", Some(1), "t/a"),
+        ("t/c", None, "t/c"),
+        ("", Some(2), "t/b"),
+        ("t/c", None, "t/c"),
+    ];
+    let expect: Vec<(String, Option<u16>, String)> = expect
+        .iter()
+        .map(|(t, a, b)| ((*t).to_owned(), *a, (*b).to_owned()))
+        .collect();
+    assert_eq!(seen, expect);
+}
+
+#[test]
+fn park_and_unpark_keep_what_an_idle_session_needs() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect_with(&mut s, "parky", 30, |p| {
+        p.topic_alias_max = Some(5);
+        p.request_problem_info = Some(0);
+    });
+    assert!(s.parkable());
+    let parked = s.park();
+    drop(s); // releases nothing: the client is still connected
+    assert!(!parked.signal().is_finished());
+    let mut s = Session::unpark(sh.clone(), SessionConfig::default(), parked);
+    assert_eq!(s.keep_alive(), 30);
+    assert_eq!(s.phase(), Phase::Connected);
+    // Still registered: a takeover stops it.
+    let signal = s.signal().clone();
+    let mut second = session(&sh);
+    connect(&mut second, "parky", None);
+    assert!(signal.is_stopped());
+    // Subscribing makes it unparkable.
+    s.handle_packet(Packet::Subscribe(Subscribe::new("x/y", QoS::AtLeastOnce)));
+    out(&mut s);
+    assert!(!s.parkable());
+}
