@@ -42,7 +42,7 @@ QUIET = 0.5  # how long to watch for something that must not arrive
 PROC_TIMEOUT = 15.0  # subprocess timeout for one mosquitto_pub / mosquitto_sub run
 MARK = "MSG|"  # prefix of the lines mosquitto_sub prints for messages in -d mode
 
-VERSIONS = ["mqttv311", "mqttv5"]
+VERSIONS = ["mqttv31", "mqttv311", "mqttv5"]
 
 # mosquitto_sub's exit status when -W ran out before -C was reached.
 SUB_TIMED_OUT = 27

@@ -56,6 +56,8 @@ pub struct Decoder {
     /// Reading what a client sent (the broker's side), as opposed to
     /// reading a server's output (tests, fuzz oracles).
     from_client: bool,
+    /// The last CONNECT was MQTT 3.1 (`MQIsdp`, level 3), read as 3.1.1.
+    mqtt31: bool,
 }
 
 impl Decoder {
@@ -66,6 +68,7 @@ impl Decoder {
             max_packet_size,
             protocol: Protocol::V4,
             from_client: true,
+            mqtt31: false,
         }
     }
 
@@ -76,6 +79,7 @@ impl Decoder {
             max_packet_size,
             protocol,
             from_client: true,
+            mqtt31: false,
         }
     }
 
@@ -86,12 +90,19 @@ impl Decoder {
             max_packet_size,
             protocol,
             from_client: false,
+            mqtt31: false,
         }
     }
 
     /// The level the last CONNECT chose.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// Whether the last CONNECT was MQTT 3.1 (decoded as 3.1.1, which is a
+    /// superset on the wire; the session answers it as 3.1).
+    pub fn is_mqtt31(&self) -> bool {
+        self.mqtt31
     }
 
     /// Decode one packet from the front of `buf`, consuming it.
@@ -134,7 +145,21 @@ impl Decoder {
         let remaining = remaining_len(buf);
         if kind == 1 {
             let body = &buf[header.frame_length() - remaining..header.frame_length()];
-            self.protocol = check_connect(body)?;
+            let level = check_connect(body)?;
+            self.mqtt31 = level == Level::Mqtt31;
+            self.protocol = match level {
+                Level::Mqtt5 => Protocol::V5,
+                Level::Mqtt311 => Protocol::V4,
+                Level::Mqtt31 => {
+                    // The same packet as 3.1.1 but for the protocol name and
+                    // level: rewritten so mqttbytes reads it.
+                    let mut rewritten = rewrite_mqtt31_connect(body);
+                    let _ = buf.split_to(header.frame_length());
+                    return v4::read(&mut rewritten, self.max_packet_size)
+                        .map(|p| Some(from_v4(p)))
+                        .map_err(DecodeError::Malformed);
+                }
+            };
             // Falls through to the reader of that level (mqttbytes' v5
             // reader would look for will properties in a 3.1.1 CONNECT).
         }
@@ -470,7 +495,40 @@ fn remaining_len(buf: &[u8]) -> usize {
 }
 
 /// CONNECT's variable header starts with the protocol name and level.
-fn check_connect(body: &[u8]) -> Result<Protocol, DecodeError> {
+/// The protocol a CONNECT names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Mqtt31,
+    Mqtt311,
+    Mqtt5,
+}
+
+/// A 3.1.1 CONNECT with the body of a 3.1 one (`MQIsdp`, level 3; checked
+/// by [`check_connect`]).
+fn rewrite_mqtt31_connect(body: &[u8]) -> BytesMut {
+    // Name length (2) + "MQIsdp" (6) + level (1).
+    let rest = &body[9..];
+    let len = rest.len() + 7;
+    let mut out = BytesMut::with_capacity(len + 5);
+    out.extend_from_slice(&[0x10]);
+    let mut n = len;
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.extend_from_slice(&[b]);
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4]);
+    out.extend_from_slice(rest);
+    out
+}
+
+fn check_connect(body: &[u8]) -> Result<Level, DecodeError> {
     let malformed = DecodeError::Malformed(WireError::MalformedPacket);
     if body.len() < 2 {
         return Err(malformed);
@@ -483,8 +541,9 @@ fn check_connect(body: &[u8]) -> Result<Protocol, DecodeError> {
         return Err(malformed);
     };
     match (name, level) {
-        (b"MQTT", 4) => Ok(Protocol::V4),
-        (b"MQTT", 5) => Ok(Protocol::V5),
+        (b"MQTT", 4) => Ok(Level::Mqtt311),
+        (b"MQTT", 5) => Ok(Level::Mqtt5),
+        (b"MQIsdp", 3) => Ok(Level::Mqtt31),
         (b"MQTT", l) | (b"MQIsdp", l) => Err(DecodeError::UnsupportedLevel(l)),
         _ => Err(DecodeError::BadProtocolName),
     }
@@ -606,13 +665,27 @@ mod tests {
             Decoder::new(1024).decode(&mut v6),
             Err(DecodeError::UnsupportedLevel(6))
         );
+        // MQTT 3.1: read as 3.1.1, and said so.
         let mut v31 = BytesMut::from(
             &[
-                0x10u8, 12, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60,
+                0x10u8, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 1, b'c',
             ][..],
         );
+        let mut dec31 = Decoder::new(1024);
+        match dec31.decode(&mut v31) {
+            Ok(Some(Packet::Connect(c))) => {
+                assert_eq!(
+                    (c.client_id.as_str(), c.keep_alive, c.clean_session),
+                    ("c", 60, true)
+                );
+            }
+            other => panic!("3.1 CONNECT: {other:?}"),
+        }
+        assert!(dec31.is_mqtt31() && v31.is_empty());
+        let mut v3_named_mqtt =
+            BytesMut::from(&[0x10u8, 10, 0, 4, b'M', b'Q', b'T', b'T', 3, 2, 0, 60][..]);
         assert_eq!(
-            Decoder::new(1024).decode(&mut v31),
+            Decoder::new(1024).decode(&mut v3_named_mqtt),
             Err(DecodeError::UnsupportedLevel(3))
         );
         let mut bad = BytesMut::from(&[0x10u8, 10, 0, 4, b'A', b'M', b'Q', b'P', 4, 2, 0, 60][..]);

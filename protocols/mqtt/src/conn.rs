@@ -400,6 +400,7 @@ impl Conn {
                         if let Some(old) = shared.take_over(&c) {
                             let _ = tokio::time::timeout(TAKEOVER_WAIT, old.finished()).await;
                         }
+                        session.set_mqtt31(decoder.is_mqtt31());
                         session.handle_packet(Packet::Connect(c));
                     }
                     Ok(Some(p)) => {

@@ -42,7 +42,12 @@ pub fn drive_for_fuzzing(data: &[u8]) {
             break;
         }
         match decoder.decode(&mut input) {
-            Ok(Some(p)) => session.handle_packet(p),
+            Ok(Some(p)) => {
+                if matches!(p, crate::codec::Packet::Connect(_)) {
+                    session.set_mqtt31(decoder.is_mqtt31());
+                }
+                session.handle_packet(p);
+            }
             Ok(None) => break,
             Err(e) => {
                 session.handle_decode_error(e);

@@ -73,6 +73,14 @@ impl Session {
             return self.refuse(ConnectReturnCode::NotAuthorized, "no such vhost");
         };
         let mut assigned = None;
+        // MQTT 3.1 client identifiers are 1 to 23 characters (3.1 §3.1);
+        // longer ones are accepted, as 3.1.1 allows.
+        if c.client_id.is_empty() && self.mqtt31 {
+            return self.refuse(
+                ConnectReturnCode::ClientIdentifierNotValid,
+                "MQTT 3.1 needs a client identifier",
+            );
+        }
         if c.client_id.is_empty() {
             // 3.1.1 demands a clean session for an empty id; MQTT 5 assigns
             // one and says which in CONNACK.
@@ -199,7 +207,9 @@ impl Session {
             }
             self.restore_subscriptions();
         }
-        let mut ack = v5::ConnAck::new(ConnectReturnCode::Success, existed && !discard);
+        // MQTT 3.1 has no session-present flag (the byte is reserved).
+        let present = existed && !discard && !self.mqtt31;
+        let mut ack = v5::ConnAck::new(ConnectReturnCode::Success, present);
         if self.protocol == Protocol::V5 {
             let mut p = v5::ConnAckProperties::new();
             p.receive_max = Some(self.config.max_inflight);

@@ -388,6 +388,8 @@ pub struct Session {
     /// The client accepts reason strings on any packet (MQTT 5 Request
     /// Problem Information; CONNACK and DISCONNECT always carry them).
     problem_info: bool,
+    /// The CONNECT was MQTT 3.1 (read as 3.1.1; answered as 3.1).
+    mqtt31: bool,
     /// Largest packet the client accepts (MQTT 5 CONNECT property).
     client_max_packet: usize,
     /// Binding keys of `subs`, to find the QoS of a delivery.
@@ -504,6 +506,7 @@ impl Session {
             out_aliases: HashMap::new(),
             out_alias_max: 0,
             problem_info: true,
+            mqtt31: false,
             client_max_packet: usize::MAX,
             matcher: TopicTrie::default(),
             next_pkid: 0,
@@ -592,6 +595,12 @@ impl Session {
         s.protocol = p.protocol;
         s.persistent = p.persistent;
         s
+    }
+
+    /// Says the CONNECT about to be handled is MQTT 3.1 (the decoder
+    /// knows: [`crate::codec::Decoder::is_mqtt31`]).
+    pub fn set_mqtt31(&mut self, yes: bool) {
+        self.mqtt31 = yes;
     }
 
     /// The client's address.

@@ -218,3 +218,24 @@ fn first_packet_must_be_connect_and_bad_login_is_refused() {
         matches!(&out(&mut s)[0], Packet::ConnAck(a) if a.code == v5::ConnectReturnCode::BadUserNamePassword)
     );
 }
+
+#[test]
+fn mqtt31_needs_a_client_id_and_never_says_session_present() {
+    let sh = shared();
+    let mut s = session(&sh);
+    s.set_mqtt31(true);
+    let mut c = Connect::new("");
+    c.protocol = Protocol::V4;
+    s.handle_packet(Packet::Connect(c));
+    assert_eq!(s.phase(), Phase::Closed);
+    // A persistent 3.1 session resumes, but CONNACK's byte stays 0.
+    for round in 0..2 {
+        let mut s = session(&sh);
+        s.set_mqtt31(true);
+        let got = connect(&mut s, "v31-keep", false);
+        assert!(
+            matches!(&got[0], Packet::ConnAck(a) if !a.session_present && a.code == v5::ConnectReturnCode::Success),
+            "round {round}: {got:?}"
+        );
+    }
+}
