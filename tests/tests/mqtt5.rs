@@ -2450,3 +2450,61 @@ async fn server_keep_alive_is_announced_and_enforced() {
         "CONNACK 2 expected"
     );
 }
+
+// A delayed will and a session expiry outlive a broker restart: they are
+// stored with the session and re-armed with the time they have left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_will_and_session_expiry_survive_a_restart() {
+    let mut broker = Broker::start();
+    let addr = broker.mqtt_addr();
+    // The watcher's own session outlives the restart, so the will reaches
+    // its queue whenever it is published.
+    let (mut watcher, _) = Mq5::connect(persistent_opts(addr, "restart-watch", true)).await;
+    watcher.subscribe("delayed/#", QoS::AtLeastOnce).await;
+    watcher.disconnect().await;
+    // The device's session expires 6 s after its connection ends, its
+    // will is due after 3 s. Its connection drops (a graceful broker stop
+    // would discard the will), then the broker stops before the will is due.
+    let (dev, _) = Mq5::connect(delayed_will_opts(addr, "restart-dev", 3, 6)).await;
+    dev.kill().await;
+    let stopped = Instant::now();
+    broker.stop();
+    broker.restart();
+    let addr = broker.mqtt_addr();
+    let (mut watcher, ack) = Mq5::connect(persistent_opts(addr, "restart-watch", false)).await;
+    assert!(ack.session_present);
+    let p = watcher.next_publish().await;
+    assert_eq!(
+        (topic(&p).as_str(), text(&p).as_str()),
+        ("delayed/restart-dev", "late")
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(2900),
+        "will published {:?} after the connection ended, before its 3 s delay",
+        stopped.elapsed()
+    );
+    // Once: not again after another restart.
+    watcher.disconnect().await;
+    broker.stop();
+    broker.restart();
+    let addr = broker.mqtt_addr();
+    let (mut watcher, _) = Mq5::connect(persistent_opts(addr, "restart-watch", false)).await;
+    watcher.assert_no_publish(QUIET).await;
+    // The device's session is gone 6 s after its connection ended.
+    let left = Duration::from_millis(6500).saturating_sub(stopped.elapsed());
+    tokio::time::sleep(left).await;
+    let mut o = delayed_will_opts(addr, "restart-dev", 3, 6);
+    o.set_last_will(LastWill::new(
+        "delayed/none",
+        b"x".to_vec(),
+        QoS::AtMostOnce,
+        false,
+        None,
+    ));
+    let (dev, ack) = Mq5::connect(o).await;
+    assert!(
+        !ack.session_present,
+        "session outlived its expiry across restarts"
+    );
+    dev.disconnect().await;
+}

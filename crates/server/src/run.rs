@@ -137,6 +137,7 @@ async fn run(
     // TCP and WebSocket clients of one protocol share its state (MQTT
     // session takeover works across both).
     let mqtt_shared = switchyard_mqtt::Shared::new(Arc::clone(broker));
+    mqtt_shared.resume_deferred();
     let stomp_shared = switchyard_stomp::Shared::new(Arc::clone(broker));
     if let Some((listener, _)) = mqtt {
         let accept = switchyard_mqtt::serve(

@@ -76,6 +76,25 @@ struct Saved {
     /// redelivery reuses its packet id.
     pkids: HashMap<u64, u16>,
     next_pkid: u16,
+    /// A delayed will (MQTT 5) and when it is due, in milliseconds since
+    /// the Unix epoch: a restart does not lose it.
+    will: Option<(u64, DeferredWill)>,
+    /// When the session expires (MQTT 5 session expiry interval), in
+    /// milliseconds since the Unix epoch.
+    expires: Option<u64>,
+}
+
+/// Milliseconds since the Unix epoch, now (wall clock: deadlines stored
+/// across restarts).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// From a stored wall-clock deadline to the time left (0 if it passed).
+fn left_until(due_ms: u64) -> Duration {
+    Duration::from_millis(due_ms.saturating_sub(unix_ms()))
 }
 
 /// Store namespace of persistent sessions' protocol state.
@@ -103,7 +122,7 @@ pub struct Shared {
 }
 
 /// A will message ready to publish.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DeferredWill {
     topic: String,
     retain: bool,
@@ -199,6 +218,41 @@ impl Shared {
         }
     }
 
+    /// Re-arm the delayed wills and session expiries stored by sessions
+    /// that ended before the broker last stopped, with the time they have
+    /// left (none, if it passed while the broker was down). Call once, on
+    /// the runtime, after [`Shared::new`].
+    pub fn resume_deferred(self: &Arc<Self>) {
+        let due: Vec<Deferred> = {
+            let saved = self.saved.lock();
+            saved
+                .iter()
+                .filter(|(_, s)| s.will.is_some() || s.expires.is_some())
+                .map(|(key, s)| Deferred {
+                    key: key.clone(),
+                    will: s.will.clone().map(|(due, w)| (left_until(due), w)),
+                    expiry: s.expires.map(left_until),
+                    token: CancellationToken::new(),
+                })
+                .collect()
+        };
+        for mut d in due {
+            d.token = self.register_pending(&d.key);
+            tracing::info!(vhost = %d.key.0, client_id = %d.key.1, "MQTT session's delayed will / expiry re-armed");
+            tokio::spawn(self.clone().run_deferred(d));
+        }
+    }
+
+    /// A stored session's delayed will was published: forget it, so a
+    /// restart does not publish it again.
+    fn will_published(&self, key: &(String, String)) {
+        let saved = self.saved.lock().remove(key);
+        if let Some(mut s) = saved {
+            s.will = None;
+            self.save(key.clone(), s);
+        }
+    }
+
     /// Register a deferred action for `key` (replacing an older one).
     fn register_pending(&self, key: &(String, String)) -> CancellationToken {
         let token = CancellationToken::new();
@@ -227,6 +281,7 @@ impl Shared {
                 () = tokio::time::sleep_until(started + after) => {}
             }
             self.publish_will(&d.key.0, will);
+            self.will_published(&d.key);
         }
         if let Some(after) = d.expiry {
             tokio::select! {
@@ -828,9 +883,18 @@ impl Session {
         if let Some(will) = self.will.take() {
             self.publish_will(&vhost, will);
         }
+        let now = unix_ms();
+        let after_ms =
+            |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut saved = Saved {
             inbound_qos2: std::mem::take(&mut self.inbound_qos2),
             next_pkid: self.next_pkid,
+            will: self
+                .deferred_will
+                .as_ref()
+                .map(|(after, w)| (after_ms(*after), w.clone())),
+            expires: (self.session_expiry != u32::MAX)
+                .then(|| after_ms(Duration::from_secs(u64::from(self.session_expiry)))),
             ..Saved::default()
         };
         if let (Some(q), Some(c)) = (self.queue.as_ref(), self.consumer.take()) {
