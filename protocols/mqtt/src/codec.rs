@@ -153,6 +153,7 @@ impl Decoder {
                 Level::Mqtt31 => {
                     // The same packet as 3.1.1 but for the protocol name and
                     // level: rewritten so mqttbytes reads it.
+                    self.protocol = Protocol::V4;
                     let mut rewritten = rewrite_mqtt31_connect(body);
                     let _ = buf.split_to(header.frame_length());
                     return v4::read(&mut rewritten, self.max_packet_size)
