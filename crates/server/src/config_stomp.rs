@@ -18,6 +18,7 @@ const DEFAULT_MAX_BODY_SIZE: usize = 16 << 20;
 const DEFAULT_MAX_HEADERS: usize = 100;
 const DEFAULT_MAX_HEADER_LENGTH: usize = 8192;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_MAX_UNACKED: u32 = 65_536;
 const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 4096;
 const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
@@ -67,6 +68,10 @@ const MIN_HEARTBEAT: Key = Key {
     file: "stomp.min_heartbeat_ms",
     flag: None,
 };
+const MAX_UNACKED: Key = Key {
+    file: "stomp.max_unacked_per_subscription",
+    flag: None,
+};
 
 /// `[stomp]` as written.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -81,6 +86,7 @@ pub(crate) struct StompFile {
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) max_subscriptions: Option<usize>,
     pub(crate) min_heartbeat_ms: Option<u64>,
+    pub(crate) max_unacked_per_subscription: Option<u32>,
 }
 
 /// `[web_stomp]` or `[web_mqtt]` as written.
@@ -111,6 +117,8 @@ pub(crate) struct StompListenerConfig {
     pub(crate) max_subscriptions: NonZeroUsize,
     /// Shortest heart-beat interval the broker agrees to.
     pub(crate) min_heartbeat: Duration,
+    /// Most unacknowledged MESSAGEs per client-ack subscription.
+    pub(crate) max_unacked_per_subscription: u32,
 }
 
 fn at_least_one(
@@ -149,7 +157,12 @@ impl StompListenerConfig {
         );
         let subs = r.pick(None, file.max_subscriptions, DEFAULT_MAX_SUBSCRIPTIONS);
         let heartbeat = r.pick(None, file.min_heartbeat_ms, DEFAULT_MIN_HEARTBEAT_MS);
+        let unacked = r.pick(None, file.max_unacked_per_subscription, DEFAULT_MAX_UNACKED);
+        if unacked.0 == 0 {
+            return Err(r.error(MAX_UNACKED, unacked.1, 0, "must be at least 1"));
+        }
         Ok(Self {
+            max_unacked_per_subscription: unacked.0,
             listen: addr,
             max_body_size: at_least_one(r, MAX_BODY_SIZE, body)?,
             max_headers: at_least_one(r, MAX_HEADERS, headers)?,
@@ -176,6 +189,7 @@ impl StompListenerConfig {
             max_connections_per_ip: Some(self.max_connections_per_ip.get()),
             max_subscriptions: Some(self.max_subscriptions.get()),
             min_heartbeat_ms: Some(millis(self.min_heartbeat)),
+            max_unacked_per_subscription: Some(self.max_unacked_per_subscription),
         }
     }
 
@@ -192,6 +206,7 @@ impl StompListenerConfig {
             max_connections_per_ip: self.max_connections_per_ip.get(),
             max_subscriptions: self.max_subscriptions.get(),
             min_heartbeat_ms: millis(self.min_heartbeat),
+            max_unacked: self.max_unacked_per_subscription,
         }
     }
 }

@@ -94,6 +94,7 @@ fn shipped_file_sets_every_key() {
                 max_connections: stomp_max_connections,
                 max_connections_per_ip: stomp_per_ip,
                 max_subscriptions,
+                max_unacked_per_subscription,
                 min_heartbeat_ms,
             },
         web_stomp: WebFile {
@@ -106,6 +107,7 @@ fn shipped_file_sets_every_key() {
     assert!(stomp_listen.is_some() && max_body_size.is_some() && max_headers.is_some());
     assert!(max_header_length.is_some() && stomp_connect_timeout_ms.is_some());
     assert!(stomp_max_connections.is_some() && max_subscriptions.is_some());
+    assert!(max_unacked_per_subscription.is_some());
     assert!(min_heartbeat_ms.is_some() && web_stomp_listen.is_some() && web_mqtt_listen.is_some());
     assert!(mqtt_per_ip.is_some() && stomp_per_ip.is_some() && park_after_ms.is_some());
     assert!(max_keep_alive.is_some());

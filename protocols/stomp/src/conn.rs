@@ -39,6 +39,8 @@ pub struct StompConfig {
     pub max_subscriptions: usize,
     /// Shortest heart-beat interval agreed to, in milliseconds.
     pub min_heartbeat_ms: u64,
+    /// Unacknowledged MESSAGEs per client-ack subscription.
+    pub max_unacked: u32,
 }
 
 impl Default for StompConfig {
@@ -50,6 +52,7 @@ impl Default for StompConfig {
             max_connections_per_ip: 4096,
             max_subscriptions: 1024,
             min_heartbeat_ms: 100,
+            max_unacked: 65_536,
         }
     }
 }
@@ -96,6 +99,7 @@ pub async fn run<R, W>(
     let session_config = SessionConfig {
         max_subscriptions: config.max_subscriptions,
         min_heartbeat_ms: config.min_heartbeat_ms,
+        max_unacked: config.max_unacked,
     };
     let mut session = Session::new(shared, session_config, peer);
     let outbox = session.outbox().clone();

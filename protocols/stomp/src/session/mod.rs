@@ -44,6 +44,10 @@ pub struct SessionConfig {
     pub max_subscriptions: usize,
     /// Shortest heart-beat interval the server agrees to, in milliseconds.
     pub min_heartbeat_ms: u64,
+    /// Most unacknowledged MESSAGEs per subscription: the prefetch of a
+    /// subscription without `prefetch-count` (or with 0), and the most any
+    /// `prefetch-count` gets.
+    pub max_unacked: u32,
 }
 
 impl Default for SessionConfig {
@@ -51,6 +55,7 @@ impl Default for SessionConfig {
         Self {
             max_subscriptions: 1024,
             min_heartbeat_ms: 100,
+            max_unacked: 65_536,
         }
     }
 }

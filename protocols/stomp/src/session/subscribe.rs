@@ -96,6 +96,15 @@ impl Session {
                 )
             })?,
         };
+        // Never unbounded: a client that takes MESSAGEs and never ACKs them
+        // holds at most this many (auto-ack deliveries are settled as soon as
+        // they are written, so the cap only bites client acks).
+        let cap = self.config.max_unacked.max(1);
+        let prefetch = if prefetch == 0 {
+            cap
+        } else {
+            prefetch.min(cap)
+        };
         // `persistent:true` is the older RabbitMQ spelling of `durable:true`.
         let durable = is_true(frame, "durable") || is_true(frame, "persistent");
         let arguments = queue_arguments(frame);

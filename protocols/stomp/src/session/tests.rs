@@ -344,3 +344,64 @@ fn prefetch_count_limits_unacked_deliveries() {
     h.put(Command::Ack, &[("id", first[0].get("ack").unwrap())], "");
     assert_eq!(h.take().len(), 1, "one ack frees one slot");
 }
+
+#[test]
+fn unacked_cap_bounds_subscriptions_without_or_above_prefetch() {
+    let broker = Broker::open(Arc::new(MemoryStore)).expect("broker");
+    let config = SessionConfig {
+        max_unacked: 3,
+        ..SessionConfig::default()
+    };
+    let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
+    for prefetch in [None, Some("10")] {
+        let mut h = Harness {
+            session: Session::new(Shared::new(broker.clone()), config.clone(), peer),
+            reader: Decoder::new(Limits::default()),
+        };
+        h.connect("1.2");
+        let dest = format!("/queue/cap-{}", prefetch.unwrap_or("none"));
+        let mut headers = vec![
+            ("destination", dest.as_str()),
+            ("id", "s"),
+            ("ack", "client-individual"),
+        ];
+        if let Some(p) = prefetch {
+            headers.push(("prefetch-count", p));
+        }
+        h.put(Command::Subscribe, &headers, "");
+        for i in 0..6 {
+            h.put(
+                Command::Send,
+                &[("destination", dest.as_str())],
+                &i.to_string(),
+            );
+        }
+        let first = h.take();
+        assert_eq!(first.len(), 3, "prefetch {prefetch:?}: the cap, not more");
+        h.put(Command::Ack, &[("id", first[0].get("ack").unwrap())], "");
+        assert_eq!(h.take().len(), 1, "one ack frees one slot");
+    }
+    // Auto ack is settled as written: the cap does not hold it back.
+    let mut h = Harness {
+        session: Session::new(Shared::new(broker), config, peer),
+        reader: Decoder::new(Limits::default()),
+    };
+    h.connect("1.2");
+    h.put(
+        Command::Subscribe,
+        &[("destination", "/queue/cap-auto"), ("id", "a")],
+        "",
+    );
+    for i in 0..6 {
+        h.put(
+            Command::Send,
+            &[("destination", "/queue/cap-auto")],
+            &i.to_string(),
+        );
+    }
+    let mut got = 0;
+    for _ in 0..6 {
+        got += h.take().len();
+    }
+    assert_eq!(got, 6);
+}
