@@ -180,6 +180,25 @@ pub enum OutboxEvent {
 pub struct Outbox {
     events: Mutex<Vec<OutboxEvent>>,
     notify: Notify,
+    /// Called when an event arrives in an empty outbox, for a connection
+    /// that is not waiting on [`Outbox::ready`] (one parked without a task).
+    waker: Mutex<Option<OutboxWaker>>,
+}
+
+/// See [`Outbox::set_waker`].
+pub struct OutboxWaker(Box<dyn Fn() + Send + Sync>);
+
+impl OutboxWaker {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for OutboxWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxWaker")
+    }
 }
 
 impl Outbox {
@@ -191,7 +210,17 @@ impl Outbox {
         drop(events);
         if was_empty {
             self.notify.notify_one();
+            if let Some(w) = self.waker.lock().as_ref() {
+                (w.0)();
+            }
         }
+    }
+
+    /// Sets (or clears) what [`Outbox::push`] calls besides waking
+    /// [`Outbox::ready`]. Check [`Outbox::has_events`] after setting one:
+    /// an event that came before it woke nothing.
+    pub fn set_waker(&self, waker: Option<OutboxWaker>) {
+        *self.waker.lock() = waker;
     }
 
     /// Move every waiting event into `into`, oldest first.

@@ -30,7 +30,8 @@ pub use backpressure::{OwedReplies, STORE_HIGH_WATER, StoreFailed, Throttle, wai
 pub use broker::{Broker, DEFAULT_VHOST};
 pub use command::{Command, Outcome};
 pub use consumer::{
-    ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, OutboxEvent, PENDING_LIMIT,
+    ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, OutboxEvent, OutboxWaker,
+    PENDING_LIMIT,
 };
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};

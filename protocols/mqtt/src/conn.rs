@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use switchyard_engine::{Durable, Outbox, wait_durable};
+use switchyard_engine::{Durable, Outbox, OutboxWaker, wait_durable};
 use switchyard_listener::park::{ParkKey, ParkingLot, Wake};
 use switchyard_listener::{Admission, Limits, accept_loop_admitted};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -91,10 +91,46 @@ struct Listener {
 /// A parked connection's state: the session, when it last heard from the
 /// client, and what keeps it counted (listener limits, shutdown tracking).
 struct ParkedConn {
-    session: ParkedSession,
+    session: Parked,
     last_read: std::time::Instant,
     admission: Admission,
     _tracked: TaskTrackerToken,
+}
+
+/// A parked session.
+enum Parked {
+    /// Nothing subscribed or in flight: the few fields that matter.
+    Compact(ParkedSession),
+    /// Subscribed (it has a queue whose deliveries wake it through its
+    /// outbox) or with deliveries in flight: the whole session.
+    Whole(Box<Session>),
+}
+
+impl Parked {
+    fn signal(&self) -> &Arc<Signal> {
+        match self {
+            Self::Compact(p) => p.signal(),
+            Self::Whole(s) => s.signal(),
+        }
+    }
+
+    fn client_id(&self) -> &str {
+        match self {
+            Self::Compact(p) => p.client_id(),
+            Self::Whole(s) => s.client_id(),
+        }
+    }
+
+    fn into_session(self, ctx: &Listener) -> Session {
+        self.signal().set_parked(None);
+        match self {
+            Self::Compact(p) => Session::unpark(ctx.shared.clone(), session_config(&ctx.config), p),
+            Self::Whole(s) => {
+                s.outbox().set_waker(None);
+                *s
+            }
+        }
+    }
 }
 
 /// Accept MQTT clients on `listener` until `shutdown` is cancelled.
@@ -162,7 +198,11 @@ async fn resume(
     parked: Box<ParkedConn>,
     why: Wake,
 ) {
-    tracing::debug!(?why, "MQTT connection resumed");
+    tracing::debug!(
+        ?why,
+        client_id = parked.session.client_id(),
+        "MQTT connection resumed"
+    );
     match TcpStream::from_std(stream) {
         Ok(stream) => {
             let ParkedConn {
@@ -184,7 +224,7 @@ enum Start {
     /// A new client at this address.
     New(SocketAddr),
     /// A parked one, last heard from at that instant.
-    Parked(ParkedSession, Instant),
+    Parked(Parked, Instant),
 }
 
 /// Drive a TCP connection until it ends or parks.
@@ -193,10 +233,8 @@ async fn run_tcp(ctx: Arc<Listener>, stream: TcpStream, start: Start, admission:
     // laid out twice in the caller's state.
     let mut conn = match start {
         Start::New(peer) => Conn::new(ctx.shared.clone(), &ctx.config, peer),
-        Start::Parked(session, last_read) => {
-            session.signal().set_parked(None);
-            let session = Session::unpark(ctx.shared.clone(), session_config(&ctx.config), session);
-            Conn::from_session(session, &ctx.config, last_read)
+        Start::Parked(parked, last_read) => {
+            Conn::from_session(parked.into_session(&ctx), &ctx.config, last_read)
         }
     };
     let (mut rd, mut wr) = stream.into_split();
@@ -220,26 +258,46 @@ async fn run_tcp(ctx: Arc<Listener>, stream: TcpStream, start: Start, admission:
         return;
     };
     let signal = conn.session.signal().clone();
-    let deadline = keepalive_deadline(conn.session.keep_alive(), conn.last_read);
+    let outbox = conn.session.outbox().clone();
+    let last_read = conn.last_read;
+    let deadline = keepalive_deadline(conn.session.keep_alive(), last_read);
+    let session = if conn.session.parkable() {
+        Parked::Compact(conn.session.park())
+    } else {
+        let Conn { session, .. } = conn;
+        Parked::Whole(Box::new(session))
+    };
+    let whole = matches!(session, Parked::Whole(_));
+    // For the log line only (tests follow parking through it).
+    let client_id =
+        tracing::enabled!(tracing::Level::DEBUG).then(|| session.client_id().to_owned());
     let parked = Box::new(ParkedConn {
-        session: conn.session.park(),
-        last_read: conn.last_read.into_std(),
+        session,
+        last_read: last_read.into_std(),
         admission,
         _tracked: ctx.tracker.token(),
     });
     match lot.park(std_stream, deadline.map(Instant::into_std), parked) {
         Ok(key) => {
-            tracing::debug!("MQTT connection parked");
+            tracing::debug!(
+                whole,
+                client_id = client_id.as_deref().unwrap_or_default(),
+                "MQTT connection parked"
+            );
             signal.set_parked(Some(key.to_bits()));
-            // A takeover that came before the key was set missed it.
-            if signal.is_stopped() {
+            if whole {
+                // A delivery for the session wakes it.
+                let waker = lot.clone();
+                outbox.set_waker(Some(OutboxWaker::new(move || waker.wake(key))));
+            }
+            // A takeover or a delivery that came before the key was set, or
+            // the waker, missed it.
+            if signal.is_stopped() || outbox.has_events() {
                 lot.wake(key);
             }
         }
         Err((std_stream, parked)) => {
             // The lot is shutting down: carry on here, without parking.
-            let last_read = conn.last_read;
-            drop(conn);
             Box::pin(run_unparked(ctx, std_stream, *parked, last_read)).await;
         }
     }
@@ -257,8 +315,7 @@ async fn run_unparked(
         admission: _admission,
         ..
     } = parked;
-    let session = Session::unpark(ctx.shared.clone(), session_config(&ctx.config), session);
-    let mut conn = Conn::from_session(session, &ctx.config, last_read);
+    let mut conn = Conn::from_session(session.into_session(&ctx), &ctx.config, last_read);
     let Ok(stream) = TcpStream::from_std(stream) else {
         return;
     };
@@ -329,6 +386,10 @@ struct Conn {
     last_read: Instant,
     eof: bool,
     stop_requested: bool,
+    /// Since when nothing was read (or the connection resumed): the park
+    /// timer's start. Keep-alive counts from `last_read` instead, which a
+    /// resumed connection keeps.
+    idle_since: Instant,
     /// Just connected, nothing said since CONNECT: park as soon as idle
     /// (a connection storm of quiet devices never holds thousands of
     /// tasks at once).
@@ -359,6 +420,7 @@ impl Conn {
             last_read,
             eof: false,
             stop_requested: false,
+            idle_since: Instant::now(),
             fresh: false,
         }
     }
@@ -389,6 +451,7 @@ impl Conn {
             last_read,
             eof,
             stop_requested,
+            idle_since,
             fresh,
         } = self;
         loop {
@@ -441,6 +504,7 @@ impl Conn {
                 && !throttled;
             if !can_read {
                 *last_read = Instant::now();
+                *idle_since = *last_read;
             }
             let connect_deadline =
                 (session.phase() == Phase::Connect).then(|| *started + config.connect_timeout);
@@ -452,11 +516,11 @@ impl Conn {
                         && ticket.is_none()
                         && rbuf.is_empty()
                         && out_len == 0
-                        && session.parkable()
+                        && session.idle()
                 })
                 .map(|after| match fresh {
                     true => Instant::now(),
-                    false => *last_read + after,
+                    false => *idle_since + after,
                 });
             let deadline = [connect_deadline, keepalive, park_at]
                 .into_iter()
@@ -499,7 +563,10 @@ impl Conn {
                 }
                 r = rd.read_buf(rbuf), if can_read => match r {
                     Ok(0) | Err(_) => *eof = true,
-                    Ok(_) => *last_read = Instant::now(),
+                    Ok(_) => {
+                        *last_read = Instant::now();
+                        *idle_since = *last_read;
+                    }
                 },
                 _ = outbox.ready(), if out_len < OUTPUT_HIGH_WATER => {}
                 _ = sleep(Duration::from_millis(1)), if throttled => {}

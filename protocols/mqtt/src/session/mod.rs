@@ -514,6 +514,11 @@ impl ParkedSession {
     pub fn signal(&self) -> &Arc<Signal> {
         &self.signal
     }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -582,24 +587,33 @@ impl Session {
         }
     }
 
-    /// Whether the session is idle in every way that needs a task: connected,
-    /// nothing subscribed, in flight, owed or waiting to be written. Such a
-    /// session can be [`park`](Self::park)ed while its client is silent.
-    pub fn parkable(&self) -> bool {
+    /// Whether the session waits on nothing but its client and its outbox:
+    /// connected, no reply owed or unwritten, no delivery waiting. Such a
+    /// session can wait without a task while its client is silent (parked
+    /// whole, its outbox waking it; or [`park`](Self::park)ed compactly if
+    /// also [`parkable`](Self::parkable)).
+    pub fn idle(&self) -> bool {
         self.phase == Phase::Connected
             && !self.released
+            && self.acks.is_empty()
+            && self.out.is_empty()
+            && self.deferred_will.is_none()
+            && self.deferred.is_none()
+            && !self.outbox.has_events()
+    }
+
+    /// Whether the session is [`idle`](Self::idle) and holds nothing but its
+    /// connection: nothing subscribed (no queue) or in flight. Such a
+    /// session can be [`park`](Self::park)ed as a [`ParkedSession`].
+    pub fn parkable(&self) -> bool {
+        self.idle()
             && self.queue.is_none()
             && self.consumer.is_none()
             && self.subs.is_empty()
             && self.shared_subs.is_empty()
             && self.inflight.is_empty()
             && self.inbound_qos2.is_empty()
-            && self.acks.is_empty()
-            && self.out.is_empty()
             && self.saved_pkids.is_empty()
-            && self.deferred_will.is_none()
-            && self.deferred.is_none()
-            && !self.outbox.has_events()
     }
 
     /// Moves a [`parkable`](Self::parkable) session's state out; what is
@@ -656,6 +670,11 @@ impl Session {
     /// knows: [`crate::codec::Decoder::is_mqtt31`]).
     pub fn set_mqtt31(&mut self, yes: bool) {
         self.mqtt31 = yes;
+    }
+
+    /// The client identifier (empty before CONNECT).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     /// The client's address.
