@@ -322,3 +322,30 @@ fn queue_message_ttl_applies_to_every_message() {
     assert!(v.queue("qttl", 1).unwrap().get(true).is_none());
     assert_eq!(v.queue("qttl", 1).unwrap().counts().0, 0);
 }
+
+#[test]
+fn outbox_waker_is_called_when_an_empty_outbox_gets_an_event() {
+    let (_b, v) = broker();
+    let q = declare(&v, "wq");
+    let queue = v.queue(&q, 1).unwrap();
+    let (c, outbox) = consumer(0, true);
+    queue.add_consumer(c).unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    outbox.set_waker(Some(crate::OutboxWaker::new(move || {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    })));
+    let count = || calls.load(std::sync::atomic::Ordering::SeqCst);
+    v.publish(msg("", "wq", "a"), false).unwrap();
+    assert_eq!(count(), 1, "first event wakes");
+    v.publish(msg("", "wq", "b"), false).unwrap();
+    assert_eq!(count(), 1, "outbox not empty: no second wake");
+    assert_eq!(drain(&outbox).len(), 2);
+    v.publish(msg("", "wq", "c"), false).unwrap();
+    assert_eq!(count(), 2, "empty again: wakes again");
+    outbox.set_waker(None);
+    drain(&outbox);
+    v.publish(msg("", "wq", "d"), false).unwrap();
+    assert_eq!(count(), 2, "cleared");
+    assert!(outbox.has_events());
+}
