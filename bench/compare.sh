@@ -7,6 +7,8 @@
 #
 # Usage: bench/compare.sh [REPS] [SECONDS]
 #   CONNS=10000        idle MQTT connections per broker (conns scenario)
+#   CONNS_SUBSCRIBE=1  each idle connection also subscribes (QoS 1, a topic
+#                      of its own) before it goes quiet
 #   ONLY="amqp mqtt stomp conns"   protocols to run (default: all)
 #   RESULTS=bench/results          where to write <date>.md/.png/.jsonl
 #   SWITCHYARD="amqp mqtt stomp"  protocols Switchyard is measured on (e.g. "amqp mqtt")
@@ -225,7 +227,11 @@ record() {
 # left by a message scenario would make the memory baseline meaningless.
 if [[ " $ONLY " == *" conns "* ]]; then
   for broker in ${BROKERS[conns]}; do
-    record conns "mqtt-conns-$CONNS" 1 "$broker" --connections "$CONNS"
+    if [[ -n "${CONNS_SUBSCRIBE:-}" ]]; then
+      record conns "mqtt-conns-subscribed-$CONNS" 1 "$broker" --connections "$CONNS" --subscribe
+    else
+      record conns "mqtt-conns-$CONNS" 1 "$broker" --connections "$CONNS"
+    fi
   done
 fi
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -64,6 +64,10 @@ pub(crate) struct ConnsArgs {
     /// Password, sent only with a user name.
     #[arg(long, default_value = "")]
     password: String,
+    /// After CONNACK, subscribe each connection to a topic of its own at
+    /// QoS 1 (an idle device waiting for commands) and wait for the SUBACK.
+    #[arg(long)]
+    subscribe: bool,
 }
 
 /// Handshake timeout per connection.
@@ -107,10 +111,16 @@ pub(crate) async fn run(args: ConnsArgs) -> Result<ConnsReport> {
             for i in start..(start + args.batch).min(args.connections) {
                 let permit = permits.clone().acquire_owned().await?;
                 let source = spread.then(|| Ipv4Addr::new(127, 0, 0, 2 + (i % 250) as u8));
-                let packet = connect_packet(&format!("sb{tag}c{i}"), args.keep_alive, user);
+                let id = format!("sb{tag}c{i}");
+                let mut packet = connect_packet(&id, args.keep_alive, user);
+                let subscribe = args.subscribe;
+                if subscribe {
+                    packet.extend(subscribe_packet(&format!("devices/{id}/cmd")));
+                }
                 batch.spawn(async move {
                     let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE, open(broker, source, &packet)).await {
+                    let opened = open(broker, source, &packet, subscribe);
+                    match tokio::time::timeout(HANDSHAKE, opened).await {
                         Ok(r) => r,
                         Err(_) => Err(anyhow::anyhow!("no CONNACK within {HANDSHAKE:?}")),
                     }
@@ -153,7 +163,11 @@ pub(crate) async fn run(args: ConnsArgs) -> Result<ConnsReport> {
         _ => None,
     };
     Ok(ConnsReport {
-        scenario: format!("mqtt-conns-{}", args.connections),
+        scenario: if args.subscribe {
+            format!("mqtt-conns-subscribed-{}", args.connections)
+        } else {
+            format!("mqtt-conns-{}", args.connections)
+        },
         broker: args.broker,
         connections: args.connections,
         opened,
@@ -167,8 +181,13 @@ pub(crate) async fn run(args: ConnsArgs) -> Result<ConnsReport> {
 }
 
 /// Connects (from `source` if given), sends `packet` and waits for a
-/// successful CONNACK.
-async fn open(broker: SocketAddr, source: Option<Ipv4Addr>, packet: &[u8]) -> Result<TcpStream> {
+/// successful CONNACK (and, with `subscribed`, a SUBACK granting QoS 1).
+async fn open(
+    broker: SocketAddr,
+    source: Option<Ipv4Addr>,
+    packet: &[u8],
+    subscribed: bool,
+) -> Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = source {
         socket
@@ -183,10 +202,33 @@ async fn open(broker: SocketAddr, source: Option<Ipv4Addr>, packet: &[u8]) -> Re
         .await
         .context("reading CONNACK")?;
     match ack {
-        [0x20, 0x02, _, 0] => Ok(stream),
+        [0x20, 0x02, _, 0] => {}
         [0x20, 0x02, _, code] => bail!("CONNACK refused the connection (return code {code})"),
         other => bail!("expected CONNACK, got {other:02x?}"),
     }
+    if subscribed {
+        let mut suback = [0u8; 5];
+        stream
+            .read_exact(&mut suback)
+            .await
+            .context("reading SUBACK")?;
+        if suback != [0x90, 0x03, 0, 1, 1] {
+            bail!("expected SUBACK granting QoS 1, got {suback:02x?}");
+        }
+    }
+    Ok(stream)
+}
+
+/// SUBSCRIBE (packet id 1) to `topic` at QoS 1.
+fn subscribe_packet(topic: &str) -> Vec<u8> {
+    let len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
+    let mut body = vec![0, 1];
+    body.extend_from_slice(&len.to_be_bytes());
+    body.extend_from_slice(&topic.as_bytes()[..usize::from(len)]);
+    body.push(1);
+    let mut packet = vec![0x82, u8::try_from(body.len()).unwrap_or(u8::MAX)];
+    packet.extend_from_slice(&body);
+    packet
 }
 
 /// An MQTT 3.1.1 CONNECT with a clean session and no will.
@@ -251,6 +293,14 @@ fn open_file_limit(who: &str) -> Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscribe_packet_bytes() {
+        assert_eq!(
+            subscribe_packet("a/b"),
+            [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'b', 1]
+        );
+    }
 
     #[test]
     fn connect_packet_bytes() {

@@ -320,8 +320,8 @@ impl Session {
                         .and_then(FieldValue::as_i64)
                         .and_then(|i| usize::try_from(i).ok()),
                 };
-                self.matcher.insert(&b.routing_key, filter.to_owned());
                 self.subs.insert(filter.to_owned(), options);
+                self.match_filter(filter);
             }
         }
     }
@@ -430,8 +430,7 @@ impl Session {
             match self.apply_binding(true, self.binding(&f.path, options)) {
                 Ok(()) => {
                     if self.subs.insert(f.path.clone(), options).is_none() {
-                        self.matcher
-                            .insert(&topic::filter_to_binding_key(&f.path), f.path.clone());
+                        self.match_filter(&f.path);
                     }
                     codes.push(match f.qos {
                         QoS::AtMostOnce => SubscribeReasonCode::QoS0,
@@ -547,8 +546,7 @@ impl Session {
                 reasons.push(UnsubAckReason::Success);
             } else if let Some(o) = self.subs.remove(filter) {
                 let _ = self.apply_binding(false, self.binding(filter, o));
-                self.matcher
-                    .remove(&topic::filter_to_binding_key(filter), filter);
+                self.unmatch_filter(filter);
                 reasons.push(UnsubAckReason::Success);
             } else {
                 reasons.push(UnsubAckReason::NoSubscriptionExisted);

@@ -33,6 +33,7 @@ use switchyard_engine::{
 use tokio_util::sync::CancellationToken;
 
 use crate::signal::Signal;
+use crate::topic;
 
 /// A connected client, as the takeover registry knows it.
 #[derive(Debug)]
@@ -96,6 +97,10 @@ fn unix_ms() -> u64 {
 fn left_until(due_ms: u64) -> Duration {
     Duration::from_millis(due_ms.saturating_sub(unix_ms()))
 }
+
+/// Subscriptions a session matches deliveries against by scanning; above
+/// this many it builds a trie.
+const MATCHER_FROM: usize = 16;
 
 /// Store namespace of persistent sessions' protocol state.
 const STATE_NS: &str = "mqtt-session";
@@ -447,8 +452,10 @@ pub struct Session {
     mqtt31: bool,
     /// Largest packet the client accepts (MQTT 5 CONNECT property).
     client_max_packet: usize,
-    /// Binding keys of `subs`, to find the QoS of a delivery.
-    matcher: TopicTrie<String>,
+    /// Binding keys of `subs`, to find the QoS of a delivery, once there
+    /// are more than [`MATCHER_FROM`] (fewer are scanned: a trie costs more
+    /// memory than an idle device's one or two subscriptions are worth).
+    matcher: Option<Box<TopicTrie<String>>>,
     next_pkid: u16,
     inflight: IntMap<u16, InFlight>,
     inbound_qos2: HashSet<u16>,
@@ -568,7 +575,7 @@ impl Session {
             problem_info: true,
             mqtt31: false,
             client_max_packet: usize::MAX,
-            matcher: TopicTrie::default(),
+            matcher: None,
             next_pkid: 0,
             inflight: IntMap::default(),
             inbound_qos2: HashSet::new(),
@@ -614,6 +621,31 @@ impl Session {
             && self.inflight.is_empty()
             && self.inbound_qos2.is_empty()
             && self.saved_pkids.is_empty()
+    }
+
+    /// Records subscription `filter` in the matcher (call after adding it to
+    /// `subs`).
+    fn match_filter(&mut self, filter: &str) {
+        match &mut self.matcher {
+            Some(m) => {
+                m.insert(&topic::filter_to_binding_key(filter), filter.to_owned());
+            }
+            None if self.subs.len() > MATCHER_FROM => {
+                let mut m = TopicTrie::default();
+                for f in self.subs.keys() {
+                    m.insert(&topic::filter_to_binding_key(f), f.clone());
+                }
+                self.matcher = Some(Box::new(m));
+            }
+            None => {}
+        }
+    }
+
+    /// Forgets subscription `filter` in the matcher.
+    fn unmatch_filter(&mut self, filter: &str) {
+        if let Some(m) = &mut self.matcher {
+            m.remove(&topic::filter_to_binding_key(filter), &filter.to_owned());
+        }
     }
 
     /// Moves a [`parkable`](Self::parkable) session's state out; what is

@@ -102,7 +102,7 @@ impl Session {
                 .and_then(FieldValue::as_str)
                 == Some(self.client_id.as_str());
         let mut best: Option<Matched> = None;
-        self.matcher.for_each_match(routing_key, |filter| {
+        let mut consider = |filter: &String| {
             if dollar && filter.starts_with(['+', '#']) {
                 return;
             }
@@ -122,7 +122,18 @@ impl Session {
             }
             b.retain_as_published |= o.retain_as_published;
             b.ids.extend(o.id);
-        });
+        };
+        match &self.matcher {
+            Some(m) => m.for_each_match(routing_key, consider),
+            None => {
+                let name = topic::from_routing_key(routing_key);
+                for filter in self.subs.keys() {
+                    if topic::matches(filter, &name) {
+                        consider(filter);
+                    }
+                }
+            }
+        }
         best
     }
 

@@ -239,3 +239,60 @@ fn mqtt31_needs_a_client_id_and_never_says_session_present() {
         );
     }
 }
+
+/// The QoS of every PUBLISH `s` writes.
+fn delivered_qos(s: &mut Session) -> Vec<(String, QoS)> {
+    out(s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.clone(), p.qos)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn few_and_many_subscriptions_match_alike() {
+    for extra in [2usize, 40] {
+        let sh = shared();
+        let mut s = session(&sh);
+        connect(&mut s, &format!("many{extra}"), true);
+        s.handle_packet(Packet::Subscribe(Subscribe::new("m/#", QoS::AtLeastOnce)));
+        s.handle_packet(Packet::Subscribe(Subscribe::new("m/+/x", QoS::ExactlyOnce)));
+        for i in 0..extra {
+            s.handle_packet(Packet::Subscribe(Subscribe::new(
+                format!("m/{i}"),
+                QoS::AtMostOnce,
+            )));
+        }
+        s.handle_packet(Packet::Subscribe(Subscribe::new("+/#", QoS::AtMostOnce)));
+        out(&mut s);
+        let mut publisher = session(&sh);
+        connect(&mut publisher, &format!("many{extra}-pub"), true);
+        for (pkid, t) in (1..).zip(["m/1", "m/1/x", "other", "m"]) {
+            publisher.handle_packet(publish(t, QoS::ExactlyOnce, pkid, t));
+        }
+        // PUBRECs for the publisher; its PUBRELs release nothing more.
+        out(&mut publisher);
+        let got = delivered_qos(&mut s);
+        assert_eq!(
+            got,
+            vec![
+                ("m/1".to_owned(), QoS::AtLeastOnce),
+                ("m/1/x".to_owned(), QoS::ExactlyOnce),
+                ("other".to_owned(), QoS::AtMostOnce),
+                ("m".to_owned(), QoS::AtLeastOnce),
+            ],
+            "with {extra} more subscriptions"
+        );
+        // Unsubscribing `m/#` lowers `m/1` to `+/#`'s QoS 0.
+        s.handle_packet(Packet::Unsubscribe(v5::Unsubscribe::new("m/#")));
+        out(&mut s);
+        publisher.handle_packet(publish("m/1", QoS::ExactlyOnce, 9, "again"));
+        out(&mut publisher);
+        assert_eq!(
+            delivered_qos(&mut s),
+            vec![("m/1".to_owned(), QoS::AtMostOnce)]
+        );
+    }
+}
