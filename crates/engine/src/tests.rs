@@ -332,7 +332,7 @@ fn outbox_waker_is_called_when_an_empty_outbox_gets_an_event() {
     queue.add_consumer(c).unwrap();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = calls.clone();
-    outbox.set_waker(Some(crate::OutboxWaker::new(move || {
+    outbox.set_waker(Some(OutboxWaker::new(move || {
         seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     })));
     let count = || calls.load(std::sync::atomic::Ordering::SeqCst);
