@@ -14,7 +14,7 @@ pub struct TopicTrie<D> {
 
 #[derive(Debug)]
 struct Node<D> {
-    words: HashMap<Box<str>, Self>,
+    words: Children<D>,
     star: Option<Box<Self>>,
     hash: Option<Box<Self>>,
     /// Destinations whose pattern ends here.
@@ -24,10 +24,82 @@ struct Node<D> {
 impl<D> Default for Node<D> {
     fn default() -> Self {
         Self {
-            words: HashMap::new(),
+            words: Children::Few(Vec::new()),
             star: None,
             hash: None,
             dests: Vec::new(),
+        }
+    }
+}
+
+/// Children above which a node keeps its words in a hash map.
+const FEW_CHILDREN: usize = 8;
+
+/// A node's children by word. Most nodes have one or two (a device's own
+/// topic level under a shared prefix): a short vector costs one entry per
+/// child, where a hash map allocates several buckets for the first.
+#[derive(Debug)]
+enum Children<D> {
+    Few(Vec<(Box<str>, Node<D>)>),
+    Many(HashMap<Box<str>, Node<D>>),
+}
+
+impl<D> Children<D> {
+    fn get(&self, word: &str) -> Option<&Node<D>> {
+        match self {
+            Self::Few(v) => v.iter().find(|(w, _)| &**w == word).map(|(_, n)| n),
+            Self::Many(m) => m.get(word),
+        }
+    }
+
+    fn get_mut(&mut self, word: &str) -> Option<&mut Node<D>> {
+        match self {
+            Self::Few(v) => v.iter_mut().find(|(w, _)| &**w == word).map(|(_, n)| n),
+            Self::Many(m) => m.get_mut(word),
+        }
+    }
+
+    fn get_or_insert(&mut self, word: &str) -> &mut Node<D> {
+        if let Self::Few(v) = self
+            && v.len() >= FEW_CHILDREN
+            && !v.iter().any(|(w, _)| &**w == word)
+        {
+            *self = Self::Many(std::mem::take(v).into_iter().collect());
+        }
+        match self {
+            Self::Few(v) => {
+                let i = match v.iter().position(|(w, _)| &**w == word) {
+                    Some(i) => i,
+                    None => {
+                        v.push((word.into(), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Self::Many(m) => m.entry(word.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, word: &str) {
+        match self {
+            Self::Few(v) => {
+                v.retain(|(w, _)| &**w != word);
+                if v.is_empty() {
+                    // Give the allocation back: churn leaves nothing behind.
+                    *v = Vec::new();
+                }
+            }
+            Self::Many(m) => {
+                m.remove(word);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Few(v) => v.is_empty(),
+            Self::Many(m) => m.is_empty(),
         }
     }
 }
@@ -65,7 +137,7 @@ impl<D: Clone + Eq + Hash> TopicTrie<D> {
             node = match word {
                 "*" => node.star.get_or_insert_with(Box::default),
                 "#" => node.hash.get_or_insert_with(Box::default),
-                w => node.words.entry(w.into()).or_default(),
+                w => node.words.get_or_insert(w),
             };
         }
         if node.dests.contains(&dest) {
@@ -208,5 +280,30 @@ mod tests {
         assert!(t.remove("a.*.#", &2));
         assert!(t.root.is_empty());
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn many_children_switch_to_a_map_and_back_to_nothing() {
+        let mut t = TopicTrie::default();
+        let n = FEW_CHILDREN * 3;
+        for i in 0..n {
+            assert!(t.insert(&format!("dev.{i}.cmd"), i));
+        }
+        assert!(matches!(
+            t.root.words.get("dev").map(|d| &d.words),
+            Some(Children::Many(_))
+        ));
+        for i in 0..n {
+            let mut hits = Vec::new();
+            t.for_each_match(&format!("dev.{i}.cmd"), |d| hits.push(*d));
+            assert_eq!(hits, vec![i]);
+        }
+        let mut all = Vec::new();
+        t.for_each_match("dev.3.cmd", |d| all.push(*d));
+        assert_eq!(all, vec![3]);
+        for i in 0..n {
+            assert!(t.remove(&format!("dev.{i}.cmd"), &i));
+        }
+        assert!(t.is_empty() && t.root.is_empty());
     }
 }
