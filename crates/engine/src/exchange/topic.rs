@@ -214,7 +214,7 @@ fn walk<D>(node: &Node<D>, words: &[&str], f: &mut impl FnMut(&D)) {
         node.dests.iter().for_each(f);
         return;
     };
-    if let Some(child) = node.words.get(*first) {
+    if let Some(child) = node.words.get(first) {
         walk(child, rest, f);
     }
     if let Some(star) = &node.star {
