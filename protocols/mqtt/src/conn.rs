@@ -390,7 +390,8 @@ struct Conn {
     /// timer's start. Keep-alive counts from `last_read` instead, which a
     /// resumed connection keeps.
     idle_since: Instant,
-    /// Just connected, nothing said since CONNECT: park as soon as idle
+    /// Just connected, nothing said since CONNECT but (un)subscriptions:
+    /// park as soon as idle
     /// (a connection storm of quiet devices never holds thousands of
     /// tasks at once).
     fresh: bool,
@@ -467,7 +468,12 @@ impl Conn {
                         session.handle_packet(Packet::Connect(c));
                     }
                     Ok(Some(p)) => {
-                        *fresh = false;
+                        // Subscribing is still setting up: a device that
+                        // subscribes and then waits for commands parks at
+                        // once too.
+                        if !matches!(p, Packet::Subscribe(_) | Packet::Unsubscribe(_)) {
+                            *fresh = false;
+                        }
                         session.handle_packet(p);
                     }
                     Ok(None) => break,
