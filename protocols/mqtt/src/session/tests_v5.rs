@@ -38,36 +38,14 @@ fn out(s: &mut Session) -> Vec<Packet> {
 }
 
 fn connect(s: &mut Session, id: &str, expiry: Option<u32>) -> v5::ConnAck {
-    let mut c = Connect::new(id);
-    c.properties = Some(ConnectProperties {
-        session_expiry_interval: expiry,
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        request_response_info: None,
-        request_problem_info: None,
-        user_properties: vec![],
-        authentication_method: None,
-        authentication_data: None,
-    });
-    s.handle_packet(Packet::Connect(c));
-    match out(s).remove(0) {
+    match connect_with(s, id, 0, |p| p.session_expiry_interval = expiry).remove(0) {
         Packet::ConnAck(a) => a,
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
 
 fn props() -> PublishProperties {
-    PublishProperties {
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        topic_alias: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: vec![],
-        subscription_identifiers: vec![],
-        content_type: None,
-    }
+    props::empty_publish_properties()
 }
 
 fn publishes(p: &[Packet]) -> Vec<&Publish> {
