@@ -7,6 +7,7 @@
 #
 # Usage: bench/compare.sh [REPS] [SECONDS]
 #   CONNS=10000        idle MQTT connections per broker (conns scenario)
+#   NAME=2026-11-25-x  result file name under bench/results (default: date)
 #   CONNS_SUBSCRIBE=1  each idle connection also subscribes (QoS 1, a topic
 #                      of its own) before it goes quiet
 #   ONLY="amqp mqtt stomp conns"   protocols to run (default: all)
@@ -252,7 +253,10 @@ python3 -m venv "$WORK/venv" >/dev/null
 "$WORK/venv/bin/pip" install -q matplotlib >/dev/null
 MACHINE="$(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), load average $LOAD before the runs"
 mkdir -p "$RESULTS"
-"$WORK/venv/bin/python" bench/summarize.py "$RAW" "$RESULTS/$DATE.md" "$RESULTS/$DATE.png" \
-  "$DATE" "$MACHINE" "bench/compare.sh $REPS $SECS (CONNS=$CONNS)" "$VERSIONS" "$NOTES"
-cp "$RAW" "$RESULTS/$DATE.jsonl"
-echo "wrote $RESULTS/$DATE.md" >&2
+# NAME=... names the result files (default: the date), so runs of one day
+# do not overwrite each other.
+NAME=${NAME:-$DATE}
+"$WORK/venv/bin/python" bench/summarize.py "$RAW" "$RESULTS/$NAME.md" "$RESULTS/$NAME.png" \
+  "$DATE" "$MACHINE" "$(env | grep -E '^(ONLY|SWITCHYARD|CONNS_SUBSCRIBE)=' | sort | tr '\n' ' ')bench/compare.sh $REPS $SECS (CONNS=$CONNS)" "$VERSIONS" "$NOTES"
+cp "$RAW" "$RESULTS/$NAME.jsonl"
+echo "wrote $RESULTS/$NAME.md" >&2
