@@ -264,7 +264,8 @@ async fn run_tcp(ctx: Arc<Listener>, stream: TcpStream, start: Start, admission:
     let session = if conn.session.parkable() {
         Parked::Compact(conn.session.park())
     } else {
-        let Conn { session, .. } = conn;
+        let Conn { mut session, .. } = conn;
+        session.shrink();
         Parked::Whole(Box::new(session))
     };
     let whole = matches!(session, Parked::Whole(_));

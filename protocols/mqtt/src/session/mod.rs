@@ -648,6 +648,16 @@ impl Session {
         }
     }
 
+    /// Gives back the buffers an [`idle`](Self::idle) session no longer
+    /// needs (a burst can leave the output buffer megabytes large), before
+    /// it is parked whole.
+    pub fn shrink(&mut self) {
+        debug_assert!(self.out.is_empty() && self.acks.is_empty());
+        self.out = BytesMut::new();
+        self.acks = OwedReplies::default();
+        self.inflight.shrink_to_fit();
+    }
+
     /// Moves a [`parkable`](Self::parkable) session's state out; what is
     /// left releases nothing when dropped.
     pub fn park(&mut self) -> ParkedSession {
