@@ -145,7 +145,7 @@ impl Session {
         }
         self.username = user;
         self.keep_alive = server_keep_alive.unwrap_or(c.keep_alive);
-        self.will = c.last_will;
+        self.will = c.last_will.map(Box::new);
         self.vhost = Some(vhost.clone());
 
         // Takeover: a second connection with this id ends the first.

@@ -203,7 +203,7 @@ impl Session {
         };
         if delay > 0 && self.persistent && self.session_expiry > 0 {
             let after = std::time::Duration::from_secs(u64::from(delay.min(self.session_expiry)));
-            self.deferred_will = Some((after, deferred));
+            self.deferred_will = Some(Box::new((after, deferred)));
         } else {
             self.shared.publish_will(&vhost.name, deferred);
         }

@@ -428,7 +428,9 @@ pub struct Session {
     keep_alive: u16,
     /// The client's protocol level (from CONNECT).
     protocol: Protocol,
-    will: Option<v5::LastWill>,
+    /// Boxed, like the other rarely set fields below: a session parked
+    /// whole should be small.
+    will: Option<Box<v5::LastWill>>,
     vhost: Option<Arc<Vhost>>,
     queue: Option<Arc<Queue>>,
     consumer: Option<Arc<Consumer>>,
@@ -470,9 +472,9 @@ pub struct Session {
     /// MQTT 5 session expiry interval in seconds (`u32::MAX`: never).
     session_expiry: u32,
     /// A will waiting for its delay (MQTT 5).
-    deferred_will: Option<(Duration, DeferredWill)>,
+    deferred_will: Option<Box<(Duration, DeferredWill)>>,
     /// What outlives the connection, once released.
-    deferred: Option<Deferred>,
+    deferred: Option<Box<Deferred>>,
     /// Packet ids to reuse for redeliveries, restored from a saved session.
     saved_pkids: HashMap<u64, u16>,
     throttle: Throttle,
@@ -669,7 +671,7 @@ impl Session {
             conn_id: self.conn_id,
             client_id: std::mem::take(&mut self.client_id).into_boxed_str(),
             username: std::mem::take(&mut self.username).into_boxed_str(),
-            will: self.will.take().map(Box::new),
+            will: self.will.take(),
             vhost: self.vhost.take(),
             signal: self.signal.clone(),
             aliases: aliases.into_iter().collect(),
@@ -691,7 +693,7 @@ impl Session {
         s.phase = Phase::Connected;
         s.client_id = p.client_id.into();
         s.username = p.username.into();
-        s.will = p.will.map(|w| *w);
+        s.will = p.will;
         s.vhost = p.vhost;
         s.aliases = p.aliases.into_vec().into_iter().collect();
         // The client still knows the aliases sent before: any alias is
@@ -779,13 +781,13 @@ impl Session {
     /// 3.1.1 and for MQTT 5 sessions that end with the connection or never
     /// expire. The connection task runs it ([`Shared::run_deferred`]).
     pub fn take_deferred(&mut self) -> Option<Deferred> {
-        self.deferred.take()
+        self.deferred.take().map(|d| *d)
     }
 
     /// Build and register what outlives the connection (in `release`,
     /// before the session lets go of its client id).
     fn prepare_deferred(&mut self, vhost: &str) {
-        let will = self.deferred_will.take();
+        let will = self.deferred_will.take().map(|w| *w);
         let expiry = (self.persistent && self.session_expiry != u32::MAX)
             .then(|| Duration::from_secs(u64::from(self.session_expiry)));
         if will.is_none() && expiry.is_none() {
@@ -793,12 +795,12 @@ impl Session {
         }
         let key = (vhost.to_owned(), self.client_id.clone());
         let token = self.shared.register_pending(&key);
-        self.deferred = Some(Deferred {
+        self.deferred = Some(Box::new(Deferred {
             key,
             will,
             expiry,
             token,
-        });
+        }));
     }
 
     /// Handle one decoded packet.
@@ -942,7 +944,7 @@ impl Session {
             }
         }
         if let Some(will) = self.will.take() {
-            self.publish_will(&vhost, will);
+            self.publish_will(&vhost, *will);
         }
         let now = unix_ms();
         let after_ms =
@@ -953,7 +955,7 @@ impl Session {
             will: self
                 .deferred_will
                 .as_ref()
-                .map(|(after, w)| (after_ms(*after), w.clone())),
+                .map(|b| (after_ms(b.0), b.1.clone())),
             expires: (self.session_expiry != u32::MAX)
                 .then(|| after_ms(Duration::from_secs(u64::from(self.session_expiry)))),
             ..Saved::default()
