@@ -71,6 +71,8 @@ impl<D> Children<D> {
                 let i = match v.iter().position(|(w, _)| &**w == word) {
                     Some(i) => i,
                     None => {
+                        // One more, not four: most nodes keep one child.
+                        v.reserve_exact(1);
                         v.push((word.into(), Node::default()));
                         v.len() - 1
                     }
@@ -142,6 +144,11 @@ impl<D: Clone + Eq + Hash> TopicTrie<D> {
         }
         if node.dests.contains(&dest) {
             return false;
+        }
+        // Most patterns have one destination or a few: grow one at a time
+        // while few (many then double as usual).
+        if node.dests.len() < 4 {
+            node.dests.reserve_exact(1);
         }
         node.dests.push(dest);
         self.len += 1;
