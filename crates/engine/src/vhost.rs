@@ -116,7 +116,7 @@ impl Vhost {
         let topo = self.topology.read();
         let mut out = Vec::new();
         for x in topo.exchanges.values() {
-            for b in x.bindings().iter().filter(|b| &b.destination == dest) {
+            for b in x.bindings().to(dest) {
                 out.push((x.name.clone(), b.clone()));
             }
         }
@@ -428,7 +428,7 @@ impl Vhost {
             return;
         };
         if x.durable {
-            for b in x.bindings() {
+            for b in x.bindings().iter() {
                 let dest_durable = match b.destination.kind {
                     DestinationKind::Queue => topo
                         .queues

@@ -2,10 +2,12 @@
 //! exchange. Following bindings across exchanges (e2e, alternate exchanges)
 //! is the vhost's job, because it needs the whole topology.
 
+pub mod bindings;
 pub mod headers;
 pub mod topic;
 
 use crate::store::DestinationKind;
+use bindings::Bindings;
 use headers::MatchMode;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -102,7 +104,7 @@ pub struct Exchange {
     pub internal: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
-    bindings: Vec<Binding>,
+    bindings: Bindings,
     direct: HashMap<String, Vec<Destination>>,
     topic: TopicTrie<Destination>,
 }
@@ -124,7 +126,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
-            bindings: Vec::new(),
+            bindings: Bindings::default(),
             direct: HashMap::new(),
             topic: TopicTrie::default(),
         }
@@ -138,7 +140,7 @@ impl Exchange {
     }
 
     /// All outgoing bindings.
-    pub fn bindings(&self) -> &[Binding] {
+    pub fn bindings(&self) -> &Bindings {
         &self.bindings
     }
 
@@ -159,26 +161,22 @@ impl Exchange {
             }
             ExchangeKind::Fanout | ExchangeKind::Headers => {}
         }
-        self.bindings.push(binding);
+        self.bindings.insert(binding);
         true
     }
 
     /// Remove a binding; false if there was none.
     pub fn unbind(&mut self, binding: &Binding) -> bool {
-        let Some(pos) = self.bindings.iter().position(|b| b == binding) else {
+        let Some(b) = self.bindings.remove(binding) else {
             return false;
         };
-        let b = self.bindings.remove(pos);
         self.unindex(&b);
         true
     }
 
     /// Remove every binding to `dest`, returning them.
     pub fn unbind_destination(&mut self, dest: &Destination) -> Vec<Binding> {
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.bindings)
-            .into_iter()
-            .partition(|b| &b.destination == dest);
-        self.bindings = kept;
+        let gone = self.bindings.remove_destination(dest);
         for b in &gone {
             self.unindex(b);
         }
@@ -202,8 +200,9 @@ impl Exchange {
                 // another binding (differing only in arguments) still needs it.
                 let still = self
                     .bindings
+                    .to(&b.destination)
                     .iter()
-                    .any(|o| o.routing_key == b.routing_key && o.destination == b.destination);
+                    .any(|o| o.routing_key == b.routing_key);
                 if !still {
                     self.topic.remove(&b.routing_key, &b.destination);
                 }
@@ -225,7 +224,7 @@ impl Exchange {
             ExchangeKind::Topic => self.topic.for_each_match(&msg.routing_key, f),
             ExchangeKind::Headers => {
                 let headers = msg.properties.headers.as_ref();
-                for b in &self.bindings {
+                for b in self.bindings.iter() {
                     let mode = MatchMode::from_args(&b.arguments).unwrap_or(MatchMode::All);
                     if headers::matches(mode, &b.arguments, headers) {
                         f(&b.destination);
