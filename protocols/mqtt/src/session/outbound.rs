@@ -91,7 +91,8 @@ impl Session {
     /// with `$` are not matched by filters starting with a wildcard
     /// (MQTT-4.7.2-1), although the `amq.topic` binding routed them here;
     /// `no_local` subscriptions skip the client's own messages.
-    fn matching(&self, m: &Message) -> Option<Matched> {
+    /// `name` is the message's topic (its routing key translated).
+    fn matching(&self, m: &Message, name: &str) -> Option<Matched> {
         let routing_key = &m.routing_key;
         let dollar = routing_key.starts_with('$');
         let own = self.protocol == Protocol::V5
@@ -126,9 +127,8 @@ impl Session {
         match &self.matcher {
             Some(m) => m.for_each_match(routing_key, consider),
             None => {
-                let name = topic::from_routing_key(routing_key);
                 for filter in self.subs.keys() {
-                    if topic::matches(filter, &name) {
+                    if topic::matches(filter, name) {
                         consider(filter);
                     }
                 }
@@ -189,7 +189,9 @@ impl Session {
                 retain_as_published: s.options.retain_as_published,
                 ids: s.options.id.into_iter().collect(),
             });
-        let Some(matched) = shared.or_else(|| self.matching(&d.message)) else {
+        // The PUBLISH's topic, and what the session's filters match.
+        let name = topic::from_routing_key(&d.message.routing_key);
+        let Some(matched) = shared.or_else(|| self.matching(&d.message, &name)) else {
             // No live subscription wants it (a `$` topic under a wildcard,
             // a no-local subscription, or a binding made by another
             // protocol): settle it unsent.
@@ -198,11 +200,7 @@ impl Session {
             return;
         };
         let qos = min_qos(published_qos(&d.message), matched.qos);
-        let mut p = v5::Publish::from_bytes(
-            topic::from_routing_key(&d.message.routing_key),
-            qos,
-            d.message.body.clone(),
-        );
+        let mut p = v5::Publish::from_bytes(name, qos, d.message.body.clone());
         if self.protocol == Protocol::V5 {
             p.properties = props::for_delivery(&d.message, matched.ids, d.expires_at);
             p.retain = matched.retain_as_published && retained_when_published(&d.message);
