@@ -44,6 +44,21 @@ fn connect(s: &mut Session, id: &str, expiry: Option<u32>) -> v5::ConnAck {
     }
 }
 
+/// CONNECT properties with nothing set.
+fn connect_properties() -> ConnectProperties {
+    ConnectProperties {
+        session_expiry_interval: None,
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: vec![],
+        authentication_method: None,
+        authentication_data: None,
+    }
+}
+
 fn props() -> PublishProperties {
     props::empty_publish_properties()
 }
@@ -273,14 +288,7 @@ fn persistent_session_by_expiry_and_takeover_says_why() {
     c.clean_session = false;
     c.properties = Some(ConnectProperties {
         session_expiry_interval: Some(60),
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        request_response_info: None,
-        request_problem_info: None,
-        user_properties: vec![],
-        authentication_method: None,
-        authentication_data: None,
+        ..connect_properties()
     });
     b.handle_packet(Packet::Connect(c));
     assert!(matches!(&out(&mut b)[0], Packet::ConnAck(a) if a.session_present));
@@ -294,14 +302,7 @@ fn delayed_will_and_session_expiry_are_deferred() {
     c.clean_session = false;
     c.properties = Some(ConnectProperties {
         session_expiry_interval: Some(30),
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        request_response_info: None,
-        request_problem_info: None,
-        user_properties: vec![],
-        authentication_method: None,
-        authentication_data: None,
+        ..connect_properties()
     });
     let mut will = v5::LastWill::new("gone/deferred", "bye", QoS::AtMostOnce, false);
     will.properties = Some(v5::WillProperties {
@@ -357,17 +358,7 @@ fn connect_with(
 ) -> Vec<Packet> {
     let mut c = Connect::new(id);
     c.keep_alive = keep_alive;
-    let mut p = ConnectProperties {
-        session_expiry_interval: None,
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        request_response_info: None,
-        request_problem_info: None,
-        user_properties: vec![],
-        authentication_method: None,
-        authentication_data: None,
-    };
+    let mut p = connect_properties();
     f(&mut p);
     c.properties = Some(p);
     s.handle_packet(Packet::Connect(c));
