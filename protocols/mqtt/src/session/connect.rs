@@ -117,8 +117,8 @@ impl Session {
         }
         // All the session's consumers (its queue and shared subscriptions)
         // together stay within the client's receive maximum.
-        self.credit
-            .set_prefetch(u32::from(self.config.max_inflight.min(receive_max)));
+        self.receive_max = receive_max;
+        self.credit.set_prefetch(self.window());
         self.client_max_packet = props
             .as_ref()
             .and_then(|p| p.max_packet_size)
@@ -189,7 +189,6 @@ impl Session {
             };
             let _ = vhost.apply(del, self.conn_id);
         }
-        self.receive_max = receive_max;
         // A persistent session's queue exists now (it may hold messages and
         // subscriptions); a clean session's is made at its first SUBSCRIBE,
         // so an idle device that only publishes costs no queue.
@@ -246,13 +245,19 @@ impl Session {
     /// A consumer delivering into this session's outbox. The client's
     /// receive maximum bounds what is in flight to it (per consumer here,
     /// and over all of the session's consumers through `credit`).
+    /// Deliveries in flight to the client at most: our limit and its
+    /// receive maximum.
+    pub(super) fn window(&self) -> u32 {
+        u32::from(self.config.max_inflight.min(self.receive_max))
+    }
+
     fn new_consumer(&self, tag: String) -> Arc<Consumer> {
         let spec = ConsumerSpec {
             tag,
             channel: 0,
             no_ack: false,
             exclusive: false,
-            prefetch: u32::from(self.config.max_inflight.min(self.receive_max)),
+            prefetch: self.window(),
             arguments: FieldTable::new(),
         };
         Arc::new(Consumer::new(

@@ -705,6 +705,8 @@ impl Session {
         s.keep_alive = p.keep_alive;
         s.next_pkid = p.next_pkid;
         s.receive_max = p.receive_max;
+        // The session's credit is new: bound it as CONNECT did.
+        s.credit.set_prefetch(s.window());
         s.protocol = p.protocol;
         s.persistent = p.persistent;
         s

@@ -516,3 +516,35 @@ fn park_and_unpark_keep_what_an_idle_session_needs() {
     out(&mut s);
     assert!(!s.parkable());
 }
+
+#[test]
+fn receive_maximum_still_bounds_all_consumers_after_park_and_unpark() {
+    let sh = shared();
+    let mut s = session(&sh);
+    connect_with(&mut s, "rm-park", 0, |p| p.receive_maximum = Some(2));
+    assert!(s.parkable());
+    let parked = s.park();
+    drop(s);
+    let mut s = Session::unpark(sh.clone(), SessionConfig::default(), parked);
+    // Every message reaches both the session queue and the group's queue.
+    for f in ["rm/#", "$share/g/rm/#"] {
+        let mut sub = Subscribe::new(f, QoS::AtLeastOnce);
+        sub.pkid = 1;
+        s.handle_packet(Packet::Subscribe(sub));
+    }
+    out(&mut s);
+    let mut publisher = session(&sh);
+    connect(&mut publisher, "rm-pub", None);
+    for i in 1..=5 {
+        let mut p = Publish::new("rm/t", QoS::AtLeastOnce, "x");
+        p.pkid = i;
+        publisher.handle_packet(Packet::Publish(p));
+    }
+    out(&mut publisher);
+    let got = out(&mut s);
+    assert_eq!(
+        publishes(&got).len(),
+        2,
+        "receive maximum 2 over both consumers"
+    );
+}
