@@ -79,7 +79,8 @@ impl Session {
         // Intervals beyond a day are taken as a day: no overflow, and a
         // peer cannot park a connection past any deadline.
         let min = self.config.min_heartbeat_ms;
-        let clamp = |v: u64| v.clamp(min, MAX_HEARTBEAT_MS);
+        // Not `clamp`: it panics when a configured minimum exceeds the day.
+        let clamp = |v: u64| v.max(min).min(MAX_HEARTBEAT_MS);
         let send_every = if cy > 0 { clamp(cy) } else { 0 };
         let expect_within = if cx > 0 { clamp(cx) } else { 0 };
         self.heartbeat = (send_every, expect_within);

@@ -405,3 +405,26 @@ fn unacked_cap_bounds_subscriptions_without_or_above_prefetch() {
     }
     assert_eq!(got, 6);
 }
+
+#[test]
+fn a_heartbeat_floor_above_a_day_is_capped_not_a_panic() {
+    let broker = Broker::open(Arc::new(MemoryStore)).expect("broker");
+    let config = SessionConfig {
+        min_heartbeat_ms: 100_000_000,
+        ..SessionConfig::default()
+    };
+    let mut h = Harness {
+        session: Session::new(
+            Shared::new(broker),
+            config,
+            SocketAddr::from(([127, 0, 0, 1], 5000)),
+        ),
+        reader: Decoder::new(Limits::default()),
+    };
+    h.put(
+        Command::Connect,
+        &[("accept-version", "1.2"), ("heart-beat", "5000,20")],
+        "",
+    );
+    assert_eq!(h.session.heartbeat(), (86_400_000, 86_400_000));
+}
