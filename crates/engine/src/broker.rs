@@ -39,7 +39,7 @@ impl Broker {
             store: store.clone(),
             vhosts: RwLock::new(HashMap::new()),
             queue_ids: Arc::new(AtomicU64::new(next_id)),
-            recovered_state: parking_lot::Mutex::new(snapshot.state.clone()),
+            recovered_state: parking_lot::Mutex::new(snapshot.state),
             connection_ids: AtomicU64::new(1),
             max_queues: Arc::new(AtomicUsize::new(usize::MAX)),
             retained: Retained::new(store.clone()),
