@@ -10,7 +10,7 @@ use crate::vhost::Published;
 use std::sync::Arc;
 
 /// Store writes queued above which publishers are paused.
-pub const STORE_HIGH_WATER: usize = 200_000;
+pub(crate) const STORE_HIGH_WATER: usize = 200_000;
 
 /// One publishing connection's view of the queues it filled.
 #[derive(Debug, Default)]

@@ -26,7 +26,7 @@ mod route;
 pub mod store;
 mod vhost;
 
-pub use backpressure::{OwedReplies, STORE_HIGH_WATER, StoreFailed, Throttle, wait_durable};
+pub use backpressure::{OwedReplies, StoreFailed, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_VHOST};
 pub use command::{Command, Outcome};
 pub use consumer::{

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_engine::{Broker, Durable, STORE_HIGH_WATER, wait_durable};
+use switchyard_engine::{Broker, Durable, wait_durable};
 use switchyard_listener::{Limits, accept_loop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,7 +25,6 @@ use tokio_util::task::TaskTracker;
 
 /// Stop reading from a client while this many output bytes are unwritten.
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
-/// Stop reading from publishers while the store has this many ops queued.
 /// How long we wait for close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -115,7 +114,6 @@ pub async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let store = broker.store().clone();
     let mut session = Session::new(broker, config.session(), peer);
     let outbox = session.outbox().clone();
     let mut decoder = Decoder::new(config.frame_max);
@@ -149,7 +147,7 @@ pub async fn run(
         }
 
         let out_len = session.output().len();
-        let store_busy = store.backlog() > STORE_HIGH_WATER || session.throttled();
+        let store_busy = session.throttled();
         session.handle_pressure(store_busy);
         let can_read = phase != Phase::Closed && out_len < OUTPUT_HIGH_WATER && !store_busy;
         if !can_read {

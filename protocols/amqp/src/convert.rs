@@ -45,10 +45,10 @@ fn value_in(v: &AMQPValue) -> FieldValue {
     }
 }
 
-/// Model table to AMQP table.
 /// AMQP short strings (property values, table keys) hold at most 255 bytes.
 const SHORT_MAX: usize = 255;
 
+/// Model table to AMQP table.
 pub(crate) fn table_out(t: &FieldTable) -> AmqpTable {
     let mut out = AmqpTable::default();
     for (k, v) in t {

@@ -162,10 +162,11 @@ impl Session {
         self.heartbeat
     }
 
-    /// Whether a queue this connection publishes to is full; clears itself
-    /// once the queue drains below its low-water mark.
+    /// Whether a queue this connection publishes to is full (clears itself
+    /// once the queue drains below its low-water mark), or the store is
+    /// behind: stop reading the socket until it clears.
     pub fn throttled(&mut self) -> bool {
-        self.throttle.queue_full()
+        self.throttle.paused(self.broker.store().as_ref())
     }
 
     /// The broker stopped (or resumed) reading this connection because a
