@@ -129,7 +129,7 @@ pub async fn accept_loop_admitted<F, Fut>(
             _permit: permit,
             _slot: slot,
         };
-        tracker.spawn(Box::pin(handle(stream, peer, admission)));
+        tracker.spawn(handle(stream, peer, admission));
     }
 }
 
