@@ -500,25 +500,13 @@ pub struct ParkedSession {
     client_max_packet: usize,
     out_alias_max: u16,
     problem_info: bool,
-    session_expiry: u32,
     keep_alive: u16,
     next_pkid: u16,
     receive_max: u16,
     protocol: Protocol,
-    persistent: bool,
 }
 
 impl ParkedSession {
-    /// The session's protocol level.
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
-    /// Keep-alive the client asked for, in seconds (0 = none).
-    pub fn keep_alive(&self) -> u16 {
-        self.keep_alive
-    }
-
     /// The connection's signal (takeover, parking key).
     pub fn signal(&self) -> &Arc<Signal> {
         &self.signal
@@ -663,7 +651,9 @@ impl Session {
     /// Moves a [`parkable`](Self::parkable) session's state out; what is
     /// left releases nothing when dropped.
     pub fn park(&mut self) -> ParkedSession {
-        debug_assert!(self.parkable());
+        // A persistent session has its queue from CONNECT on: never
+        // parkable, so its expiry need not be kept.
+        debug_assert!(self.parkable() && !self.persistent);
         self.parked = true;
         let aliases = std::mem::take(&mut self.aliases);
         ParkedSession {
@@ -678,12 +668,10 @@ impl Session {
             out_alias_max: self.out_alias_max,
             problem_info: self.problem_info,
             client_max_packet: self.client_max_packet,
-            session_expiry: self.session_expiry,
             keep_alive: self.keep_alive,
             next_pkid: self.next_pkid,
             receive_max: self.receive_max,
             protocol: self.protocol,
-            persistent: self.persistent,
         }
     }
 
@@ -701,14 +689,12 @@ impl Session {
         s.out_alias_max = p.out_alias_max;
         s.problem_info = p.problem_info;
         s.client_max_packet = p.client_max_packet;
-        s.session_expiry = p.session_expiry;
         s.keep_alive = p.keep_alive;
         s.next_pkid = p.next_pkid;
         s.receive_max = p.receive_max;
         // The session's credit is new: bound it as CONNECT did.
         s.credit.set_prefetch(s.window());
         s.protocol = p.protocol;
-        s.persistent = p.persistent;
         s
     }
 
