@@ -57,8 +57,9 @@ pub async fn wait_durable(ticket: &mut Option<Durable>) -> bool {
     }
 }
 
-/// Replies owed to a client in the order it asked for them (MQTT PUBACKs,
-/// STOMP RECEIPTs), each held back until the write it covers is durable.
+/// Replies owed to a client in the order it asked for them (acknowledgements
+/// of publishes, receipts), each held back until the write it covers is
+/// durable.
 /// The connection task awaits one ticket at a time
 /// ([`OwedReplies::take_ticket`], then [`OwedReplies::resolved`]); replies
 /// whose tickets have resolved come out of [`OwedReplies::ready`] in order.

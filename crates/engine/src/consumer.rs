@@ -160,8 +160,8 @@ pub struct Delivery {
     pub message: Arc<Message>,
     /// Delivered before and not acknowledged.
     pub redelivered: bool,
-    /// When it expires, if it has a time to live (MQTT 5 sends the time
-    /// left).
+    /// When it expires, if it has a time to live (an adapter may tell the
+    /// client the time left).
     pub expires_at: Option<std::time::Instant>,
 }
 

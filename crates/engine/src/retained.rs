@@ -18,7 +18,7 @@ type Kept = (Arc<Message>, Option<Instant>);
 /// A retained message found by [`Retained::scan`].
 #[derive(Debug, Clone)]
 pub struct RetainedMessage {
-    /// Its key (the MQTT topic).
+    /// Its key (the topic it was published to, as the adapter wrote it).
     pub key: String,
     /// The message.
     pub message: Arc<Message>,

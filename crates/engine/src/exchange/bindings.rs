@@ -1,8 +1,8 @@
 //! An exchange's bindings, grouped by destination, so that adding, finding
 //! or removing one — or all of a queue's when it is deleted — costs what that
-//! destination has, not what the exchange has. `amq.topic` carries one
-//! binding per MQTT subscription; with a plain list, every device that
-//! subscribed or went away scanned every other device's bindings.
+//! destination has, not what the exchange has. A topic exchange may carry
+//! one binding per subscribing client; with a plain list, every client that
+//! subscribed or went away scanned every other client's bindings.
 
 use super::{Binding, Destination};
 use std::collections::HashMap;
