@@ -124,11 +124,17 @@ fn json(v: &FieldValue, out: &mut String) {
         | FieldValue::I64(_)
         | FieldValue::Timestamp(_) => scalar(v, out),
         FieldValue::F32(_) | FieldValue::F64(_) | FieldValue::Decimal { .. } => {
-            let mut s = String::new();
-            scalar(v, &mut s);
-            if s.parse::<f64>().is_ok_and(f64::is_finite) {
-                out.push_str(&s);
+            // JSON has no infinity or NaN: those become strings.
+            let finite = match v {
+                FieldValue::F32(f) => f.is_finite(),
+                FieldValue::F64(f) => f.is_finite(),
+                _ => true,
+            };
+            if finite {
+                scalar(v, out);
             } else {
+                let mut s = String::new();
+                scalar(v, &mut s);
                 json_string(&s, out);
             }
         }
@@ -188,6 +194,16 @@ mod tests {
         );
         assert_eq!(FieldValue::to_text(&FieldValue::I32(-7)), "-7");
         assert_eq!(FieldValue::to_text(&FieldValue::Void), "");
+    }
+
+    #[test]
+    fn floats_in_json_are_numbers_unless_not_finite() {
+        let v = FieldValue::Array(vec![
+            FieldValue::F64(1.5),
+            FieldValue::F32(f32::INFINITY),
+            FieldValue::F64(f64::NAN),
+        ]);
+        assert_eq!(v.to_text(), r#"[1.5,"inf","NaN"]"#);
     }
 
     #[test]
