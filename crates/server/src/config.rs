@@ -311,6 +311,11 @@ impl Resolver<'_> {
     }
 }
 
+/// A duration as the milliseconds a file states it in.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Parse a listener address: an IP socket address, or `none`.
 pub(crate) fn parse_listen(text: &str) -> Result<Option<SocketAddr>, &'static str> {
     let text = text.trim();
@@ -444,7 +449,6 @@ impl Config {
     /// This configuration in file form, every key set (for `check-config`;
     /// resolving it again yields `self`).
     pub(crate) fn to_file(&self) -> FileConfig {
-        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let a = &self.amqp;
         FileConfig {
             server: ServerFile {

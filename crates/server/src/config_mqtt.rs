@@ -2,7 +2,7 @@
 //! form, resolved with the same precedence rules as the rest (see
 //! [`crate::config`]).
 
-use crate::config::{ConfigError, DISABLED, Key, Resolver, parse_listen};
+use crate::config::{ConfigError, DISABLED, Key, Resolver, millis, parse_listen};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroUsize};
@@ -130,16 +130,11 @@ impl MqttListenerConfig {
             ),
             max_packet_size: Some(self.max_packet_size.get()),
             max_inflight: Some(self.max_inflight.get()),
-            connect_timeout_ms: Some(
-                u64::try_from(self.connect_timeout.as_millis()).unwrap_or(u64::MAX),
-            ),
+            connect_timeout_ms: Some(millis(self.connect_timeout)),
             max_connections: Some(self.max_connections.get()),
             max_connections_per_ip: Some(self.max_connections_per_ip.get()),
             max_keep_alive: Some(self.max_keep_alive),
-            park_after_ms: Some(
-                self.park_after
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            ),
+            park_after_ms: Some(self.park_after.map_or(0, millis)),
         }
     }
 

@@ -5,7 +5,7 @@
 //! share the limits of `[stomp]` and `[mqtt]`; their own section only says
 //! where they listen.
 
-use crate::config::{ConfigError, DISABLED, Key, Resolver, parse_listen};
+use crate::config::{ConfigError, DISABLED, Key, Resolver, millis, parse_listen};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -129,10 +129,6 @@ fn at_least_one(
     NonZeroUsize::new(v.0).ok_or_else(|| r.error(key, v.1, 0, "must be at least 1"))
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn listen_text(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| DISABLED.to_owned(), |a| a.to_string())
 }
@@ -158,11 +154,8 @@ impl StompListenerConfig {
         let subs = r.pick(None, file.max_subscriptions, DEFAULT_MAX_SUBSCRIPTIONS);
         let heartbeat = r.pick(None, file.min_heartbeat_ms, DEFAULT_MIN_HEARTBEAT_MS);
         let unacked = r.pick(None, file.max_unacked_per_subscription, DEFAULT_MAX_UNACKED);
-        if unacked.0 == 0 {
-            return Err(r.error(MAX_UNACKED, unacked.1, 0, "must be at least 1"));
-        }
         Ok(Self {
-            max_unacked_per_subscription: unacked.0,
+            max_unacked_per_subscription: r.at_least(MAX_UNACKED, unacked, 1)?,
             listen: addr,
             max_body_size: at_least_one(r, MAX_BODY_SIZE, body)?,
             max_headers: at_least_one(r, MAX_HEADERS, headers)?,

@@ -319,6 +319,11 @@ fn stomp_defaults_match_the_protocol_crate() {
     assert_eq!(ours.max_connections, theirs.max_connections);
     assert_eq!(ours.max_subscriptions, theirs.max_subscriptions);
     assert_eq!(ours.max_connections_per_ip, theirs.max_connections_per_ip);
+    assert_eq!(ours.max_unacked, theirs.max_unacked);
+    assert_eq!(
+        theirs.max_unacked,
+        switchyard_stomp::session::SessionConfig::default().max_unacked
+    );
     let mqtt = defaults().mqtt.protocol();
     let mqtt_default = switchyard_mqtt::MqttConfig::default();
     assert_eq!(
