@@ -100,7 +100,6 @@ struct Subscription {
 /// A delivery waiting for ACK / NACK.
 #[derive(Debug)]
 struct Unacked {
-    sub: String,
     queue: Arc<Queue>,
     seq: u64,
     consumer: Arc<Consumer>,
@@ -154,6 +153,8 @@ pub struct Session {
     credit: Arc<ChannelCredit>,
     subs: HashMap<String, Subscription>,
     unacked: BTreeMap<u64, Unacked>,
+    /// Drained outbox events, kept between drains so the buffer is reused.
+    events: Vec<switchyard_engine::OutboxEvent>,
     next_ack_id: u64,
     /// Open transactions: their SEND / ACK / NACK frames, in order.
     txs: HashMap<String, Vec<Frame>>,
@@ -196,6 +197,7 @@ impl Session {
             credit: Arc::default(),
             subs: HashMap::new(),
             unacked: BTreeMap::new(),
+            events: Vec::new(),
             next_ack_id: 0,
             txs: HashMap::new(),
             temp_queues: HashMap::new(),

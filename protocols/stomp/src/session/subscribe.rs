@@ -223,7 +223,7 @@ impl Session {
         let mine: Vec<u64> = self
             .unacked
             .iter()
-            .filter(|(_, u)| u.sub == id)
+            .filter(|(_, u)| Arc::ptr_eq(&u.consumer, &sub.consumer))
             .map(|(&k, _)| k)
             .collect();
         let mut seqs = Vec::with_capacity(mine.len());
@@ -289,14 +289,15 @@ impl Session {
             .filter(|(conn, _)| conn.parse() == Ok(self.conn_id))
             .and_then(|(_, n)| n.parse().ok())
             .ok_or_else(unknown)?;
-        let Some(sub_id) = self.unacked.get(&ack_id).map(|u| u.sub.clone()) else {
+        // The subscription is the consumer's (its tag is the id).
+        let Some(consumer) = self.unacked.get(&ack_id).map(|u| u.consumer.clone()) else {
             return Err(unknown());
         };
-        let cumulative = self.subs.get(&sub_id).map(|s| s.ack) == Some(AckMode::Client);
+        let cumulative = self.subs.get(&consumer.spec.tag).map(|s| s.ack) == Some(AckMode::Client);
         let ids: Vec<u64> = if cumulative {
             self.unacked
                 .range(..=ack_id)
-                .filter(|(_, u)| u.sub == sub_id)
+                .filter(|(_, u)| Arc::ptr_eq(&u.consumer, &consumer))
                 .map(|(&k, _)| k)
                 .collect()
         } else {
@@ -327,10 +328,10 @@ impl Session {
 
     /// Turn waiting deliveries into MESSAGE frames.
     pub fn handle_outbox(&mut self) {
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
         self.outbox.drain_into(&mut events);
         let mut touched: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
-        for ev in events {
+        for ev in events.drain(..) {
             match ev {
                 OutboxEvent::Deliver(d) => {
                     d.consumer.written();
@@ -361,6 +362,7 @@ impl Session {
                 }
             }
         }
+        self.events = events;
         for (q, auto_acked) in touched {
             if !auto_acked.is_empty() {
                 q.ack(&auto_acked);
@@ -415,7 +417,6 @@ impl Session {
         self.unacked.insert(
             self.next_ack_id,
             Unacked {
-                sub: d.consumer.spec.tag.clone(),
                 queue: d.queue,
                 seq: d.seq,
                 consumer: d.consumer,
