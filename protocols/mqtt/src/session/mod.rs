@@ -16,7 +16,7 @@ mod inbound;
 mod outbound;
 mod props;
 
-use crate::codec::{DecodeError, Packet, Protocol, encode};
+use crate::codec::{DecodeError, Packet, Protocol, encode_owned};
 use bytes::BytesMut;
 use mqttbytes::QoS;
 use mqttbytes::v5::{self, DisconnectReasonCode};
@@ -756,7 +756,7 @@ impl Session {
     }
 
     fn send(&mut self, p: Packet) {
-        encode(&p, self.protocol, &mut self.out);
+        encode_owned(p, self.protocol, &mut self.out);
     }
 
     /// The client's protocol level.
