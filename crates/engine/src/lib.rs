@@ -38,7 +38,7 @@ pub use exchange::{Destination, ExchangeKind};
 pub use queue::{Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSpec};
 pub use retained::{Retained, RetainedMessage};
 pub use store::Durable;
-pub use vhost::{BUILTIN_EXCHANGES, DIRECT_REPLY_TO_PREFIX, Published, Vhost};
+pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
 
 #[cfg(test)]
 mod tests;

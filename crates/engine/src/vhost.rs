@@ -67,10 +67,6 @@ fn reserved(name: &str) -> bool {
     name.starts_with("amq.")
 }
 
-/// Queues behind AMQP direct reply-to (`amq.rabbitmq.reply-to`): the one
-/// reserved prefix an adapter may declare, and only as an exclusive queue.
-pub const DIRECT_REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
-
 impl Vhost {
     pub(crate) fn new(
         name: &str,
@@ -129,6 +125,19 @@ impl Vhost {
     }
 
     /// Apply a topology change on behalf of connection `conn`.
+    /// Declares a queue an adapter names itself (never a client), exclusive
+    /// to connection `conn`: its name may use the reserved `amq.` prefix.
+    pub fn declare_reserved_queue(&self, spec: QueueSpec, conn: u64) -> Result<Outcome> {
+        if spec.exclusive_owner != Some(conn) {
+            return Err(EngineError::AccessRefused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        let mut topo = self.topology.write();
+        self.declare_queue(&mut topo, spec, conn, true)
+    }
+
     pub fn apply(&self, cmd: Command, conn: u64) -> Result<Outcome> {
         let mut topo = self.topology.write();
         match cmd {
@@ -206,7 +215,7 @@ impl Vhost {
                 self.remove_exchange(&mut topo, &name);
                 Ok(Outcome::Done)
             }
-            Command::DeclareQueue(spec) => self.declare_queue(&mut topo, spec, conn),
+            Command::DeclareQueue(spec) => self.declare_queue(&mut topo, spec, conn, false),
             Command::DeleteQueue {
                 name,
                 if_unused,
@@ -271,6 +280,7 @@ impl Vhost {
         topo: &mut Topology,
         mut spec: QueueSpec,
         conn: u64,
+        reserved_ok: bool,
     ) -> Result<Outcome> {
         if let Some(q) = topo.queues.get(&spec.name) {
             check_owner(q, conn)?;
@@ -308,9 +318,7 @@ impl Vhost {
         }
         if spec.name.is_empty() {
             spec.name = generated_name();
-        } else if reserved(&spec.name)
-            && !(spec.exclusive_owner.is_some() && spec.name.starts_with(DIRECT_REPLY_TO_PREFIX))
-        {
+        } else if reserved(&spec.name) && !reserved_ok {
             return Err(EngineError::AccessRefused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
                 spec.name

@@ -10,11 +10,13 @@ use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
-use switchyard_engine::{Command, Consumer, ConsumerSpec, DIRECT_REPLY_TO_PREFIX, QueueSpec};
+use switchyard_engine::{Consumer, ConsumerSpec, QueueSpec};
 use switchyard_model::{FieldTable, Message};
 
 /// The pseudo-queue of direct reply-to.
 pub(super) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// The channel queues behind it: `amq.rabbitmq.reply-to.<conn>.<channel>.<suffix>`.
+const DIRECT_REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
 
 /// Publishes (and separately, acknowledgements) one transaction may buffer;
 /// a bound so a client cannot grow broker memory without limit.
@@ -290,7 +292,7 @@ impl Session {
             auto_delete: true,
             arguments: FieldTable::new(),
         };
-        vhost.apply(Command::DeclareQueue(spec), self.conn_id)?;
+        vhost.declare_reserved_queue(spec, self.conn_id)?;
         self.channel_mut(id)?.reply_queue = Some(name.clone());
         Ok(name)
     }
