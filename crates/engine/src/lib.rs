@@ -13,6 +13,7 @@
 //! [`Vhost::publish`], consume by adding a [`Consumer`] to a [`Queue`], and
 //! settle deliveries with [`Queue::ack`] / [`Queue::requeue`].
 
+mod arguments;
 mod backpressure;
 mod broker;
 mod command;

@@ -1,6 +1,7 @@
 //! A vhost: its topology (exchanges, queues, bindings), the one function that
 //! changes it ([`Vhost::apply`]), and publishing through it.
 
+use crate::arguments;
 use crate::command::{Command, Outcome};
 use crate::error::{EngineError, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
@@ -161,10 +162,8 @@ impl Vhost {
                         Some("auto_delete")
                     } else if x.internal != internal {
                         Some("internal")
-                    } else if x.arguments != arguments {
-                        Some("arguments")
                     } else {
-                        None
+                        arguments::difference(&x.arguments, &arguments)
                     };
                     return match diff {
                         Some(arg) => Err(EngineError::Inequivalent {
@@ -290,10 +289,8 @@ impl Vhost {
                 Some("auto_delete")
             } else if q.spec.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
                 Some("exclusive")
-            } else if q.spec.arguments != spec.arguments {
-                Some("arguments")
             } else {
-                None
+                arguments::difference(&q.spec.arguments, &spec.arguments)
             };
             if let Some(arg) = diff {
                 return Err(EngineError::Inequivalent {
