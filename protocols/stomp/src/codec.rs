@@ -162,6 +162,22 @@ impl Frame {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// A boolean header ([`boolean`]); `None` when absent or not a boolean.
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        self.get(name).and_then(boolean)
+    }
+}
+
+/// `true` / `false` in any case (Python clients send `True`).
+pub fn boolean(v: &str) -> Option<bool> {
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Size limits the decoder enforces.
@@ -276,6 +292,7 @@ impl Decoder {
         if buf.is_empty() {
             return Ok(None);
         }
+        check_command(buf)?;
         let Some(head) = scan_head(buf, &self.limits)? else {
             return Ok(None);
         };
@@ -330,6 +347,37 @@ impl Decoder {
             body,
         }))
     }
+}
+
+/// Refuse a frame as soon as its command line cannot be a command: a peer
+/// sending garbage learns so at once, not when a blank line or a size limit
+/// happens to arrive.
+fn check_command(buf: &[u8]) -> Result<(), DecodeError> {
+    /// Length of the longest command (`UNSUBSCRIBE`, `DISCONNECT`).
+    const LONGEST: usize = 11;
+    let end = buf.iter().take(LONGEST + 2).position(|&b| b == b'\n');
+    let line = &buf[..end.unwrap_or(buf.len().min(LONGEST + 2))];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.contains(&b'\r') {
+        // Not a command either, but the head parser names this error.
+        return Ok(());
+    }
+    let possible = match end {
+        Some(_) => Command::from_bytes(line).is_some(),
+        None => {
+            line.len() <= LONGEST
+                && Command::ALL
+                    .iter()
+                    .any(|c| c.as_str().as_bytes().starts_with(line))
+        }
+    };
+    if possible {
+        return Ok(());
+    }
+    let shown = &line[..line.len().min(64)];
+    Err(DecodeError::UnknownCommand(
+        String::from_utf8_lossy(shown).into(),
+    ))
 }
 
 /// Find the blank line ending the frame head, checking line limits on the
@@ -574,6 +622,29 @@ mod tests {
         assert_eq!(f.get("k"), Some("1"));
         assert_eq!(f.get("url"), Some("http://x"));
         assert_eq!(f.headers.len(), 3);
+    }
+
+    #[test]
+    fn garbage_is_refused_before_a_head_completes() {
+        // No blank line, no NUL: nothing a head scan would ever finish.
+        for garbage in [&b"\x93\x01zz"[..], b"HELLO WORLD", b"SENDX", b"xx\nyy"] {
+            assert!(
+                matches!(
+                    dec(Version::V1_2, garbage),
+                    Err(DecodeError::UnknownCommand(_))
+                ),
+                "{garbage:?}"
+            );
+        }
+        // Every prefix of a real command is still just incomplete.
+        for c in Command::ALL {
+            let bytes = c.as_str().as_bytes();
+            for n in 1..=bytes.len() {
+                assert_eq!(dec(Version::V1_2, &bytes[..n]), Ok(None), "{c:?} {n}");
+            }
+            assert_eq!(dec(Version::V1_2, &[bytes, b"\r"].concat()), Ok(None));
+            assert_eq!(dec(Version::V1_2, &[bytes, b"\n"].concat()), Ok(None));
+        }
     }
 
     #[test]

@@ -66,11 +66,10 @@ pub(crate) fn properties_from_send(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let persistent = match get("persistent").as_deref() {
-        Some("true") => true,
-        Some(_) => false,
-        None => default_persistent,
-    };
+    let persistent = get("persistent")
+        .as_deref()
+        .and_then(crate::codec::boolean)
+        .unwrap_or(default_persistent);
     let mut custom = FieldTable::new();
     for (k, v) in headers {
         if is_custom(k) && !custom.contains_key(k) {

@@ -1,20 +1,44 @@
 //! CONNECT / STOMP: version negotiation, login, virtual host and
 //! heart-beats; answered by CONNECTED or by ERROR and close.
 
-use super::{Phase, Session, StompError};
+use super::{Phase, Session, errors};
 use crate::codec::{Command, Frame, Version};
+use std::net::{IpAddr, SocketAddr};
 use switchyard_engine::DEFAULT_VHOST;
 
 /// Longest heart-beat interval agreed to (a day), in milliseconds.
 const MAX_HEARTBEAT_MS: u64 = 86_400_000;
 
-/// Versions offered in an ERROR when none the client accepts is supported.
-const SUPPORTED: &str = "1.0,1.1,1.2";
-
 /// Parse `heart-beat: cx,cy`; anything malformed means no heart-beats.
 fn parse_heartbeat(v: Option<&str>) -> Option<(u64, u64)> {
     let (a, b) = v?.split_once(',')?;
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Whether a `host` header is a server's name rather than a vhost's: an IP
+/// address (with or without a port), `localhost`, or a dotted DNS name.
+fn is_server_name(h: &str) -> bool {
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .map_or(h, |(ip, _)| ip);
+    if bare.parse::<IpAddr>().is_ok() || h.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let name = h.rsplit_once(':').map_or(
+        h,
+        |(n, port)| {
+            if port.parse::<u16>().is_ok() { n } else { h }
+        },
+    );
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || (name.contains('.') && name.trim_end_matches('.').split('.').all(label))
 }
 
 impl Session {
@@ -25,20 +49,7 @@ impl Session {
             Some(list) => list.split(',').filter_map(Version::parse).max(),
         };
         let Some(version) = version else {
-            // Answer in 1.0 framing, listing what we do speak.
-            let detail = format!(
-                "none of the versions {:?} is supported; supported: {SUPPORTED}",
-                frame.get("accept-version").unwrap_or_default()
-            );
-            let mut e = Frame::new(Command::Error)
-                .header("version", SUPPORTED)
-                .header("message", "unsupported version")
-                .header("content-type", "text/plain")
-                .header("content-length", detail.len().to_string());
-            e.body = detail.into();
-            self.send(&e);
-            self.phase = Phase::Closed;
-            return;
+            return self.error(&errors::version_mismatch(), receipt);
         };
         self.version = version;
 
@@ -46,27 +57,26 @@ impl Session {
         let user = frame.get("login").unwrap_or("guest");
         let pass = frame.get("passcode").unwrap_or("guest");
         if user != "guest" || pass != "guest" {
-            let e = StompError::new("access_refused", "login or passcode not accepted");
-            return self.error(&e, receipt);
+            return self.error(&errors::access_refused(user), receipt);
         }
         if !self.peer.ip().is_loopback() {
-            let e = StompError::new(
-                "access_refused",
-                "user 'guest' may only connect via localhost",
-            );
-            return self.error(&e, receipt);
+            return self.error(&errors::loopback_only(), receipt);
         }
-        // `host` selects a vhost when one has that name; otherwise it is the
-        // server's host name (as stomp.py and stompjs fill it in) and the
-        // default vhost is used.
+        // `host` names a vhost; a host name or address that names none is
+        // the server's name (stomp.py and others fill it in) and means the
+        // default vhost. Any other name is a vhost that does not exist.
         let broker = &self.shared.broker;
-        let vhost = frame
-            .get("host")
-            .and_then(|h| broker.vhost(h))
-            .or_else(|| broker.vhost(DEFAULT_VHOST));
+        let vhost = match frame.get("host") {
+            None | Some("") => broker.vhost(DEFAULT_VHOST),
+            Some(h) => match broker.vhost(h) {
+                Some(v) => Some(v),
+                None if is_server_name(h) => broker.vhost(DEFAULT_VHOST),
+                None => None,
+            },
+        };
         let Some(vhost) = vhost else {
-            let e = StompError::new("not_found", "no virtual host");
-            return self.error(&e, receipt);
+            let host = frame.get("host").unwrap_or(DEFAULT_VHOST);
+            return self.error(&errors::vhost_denied(host), receipt);
         };
         self.vhost = Some(vhost);
         self.user = user.to_owned();
@@ -85,13 +95,12 @@ impl Session {
         let expect_within = if cx > 0 { clamp(cx) } else { 0 };
         self.heartbeat = (send_every, expect_within);
 
-        let mut connected = Frame::new(Command::Connected)
+        // Always with `heart-beat`, `0,0` for 1.0, as RabbitMQ answers.
+        let connected = Frame::new(Command::Connected)
             .header("version", version.as_str())
             .header("server", concat!("Switchyard/", env!("CARGO_PKG_VERSION")))
-            .header("session", format!("session-{}", self.conn_id));
-        if version >= Version::V1_1 {
-            connected = connected.header("heart-beat", format!("{send_every},{expect_within}"));
-        }
+            .header("session", format!("session-{}", self.conn_id))
+            .header("heart-beat", format!("{send_every},{expect_within}"));
         self.send(&connected);
         self.phase = Phase::Connected;
     }
@@ -99,7 +108,26 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_heartbeat;
+    use super::{is_server_name, parse_heartbeat};
+
+    #[test]
+    fn server_names_are_not_vhosts() {
+        for h in [
+            "127.0.0.1",
+            "127.0.0.1:61613",
+            "::1",
+            "[::1]:61613",
+            "localhost",
+            "LOCALHOST:61613",
+            "broker.example.com",
+            "mq.internal.",
+        ] {
+            assert!(is_server_name(h), "{h}");
+        }
+        for h in ["/", "no-such-vhost", "dev", "a b.c", "/.x", "x..y", ""] {
+            assert!(!is_server_name(h), "{h}");
+        }
+    }
 
     #[test]
     fn heartbeat_header() {

@@ -12,11 +12,13 @@
 //! frames that asked for them, each only once what it covers is durable.
 
 mod connect;
+mod errors;
 mod send;
 mod subscribe;
 
 use crate::codec::{Command, DecodeError, Frame, Version, encode};
 use bytes::{Bytes, BytesMut};
+pub(crate) use errors::StompError;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,36 +105,6 @@ struct Unacked {
     queue: Arc<Queue>,
     seq: u64,
     consumer: Arc<Consumer>,
-}
-
-/// A protocol error: the ERROR frame's `message` header and body.
-#[derive(Debug)]
-pub(crate) struct StompError {
-    message: String,
-    detail: String,
-}
-
-impl StompError {
-    pub(crate) fn new(message: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            detail: detail.into(),
-        }
-    }
-}
-
-impl From<switchyard_engine::EngineError> for StompError {
-    fn from(e: switchyard_engine::EngineError) -> Self {
-        use switchyard_engine::EngineError as E;
-        let message = match &e {
-            E::QueueNotFound(..) | E::ExchangeNotFound(..) | E::VhostNotFound(_) => "not_found",
-            E::AccessRefused(_) | E::QueueLocked(_) | E::NotPermitted(_) => "access_refused",
-            E::Inequivalent { .. } | E::PreconditionFailed(_) => "precondition_failed",
-            E::ResourceLimit(_) => "resource_limit",
-            _ => "invalid_argument",
-        };
-        Self::new(message, e.to_string())
-    }
 }
 
 type Outcome = Result<Option<Durable>, StompError>;
@@ -249,13 +221,12 @@ impl Session {
     pub fn handle_frame(&mut self, frame: Frame) {
         let receipt = frame.get("receipt").map(str::to_owned);
         let command = frame.command;
+        // A SEND held for COMMIT gets its RECEIPT when COMMIT routes it.
+        let held = command == Command::Send && frame.get("transaction").is_some();
         let result = match (self.phase, command) {
             (Phase::Closed | Phase::Draining, _) => return,
             (Phase::Connect, Command::Connect | Command::Stomp) => return self.connect(&frame),
-            (Phase::Connect, _) => Err(StompError::new(
-                "not connected",
-                format!("{} before CONNECT", command.as_str()),
-            )),
+            (Phase::Connect, _) => Err(errors::not_connected()),
             (Phase::Connected, Command::Send) => self.send_frame(frame),
             (Phase::Connected, Command::Subscribe) => self.subscribe(&frame),
             (Phase::Connected, Command::Unsubscribe) => self.unsubscribe(&frame),
@@ -272,14 +243,11 @@ impl Session {
                 "already connected",
                 "CONNECT on a connected session",
             )),
-            (Phase::Connected, c) => Err(StompError::new(
-                "invalid frame",
-                format!("{} is a server frame", c.as_str()),
-            )),
+            (Phase::Connected, c) => Err(errors::bad_command(c.as_str())),
         };
         match result {
             Ok(ticket) => {
-                if receipt.is_some() {
+                if receipt.is_some() && !held {
                     self.owe(receipt, ticket);
                 } else if ticket.is_some() || self.phase == Phase::Draining {
                     // No RECEIPT asked, but later RECEIPTs still wait for it
@@ -301,6 +269,7 @@ impl Session {
         tracing::info!(peer = %self.peer, message = %e.message, detail = %e.detail, "STOMP error; closing");
         let mut f = Frame::new(Command::Error)
             .header("message", e.message.clone())
+            .header("version", errors::SUPPORTED)
             .header("content-type", "text/plain")
             .header("content-length", e.detail.len().to_string());
         if let Some(r) = receipt {
@@ -322,7 +291,11 @@ impl Session {
 
     /// The peer sent bytes the codec rejects.
     pub fn handle_decode_error(&mut self, e: &DecodeError) {
-        self.error(&StompError::new("malformed frame", e.to_string()), None);
+        let e = match e {
+            DecodeError::UnknownCommand(c) => errors::bad_command(c),
+            e => StompError::new("malformed frame", e.to_string()),
+        };
+        self.error(&e, None);
     }
 
     /// Nothing arrived within the negotiated heart-beat (with tolerance).

@@ -1,7 +1,8 @@
 //! SEND (destinations, property mapping, `reply-to` rewriting, temp
 //! queues) and transactions (BEGIN / COMMIT / ABORT over SEND, ACK, NACK).
 
-use super::{AckMode, Outcome, Session, StompError, Subscription};
+use super::subscribe::queue_arguments;
+use super::{AckMode, Outcome, Session, StompError, Subscription, errors};
 use crate::codec::{Command, Frame};
 use crate::convert;
 use crate::destination::Destination;
@@ -12,19 +13,22 @@ use switchyard_model::{FieldTable, Message};
 /// Exchange `/topic/` destinations live on (shared with MQTT).
 pub(super) const TOPIC_EXCHANGE: &str = "amq.topic";
 
-pub(super) fn required<'a>(frame: &'a Frame, name: &str) -> Result<&'a str, StompError> {
-    frame.get(name).ok_or_else(|| {
-        StompError::new(
-            "missing header",
-            format!("{} needs a '{name}' header", frame.command.as_str()),
-        )
-    })
+pub(super) fn destination(frame: &Frame) -> Result<Destination, StompError> {
+    let d = frame
+        .get("destination")
+        .ok_or_else(|| errors::missing_destination(frame.command))?;
+    Ok(Destination::parse(d)?)
 }
 
-pub(super) fn destination(frame: &Frame) -> Result<Destination, StompError> {
-    Destination::parse(required(frame, "destination")?)
-        .map_err(|e| StompError::new("invalid destination", e.to_string()))
+/// A transaction-control frame's `transaction` header.
+fn transaction(frame: &Frame) -> Result<&str, StompError> {
+    frame
+        .get("transaction")
+        .ok_or_else(|| errors::missing_transaction(frame.command))
 }
+
+/// Headers RabbitMQ refuses on SEND, checked before anything else.
+const NOT_ON_SEND: &[&str] = &["message-id"];
 
 impl Session {
     pub(super) fn vhost(&self) -> Result<Arc<Vhost>, StompError> {
@@ -34,8 +38,11 @@ impl Session {
     }
 
     pub(super) fn send_frame(&mut self, frame: Frame) -> Outcome {
-        // Check the destination now, even for a transaction, so a bad frame
-        // is refused where it was sent.
+        // Check the frame now, even for a transaction, so a bad frame is
+        // refused where it was sent.
+        if let Some(h) = NOT_ON_SEND.iter().find(|h| frame.get(h).is_some()) {
+            return Err(errors::header_not_allowed(h, Command::Send));
+        }
         destination(&frame)?;
         match self.hold_in_tx(frame)? {
             Some(frame) => self.publish(&frame),
@@ -50,7 +57,7 @@ impl Session {
             return Ok(Some(frame));
         };
         let Some(list) = self.txs.get_mut(tx) else {
-            return Err(unknown_tx(tx));
+            return Err(errors::bad_transaction(tx));
         };
         list.push(frame);
         Ok(None)
@@ -61,7 +68,7 @@ impl Session {
         let vhost = self.vhost()?;
         let (exchange, routing_key, default_persistent) = match destination(frame)? {
             Destination::Queue(q) => {
-                self.ensure_queue(&vhost, &q, FieldTable::new())?;
+                self.ensure_queue(&vhost, &q, queue_arguments(frame))?;
                 (String::new(), q, true)
             }
             Destination::AmqQueue(q) => (String::new(), q, true),
@@ -169,29 +176,38 @@ impl Session {
     }
 
     pub(super) fn begin(&mut self, frame: &Frame) -> Outcome {
-        let tx = required(frame, "transaction")?;
+        let tx = transaction(frame)?;
         if self.txs.contains_key(tx) {
-            return Err(StompError::new(
-                "invalid transaction",
-                format!("transaction '{tx}' is already open"),
-            ));
+            return Err(errors::transaction_open(tx));
         }
         self.txs.insert(tx.to_owned(), Vec::new());
         Ok(None)
     }
 
-    /// Apply a transaction's frames in order. The RECEIPT for COMMIT waits
-    /// for every persistent SEND in it.
+    /// Apply a transaction's frames in order. A SEND's own RECEIPT goes out
+    /// once it is routed (and durable, if persistent), as RabbitMQ confirms
+    /// it; the RECEIPT for COMMIT waits for every persistent SEND in it.
     pub(super) fn commit(&mut self, frame: &Frame) -> Outcome {
-        let tx = required(frame, "transaction")?;
-        let frames = self.txs.remove(tx).ok_or_else(|| unknown_tx(tx))?;
+        let tx = transaction(frame)?;
+        let frames = self
+            .txs
+            .remove(tx)
+            .ok_or_else(|| errors::bad_transaction(tx))?;
         let mut last = None;
         for f in frames {
             let ticket = match f.command {
                 Command::Send => self.publish(&f)?,
                 _ => self.settle_frame(&f)?,
             };
-            if let Some(earlier) = ticket.and_then(|t| last.replace(t)) {
+            let receipt = (f.command == Command::Send)
+                .then(|| f.get("receipt"))
+                .flatten();
+            if let Some(r) = receipt {
+                if let Some(earlier) = last.take() {
+                    self.owe(None, Some(earlier));
+                }
+                self.owe(Some(r.to_owned()), ticket);
+            } else if let Some(earlier) = ticket.and_then(|t| last.replace(t)) {
                 self.owe(None, Some(earlier));
             }
         }
@@ -199,15 +215,10 @@ impl Session {
     }
 
     pub(super) fn abort(&mut self, frame: &Frame) -> Outcome {
-        let tx = required(frame, "transaction")?;
-        self.txs.remove(tx).ok_or_else(|| unknown_tx(tx))?;
+        let tx = transaction(frame)?;
+        self.txs
+            .remove(tx)
+            .ok_or_else(|| errors::bad_transaction(tx))?;
         Ok(None)
     }
-}
-
-fn unknown_tx(tx: &str) -> StompError {
-    StompError::new(
-        "invalid transaction",
-        format!("transaction '{tx}' is not open"),
-    )
 }

@@ -1,9 +1,9 @@
 //! SUBSCRIBE / UNSUBSCRIBE (which queue each destination consumes),
 //! deliveries as MESSAGE frames, and ACK / NACK.
 
-use super::send::{TOPIC_EXCHANGE, destination, required};
-use super::{AckMode, Outcome, Phase, Session, StompError, Subscription, Unacked};
-use crate::codec::{Command, Frame, Version};
+use super::send::{TOPIC_EXCHANGE, destination};
+use super::{AckMode, Outcome, Phase, Session, StompError, Subscription, Unacked, errors};
+use crate::codec::{Command, Frame, Version, boolean};
 use crate::convert;
 use crate::destination::Destination as StompDestination;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use switchyard_engine::{
 };
 use switchyard_model::{FieldTable, FieldValue};
 
-/// SUBSCRIBE headers passed on as queue arguments, as RabbitMQ's plugin.
+/// SUBSCRIBE and SEND headers passed on as queue arguments when they
+/// declare a queue, as RabbitMQ's plugin.
 const QUEUE_ARGUMENTS: &[&str] = &[
     "x-queue-type",
     "x-max-length",
@@ -29,13 +30,13 @@ const QUEUE_ARGUMENTS: &[&str] = &[
     "x-queue-mode",
 ];
 
-fn queue_arguments(frame: &Frame) -> FieldTable {
+pub(super) fn queue_arguments(frame: &Frame) -> FieldTable {
     let mut args = FieldTable::new();
     for &name in QUEUE_ARGUMENTS {
         if let Some(v) = frame.get(name) {
             let value = if let Ok(n) = v.parse::<i64>() {
                 FieldValue::I64(n)
-            } else if let Ok(b) = v.parse::<bool>() {
+            } else if let Some(b) = boolean(v) {
                 FieldValue::Bool(b)
             } else {
                 FieldValue::string(v)
@@ -47,33 +48,46 @@ fn queue_arguments(frame: &Frame) -> FieldTable {
 }
 
 fn is_true(frame: &Frame, name: &str) -> bool {
-    frame.get(name) == Some("true")
+    frame.flag(name) == Some(true)
+}
+
+/// `durable:true` (or the older `persistent:true`): a durable topic
+/// subscription, which must be named by an `id`.
+fn durable(frame: &Frame) -> Result<bool, StompError> {
+    let durable = is_true(frame, "durable") || is_true(frame, "persistent");
+    if durable && frame.get("id").is_none() {
+        return Err(errors::durable_needs_id());
+    }
+    Ok(durable)
+}
+
+/// A subscription's id: the `id` header, or in STOMP 1.0 (where it is
+/// optional) the destination.
+fn subscription_id(frame: &Frame, version: Version) -> Result<String, StompError> {
+    match (frame.get("id"), version) {
+        (Some(id), _) => Ok(id.to_owned()),
+        (None, Version::V1_0) => Ok(destination(frame)?.to_string()),
+        (None, _) => Err(errors::missing_header(frame.command, "id")),
+    }
 }
 
 impl Session {
     pub(super) fn subscribe(&mut self, frame: &Frame) -> Outcome {
         let vhost = self.vhost()?;
+        let durable = durable(frame)?;
         let dest = destination(frame)?;
-        // STOMP 1.0 made `id` optional: the destination names the
-        // subscription then.
-        let id = match (frame.get("id"), self.version) {
-            (Some(id), _) => id.to_owned(),
-            (None, Version::V1_0) => dest.to_string(),
-            (None, _) => required(frame, "id")?.to_owned(),
-        };
+        let id = subscription_id(frame, self.version)?;
         if self.subs.contains_key(&id) {
-            return Err(StompError::new(
-                "duplicate subscription",
-                format!("subscription id '{id}' is already in use"),
-            ));
+            // RabbitMQ's consumer tag: `T_<id>`, or `Q_<destination>`.
+            let tag = match frame.get("id") {
+                Some(_) => format!("T_{id}"),
+                None => format!("Q_{id}"),
+            };
+            return Err(errors::duplicate_subscription(&tag));
         }
         if self.subs.len() >= self.config.max_subscriptions {
-            return Err(StompError::new(
-                "resource_limit",
-                format!(
-                    "at most {} subscriptions per connection",
-                    self.config.max_subscriptions
-                ),
+            return Err(errors::too_many_subscriptions(
+                self.config.max_subscriptions,
             ));
         }
         let ack = match frame.get("ack").unwrap_or("auto") {
@@ -81,20 +95,19 @@ impl Session {
             "client" => AckMode::Client,
             "client-individual" => AckMode::ClientIndividual,
             other => {
-                return Err(StompError::new(
-                    "invalid ack mode",
-                    format!("ack:{other} is not auto, client or client-individual"),
+                return Err(errors::invalid_value(
+                    "ack",
+                    other,
+                    "auto, client or client-individual",
                 ));
             }
         };
         let prefetch = match frame.get("prefetch-count") {
             None => 0,
-            Some(p) => p.trim().parse::<u32>().map_err(|_| {
-                StompError::new(
-                    "invalid header",
-                    format!("prefetch-count:{p} is not a count"),
-                )
-            })?,
+            Some(p) => p
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| errors::invalid_value("prefetch-count", p, "a count"))?,
         };
         // Never unbounded: a client that takes MESSAGEs and never ACKs them
         // holds at most this many (auto-ack deliveries are settled as soon as
@@ -105,8 +118,6 @@ impl Session {
         } else {
             prefetch.min(cap)
         };
-        // `persistent:true` is the older RabbitMQ spelling of `durable:true`.
-        let durable = is_true(frame, "durable") || is_true(frame, "persistent");
         let arguments = queue_arguments(frame);
         let (queue_name, delete_queue) = match &dest {
             StompDestination::Queue(q) => {
@@ -130,7 +141,7 @@ impl Session {
                     },
                     str::to_owned,
                 );
-                let auto_delete = frame.get("auto-delete").map_or(!durable, |v| v == "true");
+                let auto_delete = frame.flag("auto-delete").unwrap_or(!durable);
                 let spec = QueueSpec {
                     name: name.clone(),
                     durable,
@@ -154,9 +165,9 @@ impl Session {
                 (name, !durable)
             }
             StompDestination::TempQueue(_) | StompDestination::ReplyQueue(_) => {
-                return Err(StompError::new(
-                    "invalid destination",
-                    format!("cannot SUBSCRIBE to {dest}: it is for reply-to and SEND only"),
+                return Err(errors::not_a_source(
+                    frame.get("destination").unwrap_or_default(),
+                    Command::Subscribe,
                 ));
             }
         };
@@ -193,19 +204,12 @@ impl Session {
     }
 
     pub(super) fn unsubscribe(&mut self, frame: &Frame) -> Outcome {
-        let id = match (frame.get("id"), self.version) {
-            (Some(id), _) => id.to_owned(),
-            (None, Version::V1_0) => destination(frame)?.to_string(),
-            (None, _) => required(frame, "id")?.to_owned(),
-        };
-        if !self.subs.contains_key(&id) {
-            return Err(StompError::new(
-                "unknown subscription",
-                format!("no subscription with id '{id}'"),
-            ));
-        }
         // A durable subscription's queue is only deleted when asked.
-        let delete_durable = is_true(frame, "durable") || is_true(frame, "persistent");
+        let delete_durable = durable(frame)?;
+        let id = subscription_id(frame, self.version)?;
+        if !self.subs.contains_key(&id) {
+            return Err(errors::no_subscription(&id));
+        }
         self.end_subscription(&id, delete_durable);
         Ok(None)
     }
@@ -251,47 +255,44 @@ impl Session {
     }
 
     pub(super) fn ack_frame(&mut self, frame: Frame) -> Outcome {
-        // 1.2 acks by `id`; 1.0 and 1.1 by `message-id` (+ `subscription`).
-        if frame
-            .get("id")
-            .or_else(|| frame.get("message-id"))
-            .is_none()
-        {
-            return Err(StompError::new(
-                "missing header",
-                format!("{} needs an 'id' header", frame.command.as_str()),
-            ));
-        }
+        self.ack_id(&frame)?;
         match self.hold_in_tx(frame)? {
             Some(frame) => self.settle_frame(&frame),
             None => Ok(None),
         }
     }
 
+    /// The header an ACK / NACK names its message by: `id` in 1.2 (which
+    /// the 1.2 MESSAGE calls `ack`), `message-id` in 1.0 and 1.1 (where
+    /// `id` is taken too, as some 1.1 clients send it).
+    fn ack_id<'f>(&self, frame: &'f Frame) -> Result<&'f str, StompError> {
+        let found = match self.version {
+            Version::V1_2 => frame.get("id"),
+            _ => frame.get("message-id").or_else(|| frame.get("id")),
+        };
+        found.ok_or_else(|| errors::missing_header(frame.command, self.ack_header()))
+    }
+
+    fn ack_header(&self) -> &'static str {
+        match self.version {
+            Version::V1_2 => "id",
+            _ => "message-id",
+        }
+    }
+
     /// Apply an ACK or NACK.
     pub(super) fn settle_frame(&mut self, frame: &Frame) -> Outcome {
-        let raw = frame
-            .get("id")
-            .or_else(|| frame.get("message-id"))
-            .unwrap_or_default();
-        let unknown = || {
-            StompError::new(
-                "unknown ack id",
-                format!(
-                    "{} of '{raw}': no such unacknowledged message",
-                    frame.command.as_str()
-                ),
-            )
-        };
+        let raw = self.ack_id(frame)?;
         // Ids are `<connection>-<n>`: unique across the broker.
-        let ack_id: u64 = raw
+        let (conn, n) = raw
             .split_once('-')
-            .filter(|(conn, _)| conn.parse() == Ok(self.conn_id))
-            .and_then(|(_, n)| n.parse().ok())
-            .ok_or_else(unknown)?;
+            .and_then(|(c, n)| Some((c.parse::<u64>().ok()?, n.parse::<u64>().ok()?)))
+            .ok_or_else(|| errors::invalid_header(frame.command, self.ack_header()))?;
+        let ack_id = Some(n).filter(|_| conn == self.conn_id);
         // The subscription is the consumer's (its tag is the id).
-        let Some(consumer) = self.unacked.get(&ack_id).map(|u| u.consumer.clone()) else {
-            return Err(unknown());
+        let consumer = ack_id.and_then(|k| self.unacked.get(&k).map(|u| u.consumer.clone()));
+        let (Some(ack_id), Some(consumer)) = (ack_id, consumer) else {
+            return Err(errors::message_not_found(raw));
         };
         let cumulative = self.subs.get(&consumer.spec.tag).map(|s| s.ack) == Some(AckMode::Client);
         let ids: Vec<u64> = if cumulative {
@@ -303,7 +304,7 @@ impl Session {
         } else {
             vec![ack_id]
         };
-        let requeue = frame.command == Command::Nack && frame.get("requeue") != Some("false");
+        let requeue = frame.command == Command::Nack && frame.flag("requeue") != Some(false);
         let mut touched: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
         for k in ids {
             let Some(u) = self.unacked.remove(&k) else {
@@ -353,11 +354,7 @@ impl Session {
                         .get(&id)
                         .is_some_and(|s| Arc::ptr_eq(&s.consumer, &c));
                     if ours && self.phase == Phase::Connected {
-                        let e = StompError::new(
-                            "subscription cancelled",
-                            format!("the queue of subscription '{id}' was deleted"),
-                        );
-                        self.error(&e, None);
+                        self.error(&errors::server_cancelled(&id), None);
                     }
                 }
             }

@@ -96,7 +96,8 @@ fn bad_login_is_an_error() {
     );
     let f = h.take();
     assert_eq!(f[0].command, Command::Error);
-    assert_eq!(f[0].get("message"), Some("access_refused"));
+    assert_eq!(f[0].get("message"), Some("Bad CONNECT"));
+    assert_eq!(&f[0].body[..], b"Access refused for user 'guest'");
 }
 
 #[test]
