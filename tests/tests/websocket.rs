@@ -653,3 +653,66 @@ async fn web_mqtt_accepts_mqttv31_and_routes_between_clients() {
     sub.send(&[0xC0, 0x00]).await;
     assert_eq!(sub.packet().await.0, 0xD0, "PINGRESP, not another PUBLISH");
 }
+
+// ---------------------------------------------------------------------------
+// Garbage over WebSocket
+
+/// `n` pseudo-random bytes (xorshift; fixed seeds keep failures replayable).
+fn garbage(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_be_bytes()[0]
+        })
+        .collect()
+}
+
+// A binary message of random bytes on Web-STOMP: an ERROR, then the
+// WebSocket closes within a second, as on TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_stomp_garbage_closes_within_a_second() {
+    let broker = Broker::start();
+    for seed in 1..=6 {
+        let (mut c, _) = WsStomp::open(broker.web_stomp_addr(), "v12.stomp").await;
+        let bytes = garbage(seed, 48 * usize::try_from(seed).expect("small"));
+        c.send_binary(&bytes).await;
+        let within = Duration::from_secs(1);
+        let e = tokio::time::timeout(within, c.frame())
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: no ERROR within {within:?}"))
+            .unwrap_or_else(|| panic!("seed {seed}: closed without an ERROR"));
+        assert_eq!(e.command, "ERROR", "seed {seed}: {e:?}");
+        let closed = tokio::time::timeout(within, c.frame())
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: still open {within:?} after the ERROR"));
+        assert!(
+            closed.is_none(),
+            "seed {seed}: more after the ERROR: {closed:?}"
+        );
+    }
+}
+
+// Random bytes on Web-MQTT: the WebSocket closes within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_mqtt_garbage_closes_within_a_second() {
+    let broker = Broker::start();
+    for seed in 1..=6 {
+        let (mut ws, _) = open(broker.web_mqtt_addr(), "/ws", "mqtt")
+            .await
+            .unwrap_or_else(|s| panic!("Web-MQTT upgrade refused: {s}"));
+        let bytes = garbage(seed, 48);
+        w!(ws.send(Message::binary(bytes))).expect("send");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, ws.next()).await {
+                Err(_) => panic!("seed {seed}: Web-MQTT still open a second after garbage"),
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}

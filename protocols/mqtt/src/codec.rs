@@ -58,6 +58,10 @@ pub struct Decoder {
     from_client: bool,
     /// The last CONNECT was MQTT 3.1 (`MQIsdp`, level 3), read as 3.1.1.
     mqtt31: bool,
+    /// A new connection: its first packet must be CONNECT (MQTT-3.1.0-1),
+    /// which is checked on its first byte, so garbage is refused at once
+    /// instead of after the length it seems to declare has arrived.
+    awaiting_connect: bool,
 }
 
 impl Decoder {
@@ -69,6 +73,7 @@ impl Decoder {
             protocol: Protocol::V4,
             from_client: true,
             mqtt31: false,
+            awaiting_connect: true,
         }
     }
 
@@ -80,6 +85,7 @@ impl Decoder {
             protocol,
             from_client: true,
             mqtt31: false,
+            awaiting_connect: false,
         }
     }
 
@@ -91,6 +97,7 @@ impl Decoder {
             protocol,
             from_client: false,
             mqtt31: false,
+            awaiting_connect: false,
         }
     }
 
@@ -105,8 +112,40 @@ impl Decoder {
         self.mqtt31
     }
 
+    /// What the fixed header's first byte alone rules out: reserved packet
+    /// types, reserved flag bits, and anything but CONNECT first.
+    fn check_first_byte(&self, first: u8) -> Result<(), DecodeError> {
+        let kind = first >> 4;
+        if self.awaiting_connect && kind != 1 {
+            return Err(DecodeError::Protocol("the first packet must be CONNECT"));
+        }
+        if kind == 15 && self.protocol == Protocol::V5 {
+            return Err(DecodeError::Auth);
+        }
+        if kind == 0 || kind == 15 {
+            return Err(DecodeError::Malformed(WireError::InvalidPacketType(kind)));
+        }
+        // Reserved flag bits must be exactly as specified (MQTT-2.2.2-2):
+        // 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000 for the others
+        // except PUBLISH, whose flags mqttbytes checks.
+        let flags = first & 0x0f;
+        let expected = match kind {
+            3 => flags,
+            6 | 8 | 10 => 0b0010,
+            _ => 0,
+        };
+        if flags != expected {
+            return Err(DecodeError::Malformed(WireError::MalformedPacket));
+        }
+        Ok(())
+    }
+
     /// Decode one packet from the front of `buf`, consuming it.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        self.check_first_byte(first)?;
         let header = match mqttbytes::check(buf.iter(), self.max_packet_size) {
             Ok(h) => h,
             Err(WireError::InsufficientBytes(n)) => {
@@ -123,29 +162,12 @@ impl Decoder {
             }
             Err(e) => return Err(DecodeError::Malformed(e)),
         };
-        let kind = buf[0] >> 4;
-        if kind == 15 && self.protocol == Protocol::V5 {
-            return Err(DecodeError::Auth);
-        }
-        if kind == 0 || kind == 15 {
-            return Err(DecodeError::Malformed(WireError::InvalidPacketType(kind)));
-        }
-        // Reserved flag bits must be exactly as specified (MQTT-2.2.2-2):
-        // 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000 for the others
-        // except PUBLISH, whose flags mqttbytes checks.
-        let flags = buf[0] & 0x0f;
-        let expected = match kind {
-            3 => flags,
-            6 | 8 | 10 => 0b0010,
-            _ => 0,
-        };
-        if flags != expected {
-            return Err(DecodeError::Malformed(WireError::MalformedPacket));
-        }
+        let kind = first >> 4;
         let remaining = remaining_len(buf);
         if kind == 1 {
             let body = &buf[header.frame_length() - remaining..header.frame_length()];
             let level = check_connect(body)?;
+            self.awaiting_connect = false;
             self.mqtt31 = level == Level::Mqtt31;
             self.protocol = match level {
                 Level::Mqtt5 => Protocol::V5,
@@ -665,7 +687,7 @@ mod tests {
 
     #[test]
     fn limits_and_versions() {
-        let mut dec = Decoder::new(16);
+        let mut dec = Decoder::resume(16, Protocol::V4);
         // PUBLISH claiming 1 MiB.
         let mut big = BytesMut::from(&[0x30u8, 0x80, 0x80, 0x40][..]);
         assert!(matches!(
@@ -740,7 +762,31 @@ mod tests {
 
         // Truncated remaining length waits for more.
         let mut partial = BytesMut::from(&[0x30u8, 0x80][..]);
-        assert_eq!(Decoder::new(1 << 20).decode(&mut partial), Ok(None));
+        let mut dec = Decoder::resume(1 << 20, Protocol::V4);
+        assert_eq!(dec.decode(&mut partial), Ok(None));
+    }
+
+    #[test]
+    fn a_new_connection_must_start_with_connect() {
+        // PINGRESP declaring 100 bytes, only 3 here: refused on the first
+        // byte, not after 100 bytes have arrived.
+        for first in [0xDCu8, 0x30, 0x82, 0xC0, 0x20] {
+            let mut buf = BytesMut::from(&[first, 100, 1, 2][..]);
+            assert_eq!(
+                Decoder::new(1024).decode(&mut buf),
+                Err(DecodeError::Protocol("the first packet must be CONNECT")),
+                "{first:#x}"
+            );
+        }
+        // A CONNECT's first byte alone waits for the rest.
+        let mut one = BytesMut::from(&[0x10u8][..]);
+        assert_eq!(Decoder::new(1024).decode(&mut one), Ok(None));
+        // Reserved flags are refused before the body arrives too.
+        let mut flags = BytesMut::from(&[0x11u8, 100][..]);
+        assert!(matches!(
+            Decoder::new(1024).decode(&mut flags),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use switchyard_engine::store::MemoryStore;
 /// Decode arbitrary bytes; every packet decoded must re-encode to bytes
 /// that decode to the same packet.
 pub fn decode_for_fuzzing(data: &[u8]) {
-    let mut decoder = Decoder::new(1 << 16);
+    // As after CONNECT, so every packet type is reachable.
+    let mut decoder = Decoder::resume(1 << 16, mqttbytes::Protocol::V4);
     let mut buf = BytesMut::from(data);
     while let Ok(Some(packet)) = decoder.decode(&mut buf) {
         let mut again = BytesMut::new();
