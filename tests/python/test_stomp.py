@@ -18,7 +18,7 @@ import time
 import pika
 import pytest
 
-from stomp_helpers import VERSIONS, WAIT, RawStomp, StompClient, encode_frame
+from stomp_helpers import VERSIONS, WAIT, RawStomp, StompClient, encode_frame, stomp_port
 
 V11_UP = ["1.1", "1.2"]
 
@@ -1175,3 +1175,84 @@ def test_durable_subscription_survives_restart(own_broker, uniq):
         assert c.next_message().body == b"after restart"
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------------
+# to the letter of RabbitMQ's plugin, with stomp.py (issue 13)
+# ---------------------------------------------------------------------------
+
+
+def test_duplicate_subscription_error_as_rabbitmq_words_it(stomp_client, queues, uniq):
+    q = f"dup-{uniq}"
+    queues.append(q)
+    c = stomp_client("1.2")
+    c.subscribe(f"/queue/{q}", "s1")
+    c.subscribe(f"/queue/{q}", "s1", wait=False)
+    err = c.next_error()
+    assert err.headers.get("message") == "Duplicated subscription identifier", err.headers
+    assert err.body == b"A subscription identified by 'T_s1' already exists.", err.body
+    assert c.disconnected.wait(WAIT), "connection still open after the ERROR"
+
+
+@pytest.mark.parametrize("spelling", ["False", "FALSE", "false"])
+def test_nack_requeue_false_any_case_discards(stomp_client, amqp, queues, uniq, spelling):
+    q = f"nackf-{uniq}"
+    queues.append(q)
+    dest = f"/queue/{q}"
+    c = stomp_client("1.2")
+    c.send(dest, b"poison")
+    c.subscribe(dest, "s", ack="client-individual")
+    m = c.next_message()
+    receipt = f"nack-{uniq}"
+    c.conn.send_frame("NACK", {"id": m.headers["ack"], "requeue": spelling, "receipt": receipt})
+    c.wait_receipt(receipt, "NACK")
+    c.assert_no_message()
+    c.disconnect()
+    assert message_count(amqp, q) == 0
+
+
+def test_persistent_true_capitalised_reaches_amqp_as_persistent(stomp_client, amqp, uniq):
+    key = f"cap.{uniq}"
+    q = amqp.queue_declare(queue="", exclusive=True).method.queue
+    amqp.queue_bind(queue=q, exchange="amq.topic", routing_key=key)
+    c = stomp_client("1.2")
+    c.send(f"/topic/{key}", b"keep me", persistent="True")
+    _method, props, body = amqp_get(amqp, q)
+    assert body == b"keep me"
+    assert props.delivery_mode == 2, props
+
+
+def test_stomp_1_0_connected_says_heart_beat_0_0(stomp_client):
+    c = stomp_client("1.0")
+    assert c.connected_frame.headers.get("heart-beat") == "0,0", c.connected_frame.headers
+
+
+def test_unknown_vhost_is_refused(broker):
+    import stomp
+
+    errors = []
+
+    class Listener(stomp.ConnectionListener):
+        def on_error(self, frame):
+            errors.append(frame)
+
+    conn = stomp.Connection12(
+        host_and_ports=[(broker.host, stomp_port(broker))],
+        vhost="no-such-vhost",
+        reconnect_attempts_max=1,
+        auto_decode=False,
+    )
+    conn.set_listener("l", Listener())
+    try:
+        conn.connect("guest", "guest", wait=False)
+        deadline = time.monotonic() + WAIT
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert errors, "no ERROR for an unknown vhost"
+        assert errors[0].headers.get("message") == "Bad CONNECT", errors[0].headers
+        assert errors[0].body == b"Virtual host 'no-such-vhost' access denied", errors[0].body
+    finally:
+        try:
+            conn.disconnect()
+        except Exception:
+            pass
