@@ -332,3 +332,185 @@ impl Client {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// MQTT 5 (OASIS MQTT Version 5.0): what the conformance tests send and read
+// ---------------------------------------------------------------------------
+
+pub(crate) const PUBREC: u8 = 0x50;
+pub(crate) const PUBREL: u8 = 0x62;
+pub(crate) const PUBCOMP: u8 = 0x70;
+pub(crate) const DISCONNECT_FIRST: u8 = 0xE0;
+
+/// Property identifiers (MQTT 5 §2.2.2.2) the tests set or look for.
+pub(crate) const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+pub(crate) const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+pub(crate) const RECEIVE_MAXIMUM: u8 = 0x21;
+
+/// A Variable Byte Integer (§1.5.5).
+fn var_int(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let mut b = u8::try_from(n % 128).expect("7 bits");
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// A property block: its length, then `raw` (properties, already encoded).
+fn property_block(out: &mut Vec<u8>, raw: &[u8]) {
+    var_int(out, raw.len());
+    out.extend_from_slice(raw);
+}
+
+/// Session Expiry Interval property.
+pub(crate) fn session_expiry(seconds: u32) -> Vec<u8> {
+    let mut p = vec![SESSION_EXPIRY_INTERVAL];
+    p.extend_from_slice(&seconds.to_be_bytes());
+    p
+}
+
+/// CONNECT at protocol level 5 with `clean` start, `keep_alive` seconds
+/// and the given properties (encoded, without their length).
+pub(crate) fn connect5(id: &str, clean: bool, keep_alive: u16, props: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(5);
+    body.push(if clean { 0x02 } else { 0x00 });
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    property_block(&mut body, props);
+    string(&mut body, id.as_bytes());
+    packet(0x10, &body)
+}
+
+/// MQTT 5 PUBLISH (not retained, not DUP, no properties); `pkid` is left
+/// out at QoS 0.
+pub(crate) fn publish5(topic: &str, qos: u8, pkid: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(topic.len() + payload.len() + 5);
+    string(&mut body, topic.as_bytes());
+    if qos > 0 {
+        body.extend_from_slice(&pkid.to_be_bytes());
+    }
+    body.push(0);
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
+/// MQTT 5 SUBSCRIBE to one filter with this subscription options byte, no
+/// properties.
+pub(crate) fn subscribe5(pkid: u16, filter: &str, options: u8) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    body.push(0);
+    string(&mut body, filter.as_bytes());
+    body.push(options);
+    packet(0x82, &body)
+}
+
+/// PUBREL (success, the 2-byte form both levels accept).
+pub(crate) fn pubrel(pkid: u16) -> Vec<u8> {
+    packet(PUBREL, &pkid.to_be_bytes())
+}
+
+/// The properties of a property block at the start of `data`, as (id,
+/// value bytes), and the bytes after the block. Panics on an unknown
+/// identifier or a truncated block.
+pub(crate) fn read_properties(data: &[u8]) -> (Vec<(u8, Vec<u8>)>, &[u8]) {
+    let mut len = 0usize;
+    let mut i = 0;
+    loop {
+        let b = data[i];
+        len |= usize::from(b & 0x7f) << (7 * i);
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let (mut block, rest) = data[i..].split_at(len);
+    let mut out = Vec::new();
+    while let Some((&id, after)) = block.split_first() {
+        let u16_at = |b: &[u8], at: usize| usize::from(u16::from_be_bytes([b[at], b[at + 1]]));
+        let size = match id {
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            0x13 | 0x21 | 0x22 | 0x23 => 2,
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            0x0B => after.iter().position(|b| b & 0x80 == 0).expect("var int") + 1,
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => 2 + u16_at(after, 0),
+            0x26 => {
+                let k = 2 + u16_at(after, 0);
+                k + 2 + u16_at(after, k)
+            }
+            other => panic!("unknown property identifier {other:#04x} in {data:02x?}"),
+        };
+        out.push((id, after[..size].to_vec()));
+        block = &after[size..];
+    }
+    (out, rest)
+}
+
+impl Packet {
+    /// The packet as it was on the wire.
+    pub(crate) fn wire(&self) -> Vec<u8> {
+        packet(self.first, &self.body)
+    }
+
+    /// The MQTT 5 PUBLISH this is (its properties skipped), or `None` for
+    /// any other packet.
+    pub(crate) fn publish5(&self) -> Option<Publish> {
+        if self.kind() != 3 {
+            return None;
+        }
+        let qos = (self.first >> 1) & 3;
+        let tlen = usize::from(u16::from_be_bytes([self.body[0], self.body[1]]));
+        let topic = String::from_utf8_lossy(&self.body[2..2 + tlen]).into_owned();
+        let mut rest = &self.body[2 + tlen..];
+        let mut pkid = 0;
+        if qos > 0 {
+            pkid = u16::from_be_bytes([rest[0], rest[1]]);
+            rest = &rest[2..];
+        }
+        let (_, payload) = read_properties(rest);
+        Some(Publish {
+            topic,
+            qos,
+            dup: self.first & 0x08 != 0,
+            pkid,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+impl Client {
+    /// Sends an MQTT 5 `connect` on a new connection to `addr`; asserts a
+    /// CONNACK with reason 0 and returns the client and the CONNACK.
+    #[track_caller]
+    pub(crate) fn connect5(addr: SocketAddr, connect: &[u8]) -> (Self, Packet) {
+        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connect to MQTT at {addr}: {e}"));
+        let mut c = Self::over(sock);
+        c.send(connect);
+        let ack = c.expect_packet();
+        assert_eq!(ack.first, CONNACK, "expected CONNACK, got {ack:02x?}");
+        assert_eq!(ack.body.get(1), Some(&0), "CONNACK reason: {ack:02x?}");
+        (c, ack)
+    }
+
+    /// Everything the broker sends until it closes the connection; panics
+    /// if it does not close within `within`.
+    #[track_caller]
+    pub(crate) fn until_close(&mut self, within: Duration) -> Vec<Packet> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        loop {
+            match self.read_packet(deadline.saturating_duration_since(Instant::now())) {
+                Ok(p) => got.push(p),
+                Err(End::Closed) => return got,
+                Err(End::Timeout) => panic!("still open after {within:?}; got {got:02x?}"),
+            }
+        }
+    }
+}

@@ -106,8 +106,11 @@ impl Session {
             }
             Protocol::V4 => !c.clean_session,
         };
-        // A clean start discards what a previous session left.
-        let discard = c.clean_session || !persistent;
+        // Only a clean start discards what a previous session left
+        // (MQTT-3.1.2-4). Otherwise an existing session is resumed whatever
+        // the new expiry (MQTT-3.1.2-5): an interval of 0 only means it now
+        // ends with this connection (`release` deletes it then).
+        let discard = c.clean_session;
         let receive_max = props
             .as_ref()
             .and_then(|p| p.receive_maximum)
@@ -166,7 +169,9 @@ impl Session {
             self.shared.stop_client(&old.signal);
         }
         // Persistent-session protocol state (§4.1) resumes; a clean
-        // session discards it.
+        // start discards it. The stored copy goes too: this connection
+        // owns the state now (saved again on release if the session
+        // outlives it).
         let saved = self.shared.take_saved(&key);
         let saved = if discard { None } else { saved };
         self.persistent = persistent;
@@ -189,10 +194,23 @@ impl Session {
             };
             let _ = vhost.apply(del, self.conn_id);
         }
-        // A persistent session's queue exists now (it may hold messages and
-        // subscriptions); a clean session's is made at its first SUBSCRIBE,
-        // so an idle device that only publishes costs no queue.
-        if persistent {
+        let resumed = existed && !discard;
+        if resumed && !persistent {
+            // Should the broker stop without releasing this connection (a
+            // crash), the session must still end with it: a stored deadline
+            // of now ends it at the next start (`Shared::resume_deferred`).
+            // `release` takes it back.
+            let ends = super::Saved {
+                expires: Some(super::unix_ms()),
+                ..super::Saved::default()
+            };
+            self.shared.save(key, ends);
+        }
+        // A persistent or resumed session's queue exists now (it may hold
+        // messages and subscriptions); a new session that ends with the
+        // connection gets one at its first SUBSCRIBE, so an idle device
+        // that only publishes costs no queue.
+        if persistent || resumed {
             let spec = QueueSpec {
                 name: durable_name,
                 durable: true,
@@ -207,7 +225,7 @@ impl Session {
             self.restore_subscriptions();
         }
         // MQTT 3.1 has no session-present flag (the byte is reserved).
-        let present = existed && !discard && !self.mqtt31;
+        let present = resumed && !self.mqtt31;
         let mut ack = v5::ConnAck::new(ConnectReturnCode::Success, present);
         if self.protocol == Protocol::V5 {
             let mut p = v5::ConnAckProperties::new();
@@ -224,6 +242,8 @@ impl Session {
         }
         self.send(Packet::ConnAck(ack));
         if let Some(saved) = saved {
+            self.carried_qos2 = saved.inbound_qos2.iter().copied().collect();
+            self.carried_qos2.sort_unstable();
             self.inbound_qos2 = saved.inbound_qos2;
             self.next_pkid = saved.next_pkid;
             self.saved_pkids = saved.pkids;

@@ -13,9 +13,6 @@ use mqttbytes::v5::{self, DisconnectReasonCode, PubAckReason, PubRecReason};
 use switchyard_engine::{Durable, Vhost};
 use switchyard_model::{FieldTable, FieldValue, Message, Properties};
 
-/// Reason string of a PUBACK / PUBREC 0x10 (No matching subscribers).
-const NO_ROUTE: &str = "no subscription or queue matched the topic";
-
 /// Header carrying the MQTT QoS a message was published with.
 pub(super) const QOS_HEADER: &str = "x-mqtt-publish-qos";
 /// Header set on messages published with the retain flag (for MQTT 5
@@ -23,6 +20,27 @@ pub(super) const QOS_HEADER: &str = "x-mqtt-publish-qos";
 pub(super) const RETAIN_HEADER: &str = "x-mqtt-retain";
 /// Inbound topic aliases an MQTT 5 client may use.
 pub(super) const TOPIC_ALIAS_MAX: u16 = 64;
+
+/// Where a QoS 1/2 publish went: it decides the reason code of its PUBACK
+/// or PUBREC.
+enum Routed {
+    /// Into at least one queue (0x00).
+    Queued,
+    /// Into no queue (0x10, No matching subscribers: not an error).
+    Nowhere,
+    /// Routing failed (0x80, Unspecified error), for this reason.
+    Failed(String),
+}
+
+impl Routed {
+    /// What an error reason code's Reason String would say.
+    fn why(&self) -> &str {
+        match self {
+            Self::Failed(why) => why,
+            Self::Queued | Self::Nowhere => "",
+        }
+    }
+}
 
 impl Session {
     fn message(
@@ -58,17 +76,20 @@ impl Session {
         }
     }
 
-    /// Route a message; returns the durability ticket for QoS ≥ 1 and
-    /// whether any queue took it.
-    fn route(&mut self, vhost: &Vhost, msg: Message, qos: QoS) -> (Option<Durable>, bool) {
+    /// Route a message: the durability ticket for QoS ≥ 1, and how it went.
+    fn route(&mut self, vhost: &Vhost, msg: Message, qos: QoS) -> (Option<Durable>, Routed) {
         match vhost.publish(msg, qos != QoS::AtMostOnce) {
             Ok(p) => {
                 self.throttle.note(&p);
-                (p.durable, p.queues > 0)
+                let routed = match p.queues {
+                    0 => Routed::Nowhere,
+                    _ => Routed::Queued,
+                };
+                (p.durable, routed)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "MQTT publish failed");
-                (None, false)
+                (None, Routed::Failed(format!("publish failed: {e}")))
             }
         }
     }
@@ -103,6 +124,15 @@ impl Session {
                 format!("invalid topic name {:?}", p.topic),
             );
         }
+        if self.exceeds_receive_maximum(&p) {
+            return self.close(
+                DisconnectReasonCode::ReceiveMaximumExceeded,
+                format!(
+                    "more than {} QoS 1/2 publishes unacknowledged (Receive Maximum)",
+                    self.config.max_inflight
+                ),
+            );
+        }
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
@@ -120,15 +150,18 @@ impl Session {
                 let (ticket, routed) = self.route(&vhost, msg, p.qos);
                 let ticket = self.cover_retained(ticket, retained);
                 let mut ack = v5::PubAck::new(p.pkid);
-                if !routed {
-                    ack.reason = PubAckReason::NoMatchingSubscribers;
-                    ack.properties =
-                        self.reason_string(NO_ROUTE, false)
-                            .map(|r| v5::PubAckProperties {
-                                reason_string: Some(r),
-                                user_properties: Vec::new(),
-                            });
-                }
+                ack.reason = match routed {
+                    Routed::Queued => PubAckReason::Success,
+                    Routed::Nowhere => PubAckReason::NoMatchingSubscribers,
+                    Routed::Failed(_) => PubAckReason::UnspecifiedError,
+                };
+                ack.properties = self
+                    .ack_reason_string(ack.reason as u8, routed.why())
+                    .map(|r| v5::PubAckProperties {
+                        reason_string: Some(r),
+                        user_properties: Vec::new(),
+                    });
+                self.owed_pubacks = self.owed_pubacks.saturating_add(1);
                 self.owe(Packet::PubAck(ack), ticket);
             }
             QoS::ExactlyOnce => {
@@ -136,17 +169,27 @@ impl Session {
                 let mut rec = v5::PubRec::new(p.pkid);
                 let ticket = if self.inbound_qos2.insert(p.pkid) {
                     let (ticket, routed) = self.route(&vhost, msg, p.qos);
-                    if !routed {
-                        rec.reason = PubRecReason::NoMatchingSubscribers;
-                        rec.properties =
-                            self.reason_string(NO_ROUTE, false)
-                                .map(|r| v5::PubRecProperties {
-                                    reason_string: Some(r),
-                                    user_properties: Vec::new(),
-                                });
-                    }
+                    rec.reason = match routed {
+                        Routed::Queued => PubRecReason::Success,
+                        Routed::Nowhere => PubRecReason::NoMatchingSubscribers,
+                        Routed::Failed(_) => {
+                            // An error PUBREC ends the exchange: no PUBREL
+                            // follows (4.3.3).
+                            self.inbound_qos2.remove(&p.pkid);
+                            PubRecReason::UnspecifiedError
+                        }
+                    };
+                    rec.properties =
+                        self.ack_reason_string(rec.reason as u8, routed.why())
+                            .map(|r| v5::PubRecProperties {
+                                reason_string: Some(r),
+                                user_properties: Vec::new(),
+                            });
                     self.cover_retained(ticket, retained)
                 } else {
+                    // Sent again on this connection: it counts against this
+                    // connection's Receive Maximum from now on.
+                    self.uncarry_qos2(p.pkid);
                     None
                 };
                 self.owe(Packet::PubRec(rec), ticket);
@@ -154,8 +197,49 @@ impl Session {
         }
     }
 
+    /// Whether `p` is one more QoS 1/2 publish than the Receive Maximum
+    /// announced in CONNACK allows unacknowledged (MQTT-3.3.4-9; MQTT 5
+    /// only: 3.1.1 has no such limit). Unacknowledged are QoS 1 publishes
+    /// whose PUBACK is not written yet (it may wait for the store) and QoS 2
+    /// publishes of this connection whose PUBCOMP is not: those awaiting
+    /// PUBREL, whether or not their PUBREC left. A QoS 2 retransmission of
+    /// an id already counted takes no more room.
+    fn exceeds_receive_maximum(&self, p: &v5::Publish) -> bool {
+        if self.protocol != Protocol::V5 {
+            return false;
+        }
+        let takes_room = match p.qos {
+            QoS::AtMostOnce => false,
+            QoS::AtLeastOnce => true,
+            QoS::ExactlyOnce => {
+                !self.inbound_qos2.contains(&p.pkid)
+                    || self.carried_qos2.binary_search(&p.pkid).is_ok()
+            }
+        };
+        let unacknowledged = usize::from(self.owed_pubacks)
+            + self
+                .inbound_qos2
+                .len()
+                .saturating_sub(self.carried_qos2.len());
+        takes_room && unacknowledged >= usize::from(self.config.max_inflight)
+    }
+
+    /// Inbound QoS 2 id `pkid` is no longer one a previous connection left.
+    fn uncarry_qos2(&mut self, pkid: u16) {
+        if let Ok(i) = self.carried_qos2.binary_search(&pkid) {
+            self.carried_qos2.remove(i);
+            if self.carried_qos2.is_empty() {
+                // Give the allocation back.
+                self.carried_qos2 = Vec::new();
+            }
+        }
+    }
+
     pub(super) fn pubrel(&mut self, pkid: u16) {
         let mut comp = v5::PubComp::new(pkid);
+        self.uncarry_qos2(pkid);
+        // 0x92 says no more than that: no Reason String, so a client that
+        // retries PUBREL after a reconnect reads the short form.
         if !self.inbound_qos2.remove(&pkid) && self.protocol == Protocol::V5 {
             comp.reason = v5::PubCompReason::PacketIdentifierNotFound;
         }
@@ -234,6 +318,9 @@ impl Session {
         let mut ready = Vec::new();
         let result = self.acks.ready(|p| ready.push(p));
         for p in ready {
+            if matches!(p, Packet::PubAck(_)) {
+                self.owed_pubacks = self.owed_pubacks.saturating_sub(1);
+            }
             self.send(p);
         }
         if result.is_err() {

@@ -242,6 +242,16 @@ impl Shared {
                 .collect()
         };
         for mut d in due {
+            // Due while the broker was down (a will is never due after its
+            // session ends): done now, before any client can connect.
+            if d.expiry.is_some_and(|e| e.is_zero()) {
+                if let Some((_, will)) = d.will {
+                    self.publish_will(&d.key.0, will);
+                }
+                tracing::info!(vhost = %d.key.0, client_id = %d.key.1, "MQTT session expired while the broker was down");
+                self.expire_session(&d.key);
+                continue;
+            }
             d.token = self.register_pending(&d.key);
             tracing::info!(vhost = %d.key.0, client_id = %d.key.1, "MQTT session's delayed will / expiry re-armed");
             tokio::spawn(self.clone().run_deferred(d));
@@ -460,9 +470,18 @@ pub struct Session {
     matcher: Option<Box<TopicTrie<String>>>,
     next_pkid: u16,
     inflight: IntMap<u16, InFlight>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL (routed once each).
     inbound_qos2: HashSet<u16>,
+    /// The ids of `inbound_qos2` a previous connection of the session
+    /// received, sorted: their PUBLISH used that connection's Receive
+    /// Maximum, not this one's, until the client sends it again. Almost
+    /// always empty (and then unallocated).
+    carried_qos2: Vec<u16>,
     /// PUBACKs / PUBRECs owed, released once their publish is durable.
     acks: OwedReplies<Packet>,
+    /// The PUBACKs in `acks`: QoS 1 publishes still unacknowledged, within
+    /// the Receive Maximum the client was given.
+    owed_pubacks: u16,
     out: BytesMut,
     signal: Arc<Signal>,
     /// Clean session = 0: protocol state is saved on release.
@@ -569,7 +588,9 @@ impl Session {
             next_pkid: 0,
             inflight: IntMap::default(),
             inbound_qos2: HashSet::new(),
+            carried_qos2: Vec::new(),
             acks: OwedReplies::default(),
+            owed_pubacks: 0,
             out: BytesMut::new(),
             signal,
             persistent: false,
@@ -610,6 +631,7 @@ impl Session {
             && self.shared_subs.is_empty()
             && self.inflight.is_empty()
             && self.inbound_qos2.is_empty()
+            && self.carried_qos2.is_empty()
             && self.saved_pkids.is_empty()
     }
 
@@ -901,6 +923,19 @@ impl Session {
         (end > 0).then(|| why[..end].to_owned())
     }
 
+    /// The Reason String of a PUBACK / PUBREC with reason code `code`: an
+    /// error's (0x80 and above) says why, unless the client turned problem
+    /// information off (MQTT-3.1.2-29). Anything else — 0x10 "no matching
+    /// subscribers" included — has no properties at all, so the ack is
+    /// packet id and reason code only, as Mosquitto sends it: some clients
+    /// take a longer ack for malformed.
+    fn ack_reason_string(&self, code: u8, why: &str) -> Option<String> {
+        if code < 0x80 {
+            return None;
+        }
+        self.reason_string(why, false)
+    }
+
     /// End the connection abnormally: the will is published.
     fn close(&mut self, reason: DisconnectReasonCode, why: String) {
         if self.phase != Phase::Closed {
@@ -1012,14 +1047,18 @@ impl Session {
                 .strip_prefix("mqtt-session-")
                 .is_some_and(|id| id == self.client_id)
         }) {
-            // MQTT 5 DISCONNECT with session expiry 0: the session that
-            // was to outlive the connection ends with it (3.14.2.2.2).
+            // A session with expiry 0 that has the durable queue — resumed
+            // by a CONNECT with expiry 0, or ended by a DISCONNECT with
+            // expiry 0 (3.14.2.2.2) — ends with the connection: its queue
+            // and any stored state go.
             let del = switchyard_engine::Command::DeleteQueue {
                 name: q.name().to_owned(),
                 if_unused: false,
                 if_empty: false,
             };
             let _ = vhost.apply(del, self.conn_id);
+            self.shared
+                .take_saved(&(vhost.name.clone(), self.client_id.clone()));
         }
         vhost.drop_connection(self.conn_id);
         self.prepare_deferred(&vhost.name);

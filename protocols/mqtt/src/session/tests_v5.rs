@@ -393,47 +393,39 @@ fn server_keep_alive_caps_the_clients_and_fills_in_none() {
 }
 
 #[test]
-fn reason_strings_unless_problem_information_is_off() {
+fn reason_strings_on_error_acks_unless_problem_information_is_off() {
     let sh = shared();
-    let mut s = session(&sh);
-    connect_with(&mut s, "rs1", 0, |_| {});
     let mut p = Publish::new("nobody/listens", QoS::AtLeastOnce, "x");
     p.pkid = 1;
-    s.handle_packet(Packet::Publish(p.clone()));
-    let got = out(&mut s);
-    let Packet::PubAck(ack) = &got[0] else {
-        panic!("{got:?}")
-    };
-    assert_eq!(ack.reason, v5::PubAckReason::NoMatchingSubscribers);
-    let why = ack
-        .properties
-        .as_ref()
-        .and_then(|p| p.reason_string.clone());
-    assert!(why.is_some_and(|w| w.contains("matched")));
-
-    let mut quiet = session(&sh);
-    connect_with(&mut quiet, "rs2", 0, |p| p.request_problem_info = Some(0));
-    s = quiet;
-    s.handle_packet(Packet::Publish(p));
-    let got = out(&mut s);
-    let Packet::PubAck(ack) = &got[0] else {
-        panic!("{got:?}")
-    };
-    assert_eq!(ack.reason, v5::PubAckReason::NoMatchingSubscribers);
-    assert!(ack.properties.is_none(), "problem information off: {ack:?}");
-    // DISCONNECT carries one anyway (MQTT-3.1.2-29 allows it).
-    s.handle_keepalive_timeout();
-    let got = out(&mut s);
-    let Packet::Disconnect(d) = &got[0] else {
-        panic!("{got:?}")
-    };
-    assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout);
-    assert!(
-        d.properties
-            .as_ref()
-            .and_then(|p| p.reason_string.as_ref())
-            .is_some()
-    );
+    for (id, problem_info, says_why) in [("rs1", None, true), ("rs2", Some(0), false)] {
+        let mut s = session(&sh);
+        connect_with(&mut s, id, 0, |p| p.request_problem_info = problem_info);
+        // 0x10 is no error: no properties at all, whatever the client asked.
+        s.handle_packet(Packet::Publish(p.clone()));
+        let got = out(&mut s);
+        let Packet::PubAck(ack) = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(ack.reason, v5::PubAckReason::NoMatchingSubscribers);
+        assert!(ack.properties.is_none(), "{id}: {ack:?}");
+        assert_eq!(s.ack_reason_string(0x10, "nobody"), None);
+        // An error (0x80 and above) says why if the client lets it.
+        let why = s.ack_reason_string(0x80, "publish failed");
+        assert_eq!(why.is_some(), says_why, "{id}: {why:?}");
+        // DISCONNECT carries one anyway (MQTT-3.1.2-29 allows it).
+        s.handle_keepalive_timeout();
+        let got = out(&mut s);
+        let Packet::Disconnect(d) = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout);
+        assert!(
+            d.properties
+                .as_ref()
+                .and_then(|p| p.reason_string.as_ref())
+                .is_some()
+        );
+    }
 }
 
 #[test]
@@ -547,4 +539,227 @@ fn receive_maximum_still_bounds_all_consumers_after_park_and_unpark() {
         2,
         "receive maximum 2 over both consumers"
     );
+}
+
+/// CONNECT with Clean Start 0 and `expiry` (`None`: the property is absent);
+/// the CONNACK (what follows it is left in the output).
+fn resume(s: &mut Session, id: &str, expiry: Option<u32>) -> v5::ConnAck {
+    let mut c = Connect::new(id);
+    c.clean_session = false;
+    c.properties = Some(ConnectProperties {
+        session_expiry_interval: expiry,
+        ..connect_properties()
+    });
+    s.handle_packet(Packet::Connect(c));
+    match written(s).remove(0) {
+        Packet::ConnAck(a) => a,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn clean_start_0_resumes_the_session_whatever_the_new_expiry() {
+    let sh = shared();
+    for (id, expiry) in [("resume-none", None), ("resume-zero", Some(0))] {
+        let mut a = session(&sh);
+        assert!(!connect(&mut a, id, Some(60)).session_present);
+        let mut sub = Subscribe::new(format!("{id}/t"), QoS::AtLeastOnce);
+        sub.pkid = 1;
+        a.handle_packet(Packet::Subscribe(sub));
+        out(&mut a);
+        a.handle_packet(Packet::Disconnect(v5::Disconnect::new()));
+        let key = ("/".to_owned(), id.to_owned());
+        assert!(sh.saved.lock().contains_key(&key), "{id}: session saved");
+
+        let mut publisher = session(&sh);
+        connect(&mut publisher, &format!("{id}-pub"), None);
+        let mut p = Publish::new(format!("{id}/t"), QoS::AtLeastOnce, "queued");
+        p.pkid = 1;
+        publisher.handle_packet(Packet::Publish(p));
+        out(&mut publisher);
+
+        let mut b = session(&sh);
+        let ack = resume(&mut b, id, expiry);
+        assert!(ack.session_present, "{id}: not resumed");
+        let got = out(&mut b);
+        assert_eq!(&publishes(&got)[0].payload[..], b"queued", "{id}");
+        b.handle_packet(Packet::PubAck(v5::PubAck::new(publishes(&got)[0].pkid)));
+        // While it is connected, all that is stored ends it should the
+        // broker die.
+        assert!(
+            sh.saved
+                .lock()
+                .get(&key)
+                .is_some_and(|s| s.expires.is_some_and(|e| e <= unix_ms()) && s.pkids.is_empty()),
+            "{id}: state taken"
+        );
+        // Expiry 0: the session ends with this connection, queue and all.
+        b.handle_keepalive_timeout();
+        assert!(b.take_deferred().is_none(), "{id}: nothing outlives it");
+        assert!(
+            !sh.saved.lock().contains_key(&key),
+            "{id}: state saved again"
+        );
+        let vhost = sh.broker.vhost("/").unwrap();
+        assert!(
+            vhost.queue(&format!("mqtt-session-{id}"), 0).is_err(),
+            "{id}: session queue left"
+        );
+        let mut c = session(&sh);
+        assert!(!resume(&mut c, id, None).session_present, "{id}");
+    }
+}
+
+/// A store that holds every durability ticket until told to complete them,
+/// as a disk slower than the client would.
+#[derive(Default)]
+struct HeldStore {
+    held: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl HeldStore {
+    fn complete_all(&self) {
+        for tx in self.held.lock().drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl switchyard_engine::store::Store for HeldStore {
+    fn load(
+        &self,
+    ) -> Result<switchyard_engine::store::Snapshot, switchyard_engine::store::StoreError> {
+        Ok(switchyard_engine::store::Snapshot::default())
+    }
+
+    fn submit(
+        &self,
+        _op: switchyard_engine::store::StoreOp,
+        durable: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        if let Some(tx) = durable {
+            self.held.lock().push(tx);
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        0
+    }
+
+    fn flush(&self) {}
+}
+
+/// What the session wrote, without completing any durability ticket.
+fn written(s: &mut Session) -> Vec<Packet> {
+    let mut buf = std::mem::take(s.output());
+    let mut reader = Decoder::with_protocol(1 << 20, s.protocol());
+    let mut v = Vec::new();
+    while let Ok(Some(p)) = reader.decode(&mut buf) {
+        v.push(p);
+    }
+    assert!(buf.is_empty(), "undecodable output");
+    v
+}
+
+fn window_of_two() -> SessionConfig {
+    SessionConfig {
+        max_inflight: 2,
+        ..SessionConfig::default()
+    }
+}
+
+fn publish_packet(qos: QoS, pkid: u16) -> Packet {
+    let mut p = Publish::new("rm/t", qos, "x");
+    p.pkid = pkid;
+    Packet::Publish(p)
+}
+
+#[track_caller]
+fn assert_receive_maximum_exceeded(got: &[Packet]) {
+    assert!(
+        matches!(got.last(), Some(Packet::Disconnect(d))
+            if d.reason_code == DisconnectReasonCode::ReceiveMaximumExceeded),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn receive_maximum_counts_qos1_publishes_until_their_puback_is_written() {
+    let store = Arc::new(HeldStore::default());
+    let sh = Shared::new(Broker::open(store.clone()).unwrap());
+    let peer = "127.0.0.1:1".parse().unwrap();
+    // A durable queue takes the messages: each PUBACK waits for the store.
+    let mut sub = Session::new(sh.clone(), window_of_two(), peer);
+    connect(&mut sub, "rm-durable", Some(60));
+    sub.handle_packet(Packet::Subscribe(Subscribe::new("rm/#", QoS::AtLeastOnce)));
+    store.complete_all();
+    out(&mut sub);
+
+    let mut s = Session::new(sh, window_of_two(), peer);
+    connect(&mut s, "rm-q1", None);
+    s.handle_packet(publish_packet(QoS::AtLeastOnce, 1));
+    s.handle_packet(publish_packet(QoS::AtLeastOnce, 2));
+    assert!(written(&mut s).is_empty(), "PUBACKs wait for the store");
+    // Once written, they no longer count.
+    store.complete_all();
+    while s.take_ticket().is_some() {
+        s.handle_durable(true);
+    }
+    assert_eq!(written(&mut s).len(), 2, "two PUBACKs");
+    s.handle_packet(publish_packet(QoS::AtLeastOnce, 3));
+    s.handle_packet(publish_packet(QoS::AtLeastOnce, 4));
+    assert_eq!(s.phase(), Phase::Connected);
+    // A third while two wait for the store is one too many.
+    s.handle_packet(publish_packet(QoS::AtLeastOnce, 5));
+    assert_receive_maximum_exceeded(&written(&mut s));
+    assert_eq!(s.phase(), Phase::Closed);
+}
+
+#[test]
+fn receive_maximum_counts_qos2_until_pubcomp_but_not_what_a_previous_connection_left() {
+    let sh = shared();
+    let peer = "127.0.0.1:1".parse().unwrap();
+    let mut a = Session::new(sh.clone(), window_of_two(), peer);
+    connect(&mut a, "rm-q2", Some(60));
+    a.handle_packet(publish_packet(QoS::ExactlyOnce, 1));
+    a.handle_packet(publish_packet(QoS::ExactlyOnce, 2));
+    // A retransmission of an id awaiting PUBREL takes no more room.
+    a.handle_packet(publish_packet(QoS::ExactlyOnce, 2));
+    assert_eq!(out(&mut a).len(), 3, "three PUBRECs");
+    a.handle_keepalive_timeout();
+
+    // Ids 1 and 2 await PUBREL from the previous connection: the new one
+    // has its whole window.
+    let mut b = Session::new(sh, window_of_two(), peer);
+    assert!(resume(&mut b, "rm-q2", Some(60)).session_present);
+    b.handle_packet(publish_packet(QoS::ExactlyOnce, 3));
+    b.handle_packet(publish_packet(QoS::ExactlyOnce, 4));
+    b.handle_packet(Packet::PubRel(v5::PubRel::new(1)));
+    let got = out(&mut b);
+    assert!(
+        matches!(&got[..], [Packet::PubRec(_), Packet::PubRec(_), Packet::PubComp(c)]
+            if c.reason == v5::PubCompReason::Success),
+        "{got:?}"
+    );
+    assert_eq!(b.phase(), Phase::Connected);
+    // Id 2 sent again on this connection now counts: one too many.
+    b.handle_packet(publish_packet(QoS::ExactlyOnce, 2));
+    assert_receive_maximum_exceeded(&out(&mut b));
+}
+
+#[test]
+fn mqtt_311_has_no_receive_maximum() {
+    let sh = shared();
+    let mut s = Session::new(sh, window_of_two(), "127.0.0.1:1".parse().unwrap());
+    let mut c = Connect::new("rm-v4");
+    c.protocol = Protocol::V4;
+    s.handle_packet(Packet::Connect(c));
+    out(&mut s);
+    for pkid in 1..=5 {
+        s.handle_packet(publish_packet(QoS::ExactlyOnce, pkid));
+    }
+    let got = out(&mut s);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got.iter().all(|p| matches!(p, Packet::PubRec(_))));
+    assert_eq!(s.phase(), Phase::Connected);
 }
