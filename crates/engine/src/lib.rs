@@ -10,8 +10,9 @@
 //!
 //! Driving it: open a [`Broker`] over a store, look up a [`Vhost`], change its
 //! topology with [`Vhost::apply`] and a [`Command`], publish with
-//! [`Vhost::publish`], consume by adding a [`Consumer`] to a [`Queue`], and
-//! settle deliveries with [`Queue::ack`] / [`Queue::requeue`].
+//! [`Vhost::publish`], consume by adding a [`Consumer`] to a [`Queue`],
+//! drain deliveries through an [`OutboxDrain`] and settle each with one
+//! [`Settle`] ([`Unsettled::settle`], [`Settlement`]).
 
 mod arguments;
 mod backpressure;
@@ -24,6 +25,7 @@ pub mod inthash;
 mod queue;
 mod retained;
 mod route;
+mod settle;
 pub mod store;
 mod vhost;
 
@@ -38,6 +40,7 @@ pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
 pub use queue::{Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSpec};
 pub use retained::{Retained, RetainedMessage};
+pub use settle::{OutboxDrain, Settle, Settlement, Unsettled};
 pub use store::Durable;
 pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
 

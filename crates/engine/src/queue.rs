@@ -11,6 +11,7 @@
 use crate::consumer::{Consumer, Delivery, OutboxEvent};
 use crate::error::{EngineError, Result};
 use crate::inthash::IntMap;
+use crate::settle::Settle;
 use crate::store::{Store, StoreOp};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -374,26 +375,29 @@ impl Queue {
         self.spec.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted
     }
 
-    /// Acknowledge delivered messages.
-    pub fn ack(&self, seqs: &[u64]) {
+    /// Settle delivered messages (positions in ascending order): the one
+    /// path by which a delivered message leaves the queue or returns to it.
+    /// The caller dispatches after (see [`crate::Settlement`]).
+    pub(crate) fn settle(&self, seqs: &[u64], how: Settle) {
         let mut st = self.state.lock();
-        for seq in seqs {
-            if let Some(e) = st.unacked.remove(seq) {
-                self.settle_entry(&e);
+        match how {
+            Settle::Ack | Settle::Reject => {
+                for seq in seqs {
+                    if let Some(e) = st.unacked.remove(seq) {
+                        self.settle_entry(&e);
+                    }
+                }
+            }
+            Settle::Requeue => {
+                for seq in seqs {
+                    if let Some(mut e) = st.unacked.remove(seq) {
+                        e.redelivered = true;
+                        st.ready.insert_sorted(e);
+                    }
+                }
+                self.update_pressure(&st);
             }
         }
-    }
-
-    /// Put delivered messages back at their positions, marked redelivered.
-    pub fn requeue(self: &Arc<Self>, seqs: &[u64]) {
-        let mut st = self.state.lock();
-        let mut back: Vec<Entry> = seqs.iter().filter_map(|s| st.unacked.remove(s)).collect();
-        back.sort_by_key(|e| e.seq);
-        for mut e in back {
-            e.redelivered = true;
-            st.ready.insert_sorted(e);
-        }
-        self.dispatch_locked(&mut st);
     }
 
     /// Take one message (`basic.get`). With `no_ack` it is settled at once.

@@ -124,14 +124,18 @@ fn prefetch_limits_and_requeue_keeps_order() {
         ["0", "1"]
     );
     // Requeue "0": it goes back to the head, redelivered.
-    c.settled();
-    queue.requeue(&[first[0].0]);
+    let held = |seq| Unsettled {
+        queue: queue.clone(),
+        seq,
+        consumer: Some(c.clone()),
+    };
+    held(first[0].0).settle(Settle::Requeue);
     let next = drain(&outbox);
     assert_eq!(next, vec![(first[0].0, "0".into(), true)]);
-    c.settled();
-    c.settled();
-    queue.ack(&[first[0].0, first[1].0]);
-    queue.dispatch();
+    let mut acks = Settlement::default();
+    acks.add(held(first[0].0));
+    acks.add(held(first[1].0));
+    acks.apply(Settle::Ack);
     assert_eq!(
         drain(&outbox)
             .iter()

@@ -5,7 +5,7 @@ use amq_protocol::protocol::basic;
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use switchyard_engine::{ChannelCredit, Consumer, Durable, Queue};
+use switchyard_engine::{ChannelCredit, Consumer, Durable, Queue, Settle, Settlement, Unsettled};
 use switchyard_model::{Message, Properties};
 
 /// A publish whose content is still arriving.
@@ -19,29 +19,12 @@ pub(crate) struct Incoming {
     pub(crate) single: Option<Bytes>,
 }
 
-/// A delivery the client has not settled yet.
-#[derive(Debug, Clone)]
-pub(crate) struct Unacked {
-    pub(crate) queue: Arc<Queue>,
-    pub(crate) seq: u64,
-    /// `None` for `basic.get`.
-    pub(crate) consumer: Option<Arc<Consumer>>,
-}
-
 /// Work buffered by a transactional channel until commit.
 #[derive(Debug, Default)]
 pub(crate) struct TxBuffer {
     pub(crate) publishes: Vec<(Message, bool)>,
     /// (delivery tag, multiple, settle kind)
     pub(crate) settles: Vec<(Vec<u64>, Settle)>,
-}
-
-/// How deliveries are settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Settle {
-    Ack,
-    Requeue,
-    Discard,
 }
 
 /// A publisher confirm not yet sent.
@@ -78,7 +61,8 @@ pub(crate) struct Channel {
     /// basic.qos global=false: applies to consumers created afterwards.
     pub(crate) consumer_prefetch: u32,
     pub(crate) next_tag: u64,
-    pub(crate) unacked: BTreeMap<u64, Unacked>,
+    /// Deliveries (and gets) by delivery tag, until the client settles them.
+    pub(crate) unacked: BTreeMap<u64, Unsettled>,
     pub(crate) confirm: bool,
     pub(crate) next_publish_seq: u64,
     pub(crate) tx: Option<TxBuffer>,
@@ -133,30 +117,16 @@ impl Channel {
         }
     }
 
-    /// Remove and settle the given tags; returns the queues touched.
-    pub(crate) fn settle(&mut self, tags: &[u64], how: Settle) -> Vec<Arc<Queue>> {
-        let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+    /// Remove and settle the given tags through the engine (their queues
+    /// are dispatched).
+    pub(crate) fn settle(&mut self, tags: &[u64], how: Settle) {
+        let mut settlement = Settlement::default();
         for tag in tags {
-            let Some(u) = self.unacked.remove(tag) else {
-                continue;
-            };
-            if let Some(c) = &u.consumer {
-                c.settled();
-            }
-            match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-                Some((_, seqs)) => seqs.push(u.seq),
-                None => by_queue.push((u.queue, vec![u.seq])),
+            if let Some(u) = self.unacked.remove(tag) {
+                settlement.add(u);
             }
         }
-        let mut touched = Vec::with_capacity(by_queue.len());
-        for (q, seqs) in by_queue {
-            match how {
-                Settle::Ack | Settle::Discard => q.ack(&seqs),
-                Settle::Requeue => q.requeue(&seqs),
-            }
-            touched.push(q);
-        }
-        touched
+        settlement.apply(how);
     }
 
     /// Queues this channel consumes from (to re-dispatch after credit frees).

@@ -3,14 +3,14 @@
 //! acknowledgements.
 
 use super::Session;
-use crate::channel::{Incoming, PendingConfirm, Settle, TxBuffer};
+use crate::channel::{Incoming, PendingConfirm, TxBuffer};
 use crate::convert::{delivery_out, properties_in, properties_out, table_in};
 use crate::error::{AmqpError, ReplyCode};
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
-use switchyard_engine::{Consumer, ConsumerSpec, QueueSpec};
+use switchyard_engine::{Consumer, ConsumerSpec, QueueSpec, Settle, Unsettled};
 use switchyard_model::{FieldTable, Message};
 
 /// The pseudo-queue of direct reply-to.
@@ -48,7 +48,7 @@ impl Session {
                 let how = if n.requeue {
                     Settle::Requeue
                 } else {
-                    Settle::Discard
+                    Settle::Reject
                 };
                 self.settle(id, n.delivery_tag, n.multiple, how)
             }
@@ -56,7 +56,7 @@ impl Session {
                 let how = if r.requeue {
                     Settle::Requeue
                 } else {
-                    Settle::Discard
+                    Settle::Reject
                 };
                 self.settle(id, r.delivery_tag, false, how)
             }
@@ -384,7 +384,7 @@ impl Session {
         if !g.no_ack {
             ch.unacked.insert(
                 tag,
-                crate::channel::Unacked {
+                Unsettled {
                     queue,
                     seq: got.seq,
                     consumer: None,

@@ -3,26 +3,20 @@
 //! once the store says the message is durable.
 
 use super::Session;
-use crate::channel::Unacked;
 use crate::convert::delivery_out;
 use amq_protocol::protocol::{AMQPClass, basic};
 use std::sync::Arc;
-use switchyard_engine::{Durable, OutboxEvent, Queue};
+use switchyard_engine::{Durable, OutboxEvent, Settle};
 use tokio::sync::oneshot::error::TryRecvError;
 
 impl Session {
     /// Turn everything waiting in the outbox into frames.
     pub fn handle_outbox(&mut self) {
-        let mut events = std::mem::take(&mut self.events);
-        self.outbox.drain_into(&mut events);
-        let mut touched: Vec<Arc<Queue>> = Vec::new();
-        for ev in events.drain(..) {
+        let mut drain = std::mem::take(&mut self.drain);
+        drain.fill(&self.outbox);
+        for ev in drain.by_ref() {
             match ev {
                 OutboxEvent::Deliver(d) => {
-                    d.consumer.written();
-                    if !touched.iter().any(|q| Arc::ptr_eq(q, &d.queue)) {
-                        touched.push(d.queue.clone());
-                    }
                     let id = d.consumer.spec.channel;
                     let live = self.channels.get_mut(&id).filter(|ch| {
                         !ch.closing
@@ -32,23 +26,14 @@ impl Session {
                                 .is_some_and(|(c, _)| Arc::ptr_eq(c, &d.consumer))
                     });
                     let Some(ch) = live else {
-                        // Cancelled meanwhile: give the message back.
-                        if !d.consumer.spec.no_ack {
-                            d.consumer.settled();
-                            d.queue.requeue(&[d.seq]);
-                        }
+                        // Cancelled meanwhile: give the message back (a
+                        // no-ack one was settled when handed over).
+                        d.settle(Settle::Requeue);
                         continue;
                     };
                     let tag = ch.next_delivery_tag();
                     if !d.consumer.spec.no_ack {
-                        ch.unacked.insert(
-                            tag,
-                            Unacked {
-                                queue: d.queue.clone(),
-                                seq: d.seq,
-                                consumer: Some(d.consumer.clone()),
-                            },
-                        );
+                        ch.unacked.insert(tag, d.unsettled());
                     }
                     let (routing_key, properties) = delivery_out(&d.message);
                     let deliver = basic::Deliver {
@@ -85,11 +70,9 @@ impl Session {
                 }
             }
         }
-        self.events = events;
         // Writing freed credit: let the queues hand over more.
-        for q in touched {
-            q.dispatch();
-        }
+        drain.finish();
+        self.drain = drain;
     }
 
     /// A durability ticket for the connection task to await, if the oldest

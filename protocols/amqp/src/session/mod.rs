@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use switchyard_engine::inthash::IntMap;
-use switchyard_engine::{Broker, Outbox, OutboxEvent, Throttle, Vhost};
+use switchyard_engine::{Broker, Outbox, OutboxDrain, Settle, Throttle, Vhost};
 
 /// Limits and defaults offered to clients.
 #[derive(Debug, Clone)]
@@ -92,7 +92,8 @@ pub struct Session {
     out: BytesMut,
     enc: Encoder,
     confirms: ConfirmQueue,
-    events: Vec<OutboxEvent>,
+    /// The outbox as drained (buffers reused between drains).
+    drain: OutboxDrain,
     /// Client declared `consumer_cancel_notify`.
     cancel_notify: bool,
     /// Client declared `connection.blocked`.
@@ -136,7 +137,7 @@ impl Session {
             out: BytesMut::with_capacity(16 * 1024),
             enc: Encoder::default(),
             confirms: ConfirmQueue::new(),
-            events: Vec::new(),
+            drain: OutboxDrain::default(),
             cancel_notify: false,
             blocked_notify: false,
             blocked_sent: false,
@@ -339,7 +340,7 @@ impl Session {
             }
         }
         let tags: Vec<u64> = ch.unacked.keys().copied().collect();
-        ch.settle(&tags, crate::channel::Settle::Requeue);
+        ch.settle(&tags, Settle::Requeue);
         ch.tx = None;
         ch.incoming = None;
     }
@@ -354,18 +355,9 @@ impl Session {
         for ch in channels.values_mut() {
             self.release_channel(ch);
         }
-        // Deliveries already in the outbox go back to their queues.
-        let mut events = Vec::new();
-        self.outbox.drain_into(&mut events);
-        for ev in events {
-            if let OutboxEvent::Deliver(d) = ev {
-                d.consumer.written();
-                if !d.consumer.spec.no_ack {
-                    d.consumer.settled();
-                    d.queue.requeue(&[d.seq]);
-                }
-            }
-        }
+        // Deliveries already in the outbox go back to their queues (no-ack
+        // ones were settled when handed over: requeueing them is a no-op).
+        self.drain.requeue_all(&self.outbox);
         if let Some(v) = &self.vhost {
             v.drop_connection(self.conn_id);
         }

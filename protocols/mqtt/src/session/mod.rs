@@ -28,7 +28,8 @@ use std::time::Duration;
 use switchyard_engine::exchange::topic::TopicTrie;
 use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{
-    Broker, ChannelCredit, Consumer, Outbox, OwedReplies, Queue, Throttle, Vhost,
+    Broker, ChannelCredit, Consumer, Outbox, OwedReplies, Queue, Settle, Settlement, Throttle,
+    Unsettled, Vhost,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -401,19 +402,12 @@ struct SubOptions {
     id: Option<usize>,
 }
 
-/// A delivery's place in its queue (the session queue or a shared one).
-#[derive(Debug)]
-struct Target {
-    queue: Arc<Queue>,
-    seq: u64,
-    consumer: Arc<Consumer>,
-}
-
 /// An outbound QoS 1/2 PUBLISH not yet acknowledged.
 #[derive(Debug)]
 struct InFlight {
-    /// Queue position to settle; `None` for retained messages sent directly.
-    target: Option<Target>,
+    /// The delivery to settle (from the session queue or a shared one);
+    /// `None` for retained messages sent directly.
+    target: Option<Unsettled>,
     stage: Stage,
 }
 
@@ -992,18 +986,10 @@ impl Session {
                 emptied.push(s.queue);
             }
         }
-        // Per queue: deliveries the client received (PUBREC came back) are
-        // settled, the others go back to where they came from.
-        let mut received: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
-        let mut requeue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
-        let group =
-            |groups: &mut Vec<(Arc<Queue>, Vec<u64>)>, q: &Arc<Queue>, seq: u64| match groups
-                .iter_mut()
-                .find(|(g, _)| Arc::ptr_eq(g, q))
-            {
-                Some((_, seqs)) => seqs.push(seq),
-                None => groups.push((q.clone(), vec![seq])),
-            };
+        // Deliveries the client received (PUBREC came back) are settled,
+        // the others go back to where they came from.
+        let mut received = Settlement::default();
+        let mut requeue = Settlement::default();
         for (pkid, f) in self.inflight.drain() {
             if f.stage == Stage::Pubcomp {
                 // PUBREC came back: the client owns the message; only
@@ -1011,9 +997,8 @@ impl Session {
                 saved.pending_pubrel.push(pkid);
             }
             let Some(t) = f.target else { continue };
-            t.consumer.settled();
             if f.stage == Stage::Pubcomp {
-                group(&mut received, &t.queue, t.seq);
+                received.add(t);
             } else {
                 // Packet ids are kept for the session queue only: a shared
                 // queue's positions mean nothing to the next connection.
@@ -1024,16 +1009,11 @@ impl Session {
                 {
                     saved.pkids.insert(t.seq, pkid);
                 }
-                group(&mut requeue, &t.queue, t.seq);
+                requeue.add(t);
             }
         }
-        for (q, seqs) in received {
-            q.ack(&seqs);
-        }
-        for (q, mut seqs) in requeue {
-            seqs.sort_unstable();
-            q.requeue(&seqs);
-        }
+        received.apply(Settle::Ack);
+        requeue.apply(Settle::Requeue);
         self.requeue_outbox();
         // A shared subscription's queue goes with its last member.
         for q in emptied {

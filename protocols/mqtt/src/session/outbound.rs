@@ -3,13 +3,13 @@
 //! messages on subscribe, and the PUBACK / PUBREC / PUBCOMP that settle them.
 
 use super::inbound::{QOS_HEADER, RETAIN_HEADER};
-use super::{InFlight, Phase, Session, Stage, Target, props};
+use super::{InFlight, Phase, Session, Stage, props};
 use crate::codec::{Packet, Protocol};
 use crate::topic;
 use mqttbytes::QoS;
 use mqttbytes::v5::{self, DisconnectReasonCode};
 use std::sync::Arc;
-use switchyard_engine::{Delivery, OutboxEvent, Queue};
+use switchyard_engine::{Delivery, OutboxDrain, OutboxEvent, Settle};
 use switchyard_model::{FieldValue, Message};
 
 /// What the subscriptions matching one message want.
@@ -139,18 +139,12 @@ impl Session {
 
     /// Turn waiting deliveries into PUBLISH packets.
     pub fn handle_outbox(&mut self) {
-        let mut events = Vec::new();
-        self.outbox.drain_into(&mut events);
-        let mut touched: Vec<Arc<Queue>> = Vec::new();
-        for ev in events {
+        // Not kept in the session: an idle device's session stays small.
+        let mut drain = OutboxDrain::default();
+        drain.fill(&self.outbox);
+        for ev in drain.by_ref() {
             match ev {
-                OutboxEvent::Deliver(d) => {
-                    d.consumer.written();
-                    if !touched.iter().any(|q| Arc::ptr_eq(q, &d.queue)) {
-                        touched.push(d.queue.clone());
-                    }
-                    self.deliver(d);
-                }
+                OutboxEvent::Deliver(d) => self.deliver(d),
                 OutboxEvent::Cancelled(c) => {
                     // A shared subscription's queue was deleted: that
                     // subscription ends, the session goes on.
@@ -167,15 +161,12 @@ impl Session {
                 }
             }
         }
-        for q in touched {
-            q.dispatch();
-        }
+        drain.finish();
     }
 
     fn deliver(&mut self, d: Delivery) {
         if self.phase != Phase::Connected {
-            d.consumer.settled();
-            d.queue.requeue(&[d.seq]);
+            d.settle(Settle::Requeue);
             return;
         }
         // A shared subscription's delivery is its own; others match the
@@ -195,8 +186,7 @@ impl Session {
             // No live subscription wants it (a `$` topic under a wildcard,
             // a no-local subscription, or a binding made by another
             // protocol): settle it unsent.
-            d.consumer.settled();
-            d.queue.ack(&[d.seq]);
+            d.settle(Settle::Ack);
             return;
         };
         let qos = min_qos(published_qos(&d.message), matched.qos);
@@ -207,16 +197,14 @@ impl Session {
             // Larger than the client accepts: dropped as if delivered
             // (MQTT-3.1.2-25).
             if wire_size(&p) > self.client_max_packet {
-                d.consumer.settled();
-                d.queue.ack(&[d.seq]);
+                d.settle(Settle::Ack);
                 return;
             }
             self.alias_topic(&mut p);
         }
         if qos == QoS::AtMostOnce {
             self.send(Packet::Publish(p));
-            d.consumer.settled();
-            d.queue.ack(&[d.seq]);
+            d.settle(Settle::Ack);
             return;
         }
         // A redelivery keeps the packet id it was first sent with (4.4).
@@ -233,11 +221,7 @@ impl Session {
         self.inflight.insert(
             p.pkid,
             InFlight {
-                target: Some(Target {
-                    queue: d.queue.clone(),
-                    seq: d.seq,
-                    consumer: d.consumer.clone(),
-                }),
+                target: Some(d.unsettled()),
                 stage,
             },
         );
@@ -323,9 +307,7 @@ impl Session {
             return;
         };
         if let Some(t) = f.target {
-            t.consumer.settled();
-            t.queue.ack(&[t.seq]);
-            t.queue.dispatch();
+            t.settle(Settle::Ack);
         }
     }
 
@@ -340,15 +322,7 @@ impl Session {
 
     /// Deliveries still in the outbox go back to their queue.
     pub(super) fn requeue_outbox(&mut self) {
-        let mut events = Vec::new();
-        self.outbox.drain_into(&mut events);
-        for ev in events {
-            if let OutboxEvent::Deliver(d) = ev {
-                d.consumer.written();
-                d.consumer.settled();
-                d.queue.requeue(&[d.seq]);
-            }
-        }
+        OutboxDrain::default().requeue_all(&self.outbox);
     }
 }
 

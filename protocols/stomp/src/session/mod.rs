@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use switchyard_engine::{
-    Broker, ChannelCredit, Consumer, Durable, Outbox, OwedReplies, Queue, Throttle, Vhost,
+    Broker, ChannelCredit, Consumer, Durable, Outbox, OutboxDrain, OwedReplies, Queue, Throttle,
+    Unsettled, Vhost,
 };
 
 /// State shared by all STOMP connections of a broker.
@@ -99,14 +100,6 @@ struct Subscription {
     delete_queue: bool,
 }
 
-/// A delivery waiting for ACK / NACK.
-#[derive(Debug)]
-struct Unacked {
-    queue: Arc<Queue>,
-    seq: u64,
-    consumer: Arc<Consumer>,
-}
-
 type Outcome = Result<Option<Durable>, StompError>;
 
 /// One STOMP client connection.
@@ -124,9 +117,10 @@ pub struct Session {
     outbox: Arc<Outbox>,
     credit: Arc<ChannelCredit>,
     subs: HashMap<String, Subscription>,
-    unacked: BTreeMap<u64, Unacked>,
-    /// Drained outbox events, kept between drains so the buffer is reused.
-    events: Vec<switchyard_engine::OutboxEvent>,
+    /// Deliveries waiting for ACK / NACK, by ack id.
+    unacked: BTreeMap<u64, Unsettled>,
+    /// The outbox as drained (buffers reused between drains).
+    drain: OutboxDrain,
     next_ack_id: u64,
     /// Open transactions: their SEND / ACK / NACK frames, in order.
     txs: HashMap<String, Vec<Frame>>,
@@ -169,7 +163,7 @@ impl Session {
             credit: Arc::default(),
             subs: HashMap::new(),
             unacked: BTreeMap::new(),
-            events: Vec::new(),
+            drain: OutboxDrain::default(),
             next_ack_id: 0,
             txs: HashMap::new(),
             temp_queues: HashMap::new(),

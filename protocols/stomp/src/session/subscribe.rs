@@ -2,15 +2,15 @@
 //! deliveries as MESSAGE frames, and ACK / NACK.
 
 use super::send::{TOPIC_EXCHANGE, destination};
-use super::{AckMode, Outcome, Phase, Session, StompError, Subscription, Unacked, errors};
+use super::{AckMode, Outcome, Phase, Session, StompError, Subscription, errors};
 use crate::codec::{Command, Frame, Version, boolean};
 use crate::convert;
 use crate::destination::Destination as StompDestination;
 use std::sync::Arc;
 use switchyard_engine::exchange::Binding;
 use switchyard_engine::{
-    Command as Topology, Consumer, ConsumerSpec, Delivery, Destination, OutboxEvent, Queue,
-    QueueSpec,
+    Command as Topology, Consumer, ConsumerSpec, Delivery, Destination, OutboxEvent, QueueSpec,
+    Settle, Settlement, Unsettled,
 };
 use switchyard_model::{FieldTable, FieldValue};
 
@@ -227,18 +227,16 @@ impl Session {
         let mine: Vec<u64> = self
             .unacked
             .iter()
-            .filter(|(_, u)| Arc::ptr_eq(&u.consumer, &sub.consumer))
+            .filter(|(_, u)| held_by(u, &sub.consumer))
             .map(|(&k, _)| k)
             .collect();
-        let mut seqs = Vec::with_capacity(mine.len());
+        let mut back = Settlement::default();
         for k in mine {
             if let Some(u) = self.unacked.remove(&k) {
-                u.consumer.settled();
-                seqs.push(u.seq);
+                back.add(u);
             }
         }
-        seqs.sort_unstable();
-        sub.queue.requeue(&seqs);
+        back.apply(Settle::Requeue);
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
@@ -290,7 +288,7 @@ impl Session {
             .ok_or_else(|| errors::invalid_header(frame.command, self.ack_header()))?;
         let ack_id = Some(n).filter(|_| conn == self.conn_id);
         // The subscription is the consumer's (its tag is the id).
-        let consumer = ack_id.and_then(|k| self.unacked.get(&k).map(|u| u.consumer.clone()));
+        let consumer = ack_id.and_then(|k| self.unacked.get(&k)?.consumer.clone());
         let (Some(ack_id), Some(consumer)) = (ack_id, consumer) else {
             return Err(errors::message_not_found(raw));
         };
@@ -298,53 +296,40 @@ impl Session {
         let ids: Vec<u64> = if cumulative {
             self.unacked
                 .range(..=ack_id)
-                .filter(|(_, u)| Arc::ptr_eq(&u.consumer, &consumer))
+                .filter(|(_, u)| held_by(u, &consumer))
                 .map(|(&k, _)| k)
                 .collect()
         } else {
             vec![ack_id]
         };
-        let requeue = frame.command == Command::Nack && frame.flag("requeue") != Some(false);
-        let mut touched: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+        // NACK requeues unless `requeue:false`, which rejects (and so may
+        // dead-letter), as RabbitMQ's plugin maps it to basic.nack.
+        let how = match (frame.command, frame.flag("requeue")) {
+            (Command::Nack, Some(false)) => Settle::Reject,
+            (Command::Nack, _) => Settle::Requeue,
+            _ => Settle::Ack,
+        };
+        let mut settlement = Settlement::default();
         for k in ids {
-            let Some(u) = self.unacked.remove(&k) else {
-                continue;
-            };
-            u.consumer.settled();
-            match touched.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-                Some((_, seqs)) => seqs.push(u.seq),
-                None => touched.push((u.queue, vec![u.seq])),
+            if let Some(u) = self.unacked.remove(&k) {
+                settlement.add(u);
             }
         }
-        for (q, seqs) in touched {
-            if requeue {
-                q.requeue(&seqs);
-            } else {
-                q.ack(&seqs);
-                q.dispatch();
-            }
-        }
+        settlement.apply(how);
         Ok(None)
     }
 
     /// Turn waiting deliveries into MESSAGE frames.
     pub fn handle_outbox(&mut self) {
-        let mut events = std::mem::take(&mut self.events);
-        self.outbox.drain_into(&mut events);
-        let mut touched: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
-        for ev in events.drain(..) {
+        let mut drain = std::mem::take(&mut self.drain);
+        drain.fill(&self.outbox);
+        // Auto-ack deliveries are settled once written, all at once.
+        let mut written = Settlement::default();
+        for ev in drain.by_ref() {
             match ev {
                 OutboxEvent::Deliver(d) => {
-                    d.consumer.written();
-                    let i = match touched.iter().position(|(q, _)| Arc::ptr_eq(q, &d.queue)) {
-                        Some(i) => i,
-                        None => {
-                            touched.push((d.queue.clone(), Vec::new()));
-                            touched.len() - 1
-                        }
-                    };
-                    if let Some(seq) = self.deliver(d) {
-                        touched[i].1.push(seq);
+                    if let Some(u) = self.deliver(d) {
+                        written.add(u);
                     }
                 }
                 OutboxEvent::Cancelled(c) => {
@@ -359,25 +344,19 @@ impl Session {
                 }
             }
         }
-        self.events = events;
-        for (q, auto_acked) in touched {
-            if !auto_acked.is_empty() {
-                q.ack(&auto_acked);
-            }
-            q.dispatch();
-        }
+        written.apply(Settle::Ack);
+        drain.finish();
+        self.drain = drain;
     }
 
-    /// Write one delivery; returns its queue position if it is settled now
-    /// (auto ack).
-    fn deliver(&mut self, d: Delivery) -> Option<u64> {
+    /// Write one delivery; returns it if it is settled now (auto ack).
+    fn deliver(&mut self, d: Delivery) -> Option<Unsettled> {
         let live = self
             .subs
             .get(&d.consumer.spec.tag)
             .filter(|s| Arc::ptr_eq(&s.consumer, &d.consumer));
         let Some(sub) = live.filter(|_| self.phase == Phase::Connected) else {
-            d.consumer.settled();
-            d.queue.requeue(&[d.seq]);
+            d.settle(Settle::Requeue);
             return None;
         };
         self.next_ack_id += 1;
@@ -407,31 +386,23 @@ impl Session {
             body: d.message.body.clone(),
         };
         self.send(&frame);
+        let held = d.unsettled();
         if auto {
-            d.consumer.settled();
-            return Some(d.seq);
+            return Some(held);
         }
-        self.unacked.insert(
-            self.next_ack_id,
-            Unacked {
-                queue: d.queue,
-                seq: d.seq,
-                consumer: d.consumer,
-            },
-        );
+        self.unacked.insert(self.next_ack_id, held);
         None
     }
 
     /// Deliveries still in the outbox when the session ends go back.
     pub(super) fn requeue_outbox(&mut self) {
-        let mut events = Vec::new();
-        self.outbox.drain_into(&mut events);
-        for ev in events {
-            if let OutboxEvent::Deliver(d) = ev {
-                d.consumer.written();
-                d.consumer.settled();
-                d.queue.requeue(&[d.seq]);
-            }
-        }
+        self.drain.requeue_all(&self.outbox);
     }
+}
+
+/// Whether an unacked delivery belongs to `consumer`.
+fn held_by(u: &Unsettled, consumer: &Arc<Consumer>) -> bool {
+    u.consumer
+        .as_ref()
+        .is_some_and(|c| Arc::ptr_eq(c, consumer))
 }
