@@ -1,7 +1,9 @@
 //! The broker: the set of vhosts over one store, and start-up recovery.
 
+use crate::queue::Home;
 use crate::retained::Retained;
 use crate::store::{Store, StoreError};
+use crate::timers::Timers;
 use crate::vhost::Vhost;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -22,6 +24,14 @@ pub struct Broker {
     retained: Retained,
     /// Adapters' state records recovered at start-up, until taken.
     recovered_state: parking_lot::Mutex<Vec<(String, String, Vec<u8>)>>,
+    /// Expiring heads and `x-expires`, for every queue.
+    timers: Timers,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.timers.stop();
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -43,6 +53,7 @@ impl Broker {
             connection_ids: AtomicU64::new(1),
             max_queues: Arc::new(AtomicUsize::new(usize::MAX)),
             retained: Retained::new(store.clone()),
+            timers: Timers::default(),
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -137,12 +148,18 @@ impl Broker {
                     self.store
                         .submit(crate::store::StoreOp::PutVhost(name.to_owned()), None);
                 }
-                Arc::new(Vhost::new(
-                    name,
-                    self.store.clone(),
-                    self.queue_ids.clone(),
-                    self.max_queues.clone(),
-                ))
+                Arc::new_cyclic(|me| {
+                    Vhost::new(
+                        name,
+                        self.store.clone(),
+                        self.queue_ids.clone(),
+                        self.max_queues.clone(),
+                        Home {
+                            vhost: me.clone(),
+                            timers: self.timers.clone(),
+                        },
+                    )
+                })
             })
             .clone()
     }

@@ -12,7 +12,7 @@ use crate::queue::Queue;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use switchyard_model::{FieldTable, Message};
+use switchyard_model::{FieldTable, FieldValue, Message};
 use tokio::sync::Notify;
 
 /// Deliveries a consumer may have queued in its outbox but not yet written.
@@ -81,6 +81,9 @@ pub struct Consumer {
     unacked: AtomicU32,
     /// Deliveries in the outbox, not yet written to the socket.
     pending: AtomicU32,
+    /// `x-priority`: higher-priority consumers of a queue are served first
+    /// while they have credit.
+    priority: i64,
     /// The channel's shared window.
     pub channel_credit: Arc<ChannelCredit>,
     /// Where deliveries go.
@@ -94,10 +97,16 @@ impl Consumer {
         channel_credit: Arc<ChannelCredit>,
         outbox: Arc<Outbox>,
     ) -> Self {
+        let priority = spec
+            .arguments
+            .get("x-priority")
+            .and_then(FieldValue::as_i64)
+            .unwrap_or(0);
         Self {
             spec,
             unacked: AtomicU32::new(0),
             pending: AtomicU32::new(0),
+            priority,
             channel_credit,
             outbox,
         }
@@ -139,6 +148,11 @@ impl Consumer {
             .unacked
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         self.channel_credit.release();
+    }
+
+    /// Its `x-priority` (0 by default).
+    pub fn priority(&self) -> i64 {
+        self.priority
     }
 
     /// Unacked deliveries of this consumer.

@@ -19,6 +19,7 @@ mod backpressure;
 mod broker;
 mod command;
 mod consumer;
+mod dead_letter;
 mod error;
 pub mod exchange;
 pub mod inthash;
@@ -27,8 +28,10 @@ mod retained;
 mod route;
 mod settle;
 pub mod store;
+mod timers;
 mod vhost;
 
+pub use arguments::{Overflow, QueueArguments};
 pub use backpressure::{OwedReplies, StoreFailed, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_VHOST};
 pub use command::{Command, Outcome};

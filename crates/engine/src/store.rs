@@ -77,6 +77,9 @@ pub enum StoreOp {
     /// Changes nothing; its ticket resolves once everything submitted before
     /// it is durable.
     Barrier,
+    /// Several operations committed in one transaction: all or none
+    /// survive a crash (a dead-lettered message's move between queues).
+    Batch(Vec<Self>),
     /// Create a vhost.
     PutVhost(String),
     /// Create or replace a durable exchange.

@@ -2,10 +2,11 @@
 //! changes it ([`Vhost::apply`]), and publishing through it.
 
 use crate::arguments;
+use crate::arguments::QueueArguments;
 use crate::command::{Command, Outcome};
 use crate::error::{EngineError, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use crate::queue::{Queue, QueueSpec};
+use crate::queue::{Home, Queue, QueueSpec};
 use crate::store::{
     BindingRecord, DestinationKind, Durable, ExchangeRecord, QueueRecord, Store, StoreOp,
 };
@@ -46,6 +47,9 @@ pub struct Published {
     /// A target queue is over its high-water mark: the publisher should
     /// pause until [`Queue::is_full`] clears.
     pub throttle: Option<Arc<Queue>>,
+    /// A target queue refused it (`x-overflow: reject-publish`): the
+    /// publisher is told it was not accepted (confirm nack).
+    pub rejected: bool,
 }
 
 /// One virtual host.
@@ -56,6 +60,8 @@ pub struct Vhost {
     queue_ids: Arc<AtomicU64>,
     max_queues: Arc<AtomicUsize>,
     pub(crate) topology: RwLock<Topology>,
+    /// Handed to each queue: this vhost and the broker's timers.
+    home: Home,
 }
 
 impl std::fmt::Debug for Vhost {
@@ -74,6 +80,7 @@ impl Vhost {
         store: Arc<dyn Store>,
         queue_ids: Arc<AtomicU64>,
         max_queues: Arc<AtomicUsize>,
+        home: Home,
     ) -> Self {
         let mut topo = Topology::default();
         for (n, kind) in BUILTIN_EXCHANGES {
@@ -88,6 +95,7 @@ impl Vhost {
             queue_ids,
             max_queues,
             topology: RwLock::new(topo),
+            home,
         }
     }
 
@@ -299,6 +307,7 @@ impl Vhost {
                     arg: arg.into(),
                 });
             }
+            q.touch();
             let (messages, consumers) = q.counts();
             return Ok(Outcome::Queue {
                 name: spec.name,
@@ -313,6 +322,13 @@ impl Vhost {
                 spec.name, self.name
             )));
         }
+        let args = QueueArguments::parse(&spec.arguments).map_err(|e| match e {
+            EngineError::PreconditionFailed(m) => EngineError::PreconditionFailed(format!(
+                "{m} (queue '{}' in vhost '{}')",
+                spec.name, self.name
+            )),
+            other => other,
+        })?;
         if spec.name.is_empty() {
             spec.name = generated_name();
         } else if reserved(&spec.name) && !reserved_ok {
@@ -335,7 +351,14 @@ impl Vhost {
             );
         }
         let name = spec.name.clone();
-        let q = Arc::new(Queue::new(&self.name, spec, id, self.store.clone()));
+        let q = Queue::new(
+            &self.name,
+            spec,
+            args,
+            id,
+            self.store.clone(),
+            self.home.clone(),
+        );
         if let Some(owner) = q.spec.exclusive_owner {
             topo.exclusive.entry(owner).or_default().push(name.clone());
         }
@@ -539,15 +562,19 @@ impl Vhost {
             }
             None => (None, None),
         };
+        let mut rejected = false;
         for (i, q) in queues.iter().enumerate() {
             let ticket = if Some(i) == last_persisting {
                 tx.take()
             } else {
                 None
             };
-            if let Some(unused) = q.enqueue(message.clone(), ticket) {
-                // The queue vanished under us; earlier copies may still be
-                // in flight, so resolve only after everything before now.
+            let done = q.enqueue(message.clone(), ticket);
+            rejected |= done.rejected;
+            if let Some(unused) = done.unused {
+                // Not stored there (the queue vanished under us, or refused
+                // it); earlier copies may still be in flight, so resolve
+                // only after everything before now.
                 self.store.submit(StoreOp::Barrier, Some(unused));
             }
         }
@@ -556,7 +583,32 @@ impl Vhost {
             queues: queues.len(),
             durable: rx,
             throttle,
+            rejected,
         })
+    }
+
+    /// The queues `m` routes to from its exchange; none if the exchange
+    /// does not exist (a dead letter to a missing exchange is dropped).
+    pub(crate) fn route_existing(&self, m: &Message) -> Vec<Arc<Queue>> {
+        let topo = self.topology.read();
+        match topo.exchanges.get(&m.exchange) {
+            Some(x) => crate::route::route(&topo, x, m),
+            None => Vec::new(),
+        }
+    }
+
+    /// Delete a queue unused for its `x-expires` (checked again here, under
+    /// the topology lock, in case it was used meanwhile).
+    pub(crate) fn expire_queue(&self, queue: &Arc<Queue>) {
+        let mut topo = self.topology.write();
+        let same = topo
+            .queues
+            .get(queue.name())
+            .is_some_and(|q| Arc::ptr_eq(q, queue));
+        if same && queue.unused_for_expiry() && queue.delete(true, false).is_ok() {
+            tracing::debug!(queue = %queue.name(), vhost = %self.name, "queue expired (x-expires)");
+            self.remove_queue(&mut topo, queue.name());
+        }
     }
 
     pub(crate) fn recover_exchange(&self, r: ExchangeRecord) {
@@ -579,7 +631,20 @@ impl Vhost {
             auto_delete: r.auto_delete,
             arguments: r.arguments,
         };
-        let q = Arc::new(Queue::new(&self.name, spec, r.id, self.store.clone()));
+        // Checked when it was declared; a stored table this version reads
+        // differently keeps the queue, without the arguments it refuses.
+        let args = QueueArguments::parse(&spec.arguments).unwrap_or_else(|e| {
+            tracing::warn!(queue = %r.name, vhost = %self.name, error = %e, "recovered queue arguments not understood");
+            QueueArguments::default()
+        });
+        let q = Queue::new(
+            &self.name,
+            spec,
+            args,
+            r.id,
+            self.store.clone(),
+            self.home.clone(),
+        );
         self.topology.write().queues.insert(r.name, q.clone());
         q
     }

@@ -57,14 +57,21 @@ struct Batch {
     bytes: usize,
 }
 
+/// Message bytes an operation writes (for the batch size bound).
+fn op_bytes(op: &StoreOp) -> usize {
+    match op {
+        StoreOp::PutMessage { message, .. } => message.size_hint(),
+        StoreOp::Batch(ops) => ops.iter().map(op_bytes).sum(),
+        _ => 0,
+    }
+}
+
 impl Batch {
     /// Add `item`; returns true if it asks the writer to stop.
     fn push(&mut self, item: Item) -> bool {
         match item {
             Item::Op { op, durable } => {
-                if let StoreOp::PutMessage { message, .. } = &op {
-                    self.bytes += message.size_hint();
-                }
+                self.bytes += op_bytes(&op);
                 self.ops.push((op, durable));
                 false
             }
@@ -193,6 +200,11 @@ impl<'txn> Tables<'txn> {
     fn apply(&mut self, op: &StoreOp, buf: &mut Vec<u8>) -> Result<(), Error> {
         match op {
             StoreOp::Barrier => {}
+            StoreOp::Batch(ops) => {
+                for op in ops {
+                    self.apply(op, buf)?;
+                }
+            }
             StoreOp::PutVhost(name) => {
                 self.vhosts.insert(name.as_str(), ())?;
             }

@@ -252,7 +252,8 @@ impl Session {
                 epoch,
                 tag,
                 ticket: published.durable,
-                nack: false,
+                // A queue refused it (`x-overflow: reject-publish`).
+                nack: published.rejected,
                 held: false,
             });
             self.flush_confirms();

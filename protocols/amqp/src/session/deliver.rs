@@ -92,7 +92,7 @@ impl Session {
     pub fn handle_durable(&mut self, ok: bool) {
         if let Some(front) = self.confirms.front_mut().filter(|f| f.held) {
             front.held = false;
-            front.nack = !ok;
+            front.nack |= !ok;
         }
         self.flush_confirms();
     }

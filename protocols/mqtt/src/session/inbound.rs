@@ -28,6 +28,10 @@ enum Routed {
     Queued,
     /// Into no queue (0x10, No matching subscribers: not an error).
     Nowhere,
+    /// A queue it routes to is full and refuses publishes (`x-overflow:
+    /// reject-publish`): 0x97, Quota exceeded. A 3.1.1 client just gets
+    /// its PUBACK (it has no way to hear more), as RabbitMQ does.
+    Refused,
     /// Routing failed (0x80, Unspecified error), for this reason.
     Failed(String),
 }
@@ -37,6 +41,7 @@ impl Routed {
     fn why(&self) -> &str {
         match self {
             Self::Failed(why) => why,
+            Self::Refused => "a queue it routes to is full (x-overflow: reject-publish)",
             Self::Queued | Self::Nowhere => "",
         }
     }
@@ -82,6 +87,7 @@ impl Session {
             Ok(p) => {
                 self.throttle.note(&p);
                 let routed = match p.queues {
+                    _ if p.rejected => Routed::Refused,
                     0 => Routed::Nowhere,
                     _ => Routed::Queued,
                 };
@@ -153,6 +159,7 @@ impl Session {
                 ack.reason = match routed {
                     Routed::Queued => PubAckReason::Success,
                     Routed::Nowhere => PubAckReason::NoMatchingSubscribers,
+                    Routed::Refused => PubAckReason::QuotaExceeded,
                     Routed::Failed(_) => PubAckReason::UnspecifiedError,
                 };
                 ack.properties = self
@@ -172,9 +179,13 @@ impl Session {
                     rec.reason = match routed {
                         Routed::Queued => PubRecReason::Success,
                         Routed::Nowhere => PubRecReason::NoMatchingSubscribers,
+                        // An error PUBREC ends the exchange: no PUBREL
+                        // follows (4.3.3).
+                        Routed::Refused => {
+                            self.inbound_qos2.remove(&p.pkid);
+                            PubRecReason::QuotaExceeded
+                        }
                         Routed::Failed(_) => {
-                            // An error PUBREC ends the exchange: no PUBREL
-                            // follows (4.3.3).
                             self.inbound_qos2.remove(&p.pkid);
                             PubRecReason::UnspecifiedError
                         }

@@ -27,6 +27,7 @@
 //! | `missing_transaction`         | `Missing transaction`                  | `'<CMD>' must include a 'transaction' header` + LF           |
 //! | `bad_transaction`             | `Bad transaction`                      | `Invalid transaction identifier: "<tx>"` + LF                |
 //! | `transaction_open`            | `Bad transaction`                      | `Transaction "<tx>" is already open` + LF                    |
+//! | `message_rejected`            | `Message rejected`                     | `A queue the message routes to is full …` + LF               |
 //! | `no_subscription`             | `No subscription found`                | `UNSUBSCRIBE must refer to an existing subscription.` …      |
 //! | engine errors                 | `not_found`, `access_refused`, …       | the engine's message, e.g. `NOT_FOUND - no queue 'q' …`      |
 //!
@@ -235,6 +236,14 @@ pub(crate) fn transaction_open(tx: &str) -> StompError {
     )
 }
 
+/// A SEND with a receipt that a full queue refused.
+pub(crate) fn message_rejected() -> StompError {
+    StompError::new(
+        "Message rejected",
+        "A queue the message routes to is full and refuses publishes (x-overflow: reject-publish).\n",
+    )
+}
+
 pub(crate) fn no_subscription(id: &str) -> StompError {
     StompError::new(
         "No subscription found",
@@ -358,6 +367,11 @@ mod tests {
                 transaction_open("tx1"),
                 "Bad transaction",
                 "Transaction \"tx1\" is already open\n",
+            ),
+            (
+                message_rejected(),
+                "Message rejected",
+                "A queue the message routes to is full and refuses publishes (x-overflow: reject-publish).\n",
             ),
             (
                 no_subscription("s9"),

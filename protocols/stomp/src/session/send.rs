@@ -92,6 +92,11 @@ impl Session {
         };
         let published = vhost.publish(message, persistent)?;
         self.throttle.note(&published);
+        // A full queue refused it (`x-overflow: reject-publish`): a client
+        // waiting for a RECEIPT must not take silence for success.
+        if published.rejected && frame.get("receipt").is_some() {
+            return Err(errors::message_rejected());
+        }
         Ok(published.durable)
     }
 
