@@ -1,20 +1,54 @@
 //! Following a message through the topology: exchange-to-exchange bindings,
-//! alternate exchanges, the default exchange, and de-duplication so a queue
-//! reachable by several paths receives one copy.
+//! alternate exchanges, the default exchange, sender-selected distribution
+//! (the `CC` and `BCC` headers name more routing keys, as in RabbitMQ), and
+//! de-duplication so a queue reachable by several paths receives one copy.
 
 use crate::exchange::Exchange;
 use crate::queue::Queue;
 use crate::store::DestinationKind;
 use crate::vhost::Topology;
 use std::sync::Arc;
-use switchyard_model::Message;
+use switchyard_model::{FieldValue, Message};
 
 /// Queues `message` published to `x` lands in, each once, in a stable order.
 pub(crate) fn route(topo: &Topology, x: &Exchange, message: &Message) -> Vec<Arc<Queue>> {
     let mut out: Vec<Arc<Queue>> = Vec::new();
     let mut visited: Vec<&str> = Vec::new();
     route_exchange(topo, x, message, &mut out, &mut visited);
+    let extra = sender_selected(message);
+    if !extra.is_empty() {
+        let mut alias = message.clone();
+        for key in extra {
+            alias.routing_key = key;
+            visited.clear();
+            route_exchange(topo, x, &alias, &mut out, &mut visited);
+        }
+    }
     out
+}
+
+/// The routing keys of the `CC` and `BCC` headers (arrays of strings).
+fn sender_selected(message: &Message) -> Vec<String> {
+    let Some(headers) = &message.properties.headers else {
+        return Vec::new();
+    };
+    ["CC", "BCC"]
+        .iter()
+        .filter_map(|h| match headers.get(*h) {
+            Some(FieldValue::Array(keys)) => Some(keys),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `BCC` is for routing only: removed before the message is stored or
+/// delivered (RabbitMQ does the same).
+pub(crate) fn strip_bcc(message: &mut Message) {
+    if let Some(h) = message.properties.headers.as_mut() {
+        h.remove("BCC");
+    }
 }
 
 fn route_exchange<'t>(

@@ -353,3 +353,32 @@ fn outbox_waker_is_called_when_an_empty_outbox_gets_an_event() {
     assert_eq!(count(), 2, "cleared");
     assert!(outbox.has_events());
 }
+
+#[test]
+fn cc_and_bcc_route_to_more_keys_and_bcc_is_removed() {
+    let (_b, v) = broker();
+    for q in ["main", "copy", "blind", "other"] {
+        declare(&v, q);
+    }
+    let mut m = msg("", "main", "x");
+    let keys = |ks: &[&str]| {
+        switchyard_model::FieldValue::Array(
+            ks.iter()
+                .map(|k| switchyard_model::FieldValue::string(*k))
+                .collect(),
+        )
+    };
+    let mut headers = FieldTable::new();
+    headers.insert("CC".into(), keys(&["copy"]));
+    headers.insert("BCC".into(), keys(&["blind", "main"]));
+    m.properties.headers = Some(headers);
+    let published = v.publish(m, false).unwrap();
+    assert_eq!(published.queues, 3, "main once, copy, blind");
+    for q in ["main", "copy", "blind"] {
+        let got = v.queue(q, 1).unwrap().get(true).expect(q);
+        let h = got.message.properties.headers.clone().unwrap_or_default();
+        assert!(h.contains_key("CC"), "{q}: CC stays");
+        assert!(!h.contains_key("BCC"), "{q}: BCC removed");
+    }
+    assert!(v.queue("other", 1).unwrap().get(true).is_none());
+}

@@ -534,7 +534,7 @@ impl Vhost {
     }
 
     /// Route `message` through `exchange` into its queues.
-    pub fn publish(&self, message: Message, want_durable: bool) -> Result<Published> {
+    pub fn publish(&self, mut message: Message, want_durable: bool) -> Result<Published> {
         let queues = {
             let topo = self.topology.read();
             let x = topo.exchanges.get(&message.exchange).ok_or_else(|| {
@@ -548,6 +548,7 @@ impl Vhost {
             }
             crate::route::route(&topo, x, &message)
         };
+        crate::route::strip_bcc(&mut message);
         let message = Arc::new(message);
         let persistent = message.is_persistent();
         let last_persisting = if persistent && want_durable {

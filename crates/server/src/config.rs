@@ -75,6 +75,7 @@ pub(crate) struct ServerFile {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) shutdown_timeout_ms: Option<u64>,
     pub(crate) max_queues_per_vhost: Option<usize>,
+    pub(crate) consumer_timeout_ms: Option<u64>,
 }
 
 /// `[amqp]`.
@@ -134,6 +135,9 @@ pub(crate) struct ServerConfig {
     pub(crate) shutdown_timeout: Duration,
     /// Most queues one vhost may hold.
     pub(crate) max_queues_per_vhost: NonZeroUsize,
+    /// A delivery left unacknowledged this long closes its channel (406);
+    /// `None` never.
+    pub(crate) consumer_timeout: Option<Duration>,
 }
 
 /// The AMQP 0-9-1 listener and the limits it offers each connection.
@@ -252,6 +256,9 @@ const MAX_QUEUES_PER_VHOST: Key = Key {
     file: "server.max_queues_per_vhost",
     flag: None,
 };
+
+/// RabbitMQ's `consumer_timeout` default: 30 minutes.
+const DEFAULT_CONSUMER_TIMEOUT_MS: u64 = 1_800_000;
 
 /// Where a value came from.
 #[derive(Clone, Copy)]
@@ -394,6 +401,11 @@ impl Config {
             server.max_queues_per_vhost,
             DEFAULT_MAX_QUEUES_PER_VHOST,
         );
+        let consumer_timeout = r.pick(
+            None,
+            server.consumer_timeout_ms,
+            DEFAULT_CONSUMER_TIMEOUT_MS,
+        );
         let at_least_one = |key: Key, v: (usize, Origin)| {
             NonZeroUsize::new(v.0).ok_or_else(|| r.error(key, v.1, 0, "must be at least 1"))
         };
@@ -403,6 +415,9 @@ impl Config {
                 data_dir: data_dir.0,
                 shutdown_timeout: r.millis(SHUTDOWN_TIMEOUT, shutdown_timeout)?,
                 max_queues_per_vhost: at_least_one(MAX_QUEUES_PER_VHOST, max_queues)?,
+                // 0 turns it off, as RabbitMQ's `consumer_timeout = false`.
+                consumer_timeout: (consumer_timeout.0 > 0)
+                    .then(|| Duration::from_millis(consumer_timeout.0)),
             },
             amqp: AmqpListenerConfig {
                 listen,
@@ -455,6 +470,7 @@ impl Config {
                 data_dir: Some(self.server.data_dir.clone()),
                 shutdown_timeout_ms: Some(millis(self.server.shutdown_timeout)),
                 max_queues_per_vhost: Some(self.server.max_queues_per_vhost.get()),
+                consumer_timeout_ms: Some(self.server.consumer_timeout.map_or(0, millis)),
             },
             amqp: AmqpFile {
                 listen: Some(

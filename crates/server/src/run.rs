@@ -124,7 +124,7 @@ async fn run(
         let accept = switchyard_amqp::serve(
             listener,
             Arc::clone(broker),
-            amqp_config(&config.amqp),
+            amqp_config(&config.amqp, config.server.consumer_timeout),
             shutdown.clone(),
             tracker.clone(),
         );
@@ -230,7 +230,10 @@ async fn run(
 }
 
 /// The protocol crate's settings from the validated listener section.
-fn amqp_config(c: &AmqpListenerConfig) -> switchyard_amqp::AmqpConfig {
+fn amqp_config(
+    c: &AmqpListenerConfig,
+    consumer_timeout: Option<Duration>,
+) -> switchyard_amqp::AmqpConfig {
     switchyard_amqp::AmqpConfig {
         frame_max: c.frame_max,
         channel_max: c.channel_max.get(),
@@ -241,6 +244,7 @@ fn amqp_config(c: &AmqpListenerConfig) -> switchyard_amqp::AmqpConfig {
         max_connections_per_ip: c.max_connections_per_ip.get(),
         max_consumers_per_channel: c.max_consumers_per_channel.get(),
         max_unacked_per_channel: c.max_unacked_per_channel.get(),
+        consumer_timeout,
     }
 }
 

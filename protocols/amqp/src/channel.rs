@@ -61,8 +61,9 @@ pub(crate) struct Channel {
     /// basic.qos global=false: applies to consumers created afterwards.
     pub(crate) consumer_prefetch: u32,
     pub(crate) next_tag: u64,
-    /// Deliveries (and gets) by delivery tag, until the client settles them.
-    pub(crate) unacked: BTreeMap<u64, Unsettled>,
+    /// Deliveries (and gets) by delivery tag, with when they were handed
+    /// over (for the consumer timeout), until the client settles them.
+    pub(crate) unacked: BTreeMap<u64, (Unsettled, std::time::Instant)>,
     pub(crate) confirm: bool,
     pub(crate) next_publish_seq: u64,
     pub(crate) tx: Option<TxBuffer>,
@@ -122,7 +123,7 @@ impl Channel {
     pub(crate) fn settle(&mut self, tags: &[u64], how: Settle) {
         let mut settlement = Settlement::default();
         for tag in tags {
-            if let Some(u) = self.unacked.remove(tag) {
+            if let Some((u, _)) = self.unacked.remove(tag) {
                 settlement.add(u);
             }
         }

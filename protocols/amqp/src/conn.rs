@@ -52,6 +52,9 @@ pub struct AmqpConfig {
     /// prefetch; at the cap its consumers wait for acks (backpressure, not
     /// an error).
     pub max_unacked_per_channel: u32,
+    /// A delivery unacknowledged this long closes its channel with 406, its
+    /// messages requeued (RabbitMQ's `consumer_timeout`); `None` never.
+    pub consumer_timeout: Option<Duration>,
 }
 
 impl Default for AmqpConfig {
@@ -66,6 +69,7 @@ impl Default for AmqpConfig {
             max_connections_per_ip: 4_096,
             max_consumers_per_channel: 65_536,
             max_unacked_per_channel: 65_536,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -79,6 +83,7 @@ impl AmqpConfig {
             max_message_size: self.max_message_size,
             max_consumers_per_channel: self.max_consumers_per_channel,
             max_unacked_per_channel: self.max_unacked_per_channel,
+            consumer_timeout: self.consumer_timeout,
         }
     }
 }
@@ -251,6 +256,9 @@ fn next_deadline(
     if let Some(since) = closing_since {
         d = d.min(since + CLOSE_TIMEOUT);
     }
+    if let Some(at) = session.consumer_deadline() {
+        d = d.min(Instant::from_std(at));
+    }
     d
 }
 
@@ -275,6 +283,7 @@ fn on_timer(
     if closing_since.is_some_and(|s| now >= s + CLOSE_TIMEOUT) {
         return true;
     }
+    session.handle_consumer_timeout(now.into_std());
     if let Some(hb) = heartbeat_interval(session) {
         if now >= last_read + hb * 2 {
             tracing::info!(

@@ -175,6 +175,20 @@ impl Session {
             return Ok(());
         };
         let (mut properties, _) = inc.header.unwrap_or_default();
+        // `user-id` must name the connection's user (as RabbitMQ checks it),
+        // so a consumer can trust who sent a message.
+        if let Some(claimed) = properties.user_id.as_deref()
+            && claimed != self.user
+        {
+            return Err(AmqpError::channel(
+                ReplyCode::PRECONDITION_FAILED,
+                format!(
+                    "user_id property set to '{claimed}' but authenticated user was '{}'",
+                    self.user
+                ),
+            )
+            .at(60, 40));
+        }
         if properties.reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
             // The channel's reply queue, while its consumer (and so the
             // queue) still exists.
@@ -383,14 +397,12 @@ impl Session {
         let ch = self.channel_mut(id)?;
         let tag = ch.next_delivery_tag();
         if !g.no_ack {
-            ch.unacked.insert(
-                tag,
-                Unsettled {
-                    queue,
-                    seq: got.seq,
-                    consumer: None,
-                },
-            );
+            let held = Unsettled {
+                queue,
+                seq: got.seq,
+                consumer: None,
+            };
+            ch.unacked.insert(tag, (held, std::time::Instant::now()));
         }
         let (routing_key, properties) = delivery_out(&got.message);
         let ok = basic::GetOk {

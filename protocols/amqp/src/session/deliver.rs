@@ -14,6 +14,7 @@ impl Session {
     pub fn handle_outbox(&mut self) {
         let mut drain = std::mem::take(&mut self.drain);
         drain.fill(&self.outbox);
+        let now = std::time::Instant::now();
         for ev in drain.by_ref() {
             match ev {
                 OutboxEvent::Deliver(d) => {
@@ -33,7 +34,7 @@ impl Session {
                     };
                     let tag = ch.next_delivery_tag();
                     if !d.consumer.spec.no_ack {
-                        ch.unacked.insert(tag, d.unsettled());
+                        ch.unacked.insert(tag, (d.unsettled(), now));
                     }
                     let (routing_key, properties) = delivery_out(&d.message);
                     let deliver = basic::Deliver {

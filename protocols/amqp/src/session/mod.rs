@@ -42,6 +42,8 @@ pub struct SessionConfig {
     /// Unacknowledged consumer deliveries one channel may hold, whatever
     /// its prefetch: the channel's credit never allows more (0: no cap).
     pub max_unacked_per_channel: u32,
+    /// A delivery unacknowledged this long closes its channel (406).
+    pub consumer_timeout: Option<std::time::Duration>,
 }
 
 impl Default for SessionConfig {
@@ -53,6 +55,7 @@ impl Default for SessionConfig {
             max_message_size: 128 << 20,
             max_consumers_per_channel: 65_536,
             max_unacked_per_channel: 65_536,
+            consumer_timeout: Some(std::time::Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -270,6 +273,49 @@ impl Session {
                 self.phase = Phase::Closed;
                 self.release();
             }
+        }
+    }
+
+    /// When the oldest unacknowledged delivery of some channel reaches the
+    /// consumer timeout; `None` when nothing is unacknowledged (or there
+    /// is no timeout).
+    pub fn consumer_deadline(&self) -> Option<std::time::Instant> {
+        let timeout = self.config.consumer_timeout?;
+        self.channels
+            .values()
+            .filter(|ch| !ch.closing)
+            .filter_map(|ch| ch.unacked.values().next().map(|(_, at)| *at + timeout))
+            .min()
+    }
+
+    /// Close (406, messages requeued) every channel holding a delivery
+    /// unacknowledged for the consumer timeout, as RabbitMQ does.
+    pub fn handle_consumer_timeout(&mut self, now: std::time::Instant) {
+        let Some(timeout) = self.config.consumer_timeout else {
+            return;
+        };
+        let late: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| !ch.closing)
+            .filter(|(_, ch)| {
+                ch.unacked
+                    .values()
+                    .next()
+                    .is_some_and(|(_, at)| *at + timeout <= now)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            let e = AmqpError::channel(
+                ReplyCode::PRECONDITION_FAILED,
+                format!(
+                    "delivery acknowledgement on channel {id} timed out. Timeout value used: {} ms. \
+                     This timeout value can be configured, see consumers doc guide to learn more",
+                    timeout.as_millis()
+                ),
+            );
+            self.fail(id, e);
         }
     }
 
