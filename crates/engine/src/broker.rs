@@ -1,5 +1,6 @@
 //! The broker: the set of vhosts over one store, and start-up recovery.
 
+use crate::delayed::Delayed;
 use crate::queue::Home;
 use crate::retained::Retained;
 use crate::store::{Store, StoreError};
@@ -26,6 +27,8 @@ pub struct Broker {
     recovered_state: parking_lot::Mutex<Vec<(String, String, Vec<u8>)>>,
     /// Expiring heads and `x-expires`, for every queue.
     timers: Timers,
+    /// Messages of delayed exchanges waiting for their time.
+    delayed: Arc<Delayed>,
 }
 
 impl Drop for Broker {
@@ -45,6 +48,7 @@ impl Broker {
     pub fn open(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
         let snapshot = store.load()?;
         let next_id = snapshot.queues.iter().map(|q| q.id + 1).max().unwrap_or(1);
+        let timers = Timers::default();
         let broker = Self {
             store: store.clone(),
             vhosts: RwLock::new(HashMap::new()),
@@ -53,7 +57,8 @@ impl Broker {
             connection_ids: AtomicU64::new(1),
             max_queues: Arc::new(AtomicUsize::new(usize::MAX)),
             retained: Retained::new(store.clone()),
-            timers: Timers::default(),
+            timers: timers.clone(),
+            delayed: Delayed::new(store.clone(), timers),
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -100,9 +105,15 @@ impl Broker {
         for (vhost, key, message) in snapshot.retained {
             broker.retained.recover(vhost, key, message);
         }
+        for (key, value) in broker.take_state(crate::delayed::NAMESPACE) {
+            broker
+                .delayed
+                .recover(key, &value, |name| broker.add_vhost(name));
+        }
         tracing::info!(
             queues = by_id.len(),
             messages = recovered,
+            delayed = broker.delayed.len(),
             retained,
             "recovered durable state"
         );
@@ -157,6 +168,7 @@ impl Broker {
                         Home {
                             vhost: me.clone(),
                             timers: self.timers.clone(),
+                            delayed: self.delayed.clone(),
                         },
                     )
                 })

@@ -20,6 +20,7 @@ mod broker;
 mod command;
 mod consumer;
 mod dead_letter;
+mod delayed;
 mod error;
 pub mod exchange;
 pub mod inthash;
@@ -39,6 +40,7 @@ pub use consumer::{
     ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, OutboxEvent, OutboxWaker,
     PENDING_LIMIT,
 };
+pub use delayed::DELAYED_TYPE;
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
 pub use queue::{Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSpec};

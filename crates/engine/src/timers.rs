@@ -1,25 +1,30 @@
 //! What must happen at a time without anyone asking: a queue's expired
 //! head is dropped or dead-lettered within its TTL, an unused queue with
-//! `x-expires` is deleted.
+//! `x-expires` is deleted, a delayed message is released.
 //!
 //! One thread per broker, started the first time anything is scheduled (a
 //! broker whose queues use no TTL never starts it), sleeps until the
-//! earliest deadline and calls [`Queue::on_timer`]. A queue schedules at
-//! most one deadline at a time ahead of the one it already has, so the
-//! schedule holds about one entry per queue with a timed head. Entries are
-//! weak: a deleted queue's deadline fires into nothing.
+//! earliest deadline and calls [`Timed::fire`]. A queue schedules at most
+//! one deadline at a time ahead of the one it already has, so the schedule
+//! holds about one entry per queue with a timed head. Entries are weak: a
+//! deleted queue's deadline fires into nothing.
 
-use crate::queue::Queue;
 use parking_lot::{Condvar, Mutex};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
+/// Something the timers call back.
+pub(crate) trait Timed: Send + Sync {
+    /// A deadline it scheduled has come.
+    fn fire(self: Arc<Self>);
+}
+
 #[derive(Default)]
 struct Inner {
     /// Deadlines, ordered; the `u64` keeps equal instants apart.
-    due: Mutex<BTreeMap<(Instant, u64), Weak<Queue>>>,
+    due: Mutex<BTreeMap<(Instant, u64), Weak<dyn Timed>>>,
     wake: Condvar,
     stop: AtomicBool,
     started: OnceLock<()>,
@@ -41,13 +46,13 @@ impl std::fmt::Debug for Timers {
 }
 
 impl Timers {
-    /// Call `queue.on_timer()` at `at` (or soon after).
-    pub(crate) fn schedule(&self, at: Instant, queue: Weak<Queue>) {
+    /// Call `target.fire()` at `at` (or soon after).
+    pub(crate) fn schedule(&self, at: Instant, target: Weak<dyn Timed>) {
         self.start();
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let mut due = self.inner.due.lock();
         let earliest = due.keys().next().is_none_or(|&(first, _)| at < first);
-        due.insert((at, n), queue);
+        due.insert((at, n), target);
         drop(due);
         if earliest {
             self.inner.wake.notify_one();
@@ -114,9 +119,9 @@ fn run(inner: &Weak<Inner>) {
             }
         }
         drop(inner);
-        for q in fired {
-            if let Some(q) = q.upgrade() {
-                q.on_timer();
+        for t in fired {
+            if let Some(t) = t.upgrade() {
+                t.fire();
             }
         }
     }

@@ -534,8 +534,22 @@ impl Vhost {
     }
 
     /// Route `message` through `exchange` into its queues.
-    pub fn publish(&self, mut message: Message, want_durable: bool) -> Result<Published> {
-        let queues = {
+    pub fn publish(&self, message: Message, want_durable: bool) -> Result<Published> {
+        self.publish_from(message, want_durable, true)
+    }
+
+    /// Route a delayed message whose time has come.
+    pub(crate) fn publish_now(&self, message: Message) -> Result<Published> {
+        self.publish_from(message, false, false)
+    }
+
+    fn publish_from(
+        &self,
+        mut message: Message,
+        want_durable: bool,
+        may_delay: bool,
+    ) -> Result<Published> {
+        let (queues, durable_x) = {
             let topo = self.topology.read();
             let x = topo.exchanges.get(&message.exchange).ok_or_else(|| {
                 EngineError::ExchangeNotFound(message.exchange.clone(), self.name.clone())
@@ -546,7 +560,18 @@ impl Vhost {
                     x.name, self.name
                 )));
             }
-            crate::route::route(&topo, x, &message)
+            let delay = may_delay
+                .then(|| crate::delayed::is_delayed(&x.arguments))
+                .filter(|&d| d)
+                .and_then(|_| crate::delayed::delay_of(&message));
+            if let Some(ms) = delay {
+                (None, Some((ms, x.durable)))
+            } else {
+                (Some(crate::route::route(&topo, x, &message)), None)
+            }
+        };
+        let Some(queues) = queues else {
+            return Ok(self.hold(message, durable_x, want_durable));
         };
         crate::route::strip_bcc(&mut message);
         let message = Arc::new(message);
@@ -586,6 +611,30 @@ impl Vhost {
             throttle,
             rejected,
         })
+    }
+
+    /// Hold a message of a delayed exchange until its `x-delay` passes.
+    fn hold(&self, message: Message, delay: Option<(u64, bool)>, want_durable: bool) -> Published {
+        let (ms, durable_x) = delay.unwrap_or_default();
+        let persist = durable_x && message.is_persistent();
+        let (tx, rx) = if persist && want_durable {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        match self.home.vhost.upgrade() {
+            Some(me) => self.home.delayed.hold(&me, message, ms, tx, persist),
+            None => drop(tx),
+        }
+        // Counted as routed: where it goes is decided at release, and a
+        // mandatory publish must not come back for that.
+        Published {
+            queues: 1,
+            durable: rx,
+            throttle: None,
+            rejected: false,
+        }
     }
 
     /// The queues `m` routes to from its exchange; none if the exchange

@@ -24,7 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::inthash::IntMap;
 use crate::settle::Settle;
 use crate::store::{Store, StoreOp};
-use crate::timers::Timers;
+use crate::timers::{Timed, Timers};
 use crate::vhost::Vhost;
 use parking_lot::Mutex;
 use ready::{Entry, Ready};
@@ -152,6 +152,8 @@ impl std::fmt::Debug for Queue {
 pub(crate) struct Home {
     pub(crate) vhost: Weak<Vhost>,
     pub(crate) timers: Timers,
+    /// Held messages of delayed exchanges (used by the vhost only).
+    pub(crate) delayed: Arc<crate::delayed::Delayed>,
 }
 
 impl Queue {
@@ -466,7 +468,8 @@ impl Queue {
             return;
         }
         st.armed = Some(at);
-        self.timers.schedule(at, self.me.clone());
+        let me: Weak<dyn Timed> = self.me.clone();
+        self.timers.schedule(at, me);
     }
 
     /// Make sure the head's expiry will be acted on without a consumer.
@@ -478,7 +481,7 @@ impl Queue {
 
     /// The timers' call: expire the head, and delete the queue if it has
     /// been unused for `x-expires`.
-    pub(crate) fn on_timer(self: &Arc<Self>) {
+    fn on_timer(self: &Arc<Self>) {
         let mut st = self.state.lock();
         if st.deleted {
             return;
@@ -778,5 +781,11 @@ impl Queue {
         self.args.expires.is_some_and(|ms| {
             st.consumers.is_empty() && Instant::now() >= st.last_used + Duration::from_millis(ms)
         })
+    }
+}
+
+impl Timed for Queue {
+    fn fire(self: Arc<Self>) {
+        self.on_timer();
     }
 }

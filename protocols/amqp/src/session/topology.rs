@@ -9,7 +9,7 @@ use crate::error::{AmqpError, ReplyCode};
 use amq_protocol::protocol::{AMQPClass, access, channel, exchange, queue};
 use amq_protocol::types::FieldTable as AmqpTable;
 use switchyard_engine::exchange::Binding;
-use switchyard_engine::{Command, Destination, ExchangeKind, Outcome, QueueSpec};
+use switchyard_engine::{Command, DELAYED_TYPE, Destination, ExchangeKind, Outcome, QueueSpec};
 
 impl Session {
     pub(super) fn channel_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
@@ -135,12 +135,8 @@ impl Session {
                         ));
                     }
                 } else {
-                    let kind = ExchangeKind::parse(d.kind.as_str()).ok_or_else(|| {
-                        AmqpError::connection(
-                            ReplyCode::COMMAND_INVALID,
-                            format!("invalid exchange type '{}'", d.kind),
-                        )
-                    })?;
+                    let arguments = table_in(&d.arguments);
+                    let kind = exchange_kind(d.kind.as_str(), &arguments)?;
                     vhost.apply(
                         Command::DeclareExchange {
                             name: name.to_owned(),
@@ -148,7 +144,7 @@ impl Session {
                             durable: d.durable,
                             auto_delete: d.auto_delete,
                             internal: d.internal,
-                            arguments: table_in(&d.arguments),
+                            arguments,
                         },
                         self.conn_id,
                     )?;
@@ -364,4 +360,41 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The routing kind of an `exchange.declare` type: the four built-in
+/// types, or `x-delayed-message` (the delayed-message plugin's type), which
+/// routes like its `x-delayed-type` argument and holds messages with an
+/// `x-delay` header (see the engine's `delayed` module).
+fn exchange_kind(
+    kind: &str,
+    arguments: &switchyard_model::FieldTable,
+) -> Result<ExchangeKind, AmqpError> {
+    let delayed_type = arguments.get(DELAYED_TYPE);
+    if kind == "x-delayed-message" {
+        return delayed_type
+            .and_then(switchyard_model::FieldValue::as_str)
+            .and_then(ExchangeKind::parse)
+            .ok_or_else(|| {
+                AmqpError::channel(
+                    ReplyCode::PRECONDITION_FAILED,
+                    "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+                )
+            });
+    }
+    let parsed = ExchangeKind::parse(kind).ok_or_else(|| {
+        AmqpError::connection(
+            ReplyCode::COMMAND_INVALID,
+            format!("invalid exchange type '{kind}'"),
+        )
+    })?;
+    if delayed_type.is_some() {
+        return Err(AmqpError::channel(
+            ReplyCode::PRECONDITION_FAILED,
+            format!(
+                "'x-delayed-type' applies to exchanges of type 'x-delayed-message', not '{kind}'"
+            ),
+        ));
+    }
+    Ok(parsed)
 }
