@@ -31,6 +31,7 @@ impl Session {
             "connection.blocked",
             "authentication_failure_close",
             "per_consumer_qos",
+            "consumer_priorities",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }
