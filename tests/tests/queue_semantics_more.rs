@@ -1004,3 +1004,54 @@ async fn ttl_expiry_dead_letters_to_mqtt5_subscriber_on_time() {
     );
     blocking(|| mq.disconnect());
 }
+
+// ---------------------------------------------------------------------------
+// STOMP consumer priorities
+
+/// Two STOMP subscribers of one queue, `x-priority` 10 and 1 (as RabbitMQ's
+/// plugin passes the header on), one unacknowledged message each at most:
+/// the high-priority one is served first, the low one only while the high
+/// one has no credit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_x_priority_serves_the_higher_subscriber_first() {
+    let broker = Broker::start();
+    let addr = broker.stomp_addr();
+    tokio::task::block_in_place(|| {
+        let sub = |prio: &str| {
+            let mut c = stomp::Client::connect(addr, stomp::Version::V12);
+            c.receipt(
+                "SUBSCRIBE",
+                &[
+                    ("id", "s"),
+                    ("destination", "/queue/prio-stomp"),
+                    ("ack", "client-individual"),
+                    ("prefetch-count", "1"),
+                    ("x-priority", prio),
+                ],
+                b"",
+            );
+            c
+        };
+        // The low one subscribes first: order of attachment cannot explain
+        // the result.
+        let mut low = sub("1");
+        let mut high = sub("10");
+        let mut p = stomp::Client::connect(addr, stomp::Version::V12);
+        for b in ["m1", "m2", "m3"] {
+            p.receipt(
+                "SEND",
+                &[("destination", "/queue/prio-stomp")],
+                b.as_bytes(),
+            );
+        }
+        let h1 = high.message();
+        assert_eq!(h1.body, b"m1");
+        let l1 = low.message();
+        assert_eq!(l1.body, b"m2");
+        high.assert_quiet(stomp::QUIET);
+        high.receipt("ACK", &[("id", h1.header("ack"))], b"");
+        let h2 = high.message();
+        assert_eq!(h2.body, b"m3");
+        low.assert_quiet(stomp::QUIET);
+    });
+}

@@ -47,6 +47,20 @@ pub(super) fn queue_arguments(frame: &Frame) -> FieldTable {
     args
 }
 
+/// SUBSCRIBE headers passed on as consumer arguments, as RabbitMQ's
+/// plugin: `x-priority` (an integer).
+fn consumer_arguments(frame: &Frame) -> Result<FieldTable, StompError> {
+    let mut args = FieldTable::new();
+    if let Some(p) = frame.get("x-priority") {
+        let n = p
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| errors::invalid_value("x-priority", p, "an integer"))?;
+        args.insert("x-priority".to_owned(), FieldValue::I64(n));
+    }
+    Ok(args)
+}
+
 fn is_true(frame: &Frame, name: &str) -> bool {
     frame.flag(name) == Some(true)
 }
@@ -181,7 +195,7 @@ impl Session {
             no_ack: false,
             exclusive: is_true(frame, "exclusive"),
             prefetch,
-            arguments: FieldTable::new(),
+            arguments: consumer_arguments(frame)?,
         };
         let consumer = Arc::new(Consumer::new(
             spec,
