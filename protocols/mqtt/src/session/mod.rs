@@ -953,13 +953,6 @@ impl Session {
         self.released = true;
         self.phase = Phase::Closed;
         let vhost = self.vhost.clone().expect("checked above");
-        {
-            let mut clients = self.shared.clients.lock();
-            let key = client_key(&(vhost.name.clone(), self.client_id.clone()));
-            if clients.get(&key).is_some_and(|c| c.conn_id == self.conn_id) {
-                clients.remove(&key);
-            }
-        }
         if let Some(will) = self.will.take() {
             self.publish_will(&vhost, *will);
         }
@@ -1042,6 +1035,17 @@ impl Session {
         }
         vhost.drop_connection(self.conn_id);
         self.prepare_deferred(&vhost.name);
+        // Only now, with the session state saved, does the client id stop
+        // naming this connection: a reconnect that comes meanwhile finds it
+        // here, waits for `finish`, and so resumes what was saved (it found
+        // nothing to wait for and nothing saved before).
+        {
+            let mut clients = self.shared.clients.lock();
+            let key = client_key(&(vhost.name.clone(), self.client_id.clone()));
+            if clients.get(&key).is_some_and(|c| c.conn_id == self.conn_id) {
+                clients.remove(&key);
+            }
+        }
         self.signal.finish();
     }
 }
