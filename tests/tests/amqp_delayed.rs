@@ -4,6 +4,9 @@
 //! passed — also across a `kill -9` for a persistent message confirmed on a
 //! durable exchange. lapin against a real `switchyard`; waits are bounded.
 
+#[macro_use]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use lapin::options::{
@@ -11,20 +14,14 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use switchyard_tests::Broker;
 
 const STEP: Duration = Duration::from_secs(10);
 
 async fn amqp(broker: &Broker) -> (Connection, Channel) {
-    let conn = tokio::time::timeout(
-        STEP,
-        Connection::connect(&broker.amqp_uri(), ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect in time")
-    .expect("AMQP connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let conn = common::connect(broker).await;
+    let ch = common::channel(&conn).await;
     (conn, ch)
 }
 

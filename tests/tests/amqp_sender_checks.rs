@@ -5,6 +5,9 @@
 //! unacknowledged closes its channel with 406 and is requeued). lapin
 //! against a real `switchyard` process; every wait is bounded.
 
+#[macro_use]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -12,20 +15,14 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use switchyard_tests::Broker;
 
 const STEP: Duration = Duration::from_secs(10);
 
 async fn amqp(broker: &Broker) -> (Connection, Channel) {
-    let conn = tokio::time::timeout(
-        STEP,
-        Connection::connect(&broker.amqp_uri(), ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect in time")
-    .expect("AMQP connect");
-    let ch = conn.create_channel().await.expect("channel");
+    let conn = common::connect(broker).await;
+    let ch = common::channel(&conn).await;
     (conn, ch)
 }
 

@@ -1055,3 +1055,35 @@ async fn stomp_x_priority_serves_the_higher_subscriber_first() {
         low.assert_quiet(stomp::QUIET);
     });
 }
+
+// ---------------------------------------------------------------------------
+// x-expires and passive declares
+
+/// A passive declare renews an `x-expires` lease, as RabbitMQ's `stat`
+/// does: polled every 250 ms a queue with `x-expires` 700 outlives several
+/// leases; left alone it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_declare_renews_x_expires() {
+    let broker = Broker::start();
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    w!(ch.queue_declare(
+        "lease".into(),
+        QueueDeclareOptions::default(),
+        args(&[("x-expires", int(700))])
+    ))
+    .expect("declare");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2100) {
+        w!(ch.queue_declare("lease".into(), passive, FieldTable::default()))
+            .expect("still there while polled");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let gone = w!(ch.queue_declare("lease".into(), passive, FieldTable::default()));
+    assert!(gone.is_err(), "queue outlived its lease: {gone:?}");
+}

@@ -515,8 +515,9 @@ impl Queue {
         }
     }
 
-    /// A redeclare counts as a use.
-    pub(crate) fn touch(&self) {
+    /// A redeclare (or a passive declare: RabbitMQ's `stat`) counts as a
+    /// use for `x-expires`.
+    pub fn touch(&self) {
         let mut st = self.state.lock();
         self.used(&mut st);
     }

@@ -253,6 +253,8 @@ impl Session {
                 let (name, messages, consumers) = if d.passive {
                     let name = self.queue_name(id, d.queue.as_str())?;
                     let q = vhost.queue(&name, conn)?;
+                    // Renews an `x-expires` lease, as RabbitMQ's stat does.
+                    q.touch();
                     let (m, c) = q.counts();
                     (name, m, c)
                 } else {
