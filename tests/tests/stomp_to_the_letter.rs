@@ -579,3 +579,69 @@ fn garbage_is_refused_at_once_on_tcp() {
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0].get("message"), Some("Bad command"), "{frames:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Checks RabbitMQ makes on what a SEND claims
+
+#[test]
+fn send_user_id_must_name_the_login() {
+    let broker = Broker::start();
+    let mut c = v12(&broker);
+    c.receipt(
+        "SEND",
+        &[("destination", "/queue/uid"), ("user-id", "guest")],
+        b"mine",
+    );
+    let e = refused(
+        &mut c,
+        "SEND",
+        &[("destination", "/queue/uid"), ("user-id", "admin")],
+    );
+    assert_eq!(e.get("message"), Some("precondition_failed"), "{e:?}");
+    assert_eq!(
+        e.body_str(),
+        "user_id property set to 'admin' but authenticated user was 'guest'"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_headers_on_an_existing_queue_must_be_equivalent() {
+    let broker = Broker::start();
+    let (_conn, ch) = amqp(&broker).await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(5));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    w!(ch.queue_declare("existing-args".into(), durable, args)).expect("declare");
+    let addr = broker.stomp_addr();
+    let e = tokio::task::block_in_place(|| {
+        let mut c = Client::connect(addr, Version::V12);
+        // The same value (as STOMP's 64-bit integer): equivalent.
+        c.receipt(
+            "SEND",
+            &[
+                ("destination", "/queue/existing-args"),
+                ("x-max-length", "5"),
+            ],
+            b"ok",
+        );
+        // No arguments: the queue as declared.
+        c.receipt(
+            "SEND",
+            &[("destination", "/queue/existing-args")],
+            b"ok too",
+        );
+        refused(
+            &mut c,
+            "SEND",
+            &[
+                ("destination", "/queue/existing-args"),
+                ("x-max-length", "6"),
+            ],
+        )
+    });
+    assert_eq!(e.get("message"), Some("precondition_failed"), "{e:?}");
+    assert!(e.body_str().contains("'x-max-length'"), "{e:?}");
+}

@@ -515,6 +515,20 @@ impl Queue {
         }
     }
 
+    /// Whether `arguments` are what this queue was declared with, as a
+    /// redeclare is checked (integers of any width equal): else the
+    /// inequivalence a redeclare would get.
+    pub fn check_arguments(&self, arguments: &FieldTable) -> Result<()> {
+        match crate::arguments::difference(&self.spec.arguments, arguments) {
+            Some(arg) => Err(EngineError::Inequivalent {
+                what: "queue",
+                name: self.spec.name.clone(),
+                arg: arg.to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// A redeclare (or a passive declare: RabbitMQ's `stat`) counts as a
     /// use for `x-expires`.
     pub fn touch(&self) {

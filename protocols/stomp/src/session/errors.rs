@@ -27,6 +27,7 @@
 //! | `missing_transaction`         | `Missing transaction`                  | `'<CMD>' must include a 'transaction' header` + LF           |
 //! | `bad_transaction`             | `Bad transaction`                      | `Invalid transaction identifier: "<tx>"` + LF                |
 //! | `transaction_open`            | `Bad transaction`                      | `Transaction "<tx>" is already open` + LF                    |
+//! | `user_id_mismatch`            | `precondition_failed`                  | `user_id property set to '<x>' but authenticated user was '<u>'` |
 //! | `message_rejected`            | `Message rejected`                     | `A queue the message routes to is full …` + LF               |
 //! | `no_subscription`             | `No subscription found`                | `UNSUBSCRIBE must refer to an existing subscription.` …      |
 //! | engine errors                 | `not_found`, `access_refused`, …       | the engine's message, e.g. `NOT_FOUND - no queue 'q' …`      |
@@ -236,6 +237,14 @@ pub(crate) fn transaction_open(tx: &str) -> StompError {
     )
 }
 
+/// A SEND whose `user-id` is not the user who logged in.
+pub(crate) fn user_id_mismatch(claimed: &str, user: &str) -> StompError {
+    StompError::new(
+        "precondition_failed",
+        format!("user_id property set to '{claimed}' but authenticated user was '{user}'"),
+    )
+}
+
 /// A SEND with a receipt that a full queue refused.
 pub(crate) fn message_rejected() -> StompError {
     StompError::new(
@@ -367,6 +376,11 @@ mod tests {
                 transaction_open("tx1"),
                 "Bad transaction",
                 "Transaction \"tx1\" is already open\n",
+            ),
+            (
+                user_id_mismatch("admin", "guest"),
+                "precondition_failed",
+                "user_id property set to 'admin' but authenticated user was 'guest'",
             ),
             (
                 message_rejected(),

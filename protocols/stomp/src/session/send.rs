@@ -83,6 +83,12 @@ impl Session {
         };
         let properties =
             convert::properties_from_send(&frame.headers, default_persistent, reply_to);
+        // `user-id` must name who logged in, as AMQP's is checked.
+        if let Some(claimed) = properties.user_id.as_deref()
+            && claimed != self.user
+        {
+            return Err(errors::user_id_mismatch(claimed, &self.user));
+        }
         let persistent = properties.delivery_mode == Some(2);
         let message = Message {
             exchange,
@@ -108,7 +114,14 @@ impl Session {
         name: &str,
         arguments: FieldTable,
     ) -> Result<(), StompError> {
-        if vhost.queue(name, self.conn_id).is_ok() {
+        if let Ok(q) = vhost.queue(name, self.conn_id) {
+            // Declared already, in whatever form another protocol chose;
+            // queue arguments given here must agree with it, as a
+            // redeclare's (a bare SEND or SUBSCRIBE names no arguments).
+            if !arguments.is_empty() {
+                q.check_arguments(&arguments)?;
+            }
+            q.touch();
             return Ok(());
         }
         let spec = QueueSpec {
