@@ -645,3 +645,45 @@ async fn x_headers_on_an_existing_queue_must_be_equivalent() {
     assert_eq!(e.get("message"), Some("precondition_failed"), "{e:?}");
     assert!(e.body_str().contains("'x-max-length'"), "{e:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Consumer acknowledgement timeout
+
+#[test]
+fn unacked_message_past_the_consumer_timeout_ends_the_connection() {
+    let broker = Broker::start_with_config("[server]\nconsumer_timeout_ms = 400\n");
+    let mut c = v12(&broker);
+    c.receipt("SEND", &[("destination", "/queue/slow-stomp")], b"job");
+    c.receipt(
+        "SUBSCRIBE",
+        &[
+            ("id", "s"),
+            ("destination", "/queue/slow-stomp"),
+            ("ack", "client-individual"),
+        ],
+        b"",
+    );
+    let started = std::time::Instant::now();
+    let m = c.message();
+    assert_eq!(m.get("redelivered"), Some("false"));
+    let e = c.expect_error_and_close();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "timed out after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.get("message"), Some("precondition_failed"), "{e:?}");
+    assert!(e.body_str().contains("Timeout value used: 400 ms"), "{e:?}");
+    // The message went back to the queue.
+    let mut d = v12(&broker);
+    d.receipt(
+        "SUBSCRIBE",
+        &[("id", "t"), ("destination", "/queue/slow-stomp")],
+        b"",
+    );
+    let again = d.message();
+    assert_eq!(
+        (again.body.as_slice(), again.get("redelivered")),
+        (&b"job"[..], Some("true"))
+    );
+}

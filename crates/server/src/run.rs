@@ -157,7 +157,7 @@ async fn run(
         let accept = switchyard_stomp::serve(
             listener,
             stomp_shared.clone(),
-            config.stomp.protocol(),
+            stomp_config(config),
             shutdown.clone(),
             tracker.clone(),
         );
@@ -170,7 +170,7 @@ async fn run(
     let web = [
         (
             web_stomp,
-            Backend::Stomp(stomp_shared, config.stomp.protocol()),
+            Backend::Stomp(stomp_shared, stomp_config(config)),
         ),
         (web_mqtt, Backend::Mqtt(mqtt_shared, config.mqtt.protocol())),
     ];
@@ -371,4 +371,12 @@ mod tests {
     fn ready_file_needs_a_file_name() {
         assert!(write_ready_file(Path::new("/"), &[]).is_err());
     }
+}
+
+/// The STOMP listeners' settings: the `[stomp]` section and the server's
+/// consumer timeout.
+fn stomp_config(config: &Config) -> switchyard_stomp::StompConfig {
+    let mut c = config.stomp.protocol();
+    c.consumer_timeout = config.server.consumer_timeout;
+    c
 }

@@ -41,6 +41,8 @@ pub struct StompConfig {
     pub min_heartbeat_ms: u64,
     /// Unacknowledged MESSAGEs per client-ack subscription.
     pub max_unacked: u32,
+    /// A MESSAGE unacknowledged this long ends the connection (ERROR).
+    pub consumer_timeout: Option<Duration>,
 }
 
 impl Default for StompConfig {
@@ -53,6 +55,7 @@ impl Default for StompConfig {
             max_subscriptions: 1024,
             min_heartbeat_ms: 100,
             max_unacked: 65_536,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -100,6 +103,7 @@ pub async fn run<R, W>(
         max_subscriptions: config.max_subscriptions,
         min_heartbeat_ms: config.min_heartbeat_ms,
         max_unacked: config.max_unacked,
+        consumer_timeout: config.consumer_timeout,
     };
     let mut session = Session::new(shared, session_config, peer);
     let outbox = session.outbox().clone();
@@ -161,6 +165,7 @@ pub async fn run<R, W>(
         } else {
             Instant::now() + far
         };
+        let ack_deadline = session.consumer_deadline().map(Instant::from_std);
         if rbuf.capacity() == rbuf.len() {
             rbuf.reserve(rbuf.len().clamp(256, 64 * 1024));
         }
@@ -187,6 +192,9 @@ pub async fn run<R, W>(
             _ = sleep(ms(1)), if throttled => {}
             _ = sleep_until(write_deadline), if out_len == 0 => {
                 session.output().extend_from_slice(b"\n");
+            }
+            () = sleep_until(ack_deadline.unwrap_or(read_deadline)), if ack_deadline.is_some() => {
+                session.handle_consumer_timeout(Instant::now().into_std());
             }
             _ = sleep_until(read_deadline) => {
                 if session.phase() == Phase::Connect {

@@ -27,6 +27,7 @@
 //! | `missing_transaction`         | `Missing transaction`                  | `'<CMD>' must include a 'transaction' header` + LF           |
 //! | `bad_transaction`             | `Bad transaction`                      | `Invalid transaction identifier: "<tx>"` + LF                |
 //! | `transaction_open`            | `Bad transaction`                      | `Transaction "<tx>" is already open` + LF                    |
+//! | `ack_timeout`                 | `precondition_failed`                  | `delivery acknowledgement timed out. Timeout value used: …`  |
 //! | `user_id_mismatch`            | `precondition_failed`                  | `user_id property set to '<x>' but authenticated user was '<u>'` |
 //! | `message_rejected`            | `Message rejected`                     | `A queue the message routes to is full …` + LF               |
 //! | `no_subscription`             | `No subscription found`                | `UNSUBSCRIBE must refer to an existing subscription.` …      |
@@ -237,6 +238,17 @@ pub(crate) fn transaction_open(tx: &str) -> StompError {
     )
 }
 
+/// A MESSAGE stayed unacknowledged past the consumer timeout.
+pub(crate) fn ack_timeout(ms: u128) -> StompError {
+    StompError::new(
+        "precondition_failed",
+        format!(
+            "delivery acknowledgement timed out. Timeout value used: {ms} ms. \
+             This timeout value can be configured, see consumers doc guide to learn more"
+        ),
+    )
+}
+
 /// A SEND whose `user-id` is not the user who logged in.
 pub(crate) fn user_id_mismatch(claimed: &str, user: &str) -> StompError {
     StompError::new(
@@ -376,6 +388,12 @@ mod tests {
                 transaction_open("tx1"),
                 "Bad transaction",
                 "Transaction \"tx1\" is already open\n",
+            ),
+            (
+                ack_timeout(400),
+                "precondition_failed",
+                "delivery acknowledgement timed out. Timeout value used: 400 ms. \
+                 This timeout value can be configured, see consumers doc guide to learn more",
             ),
             (
                 user_id_mismatch("admin", "guest"),

@@ -51,6 +51,9 @@ pub struct SessionConfig {
     /// subscription without `prefetch-count` (or with 0), and the most any
     /// `prefetch-count` gets.
     pub max_unacked: u32,
+    /// A MESSAGE left unacknowledged this long ends the connection with an
+    /// ERROR, its messages requeued (RabbitMQ's `consumer_timeout`).
+    pub consumer_timeout: Option<std::time::Duration>,
 }
 
 impl Default for SessionConfig {
@@ -59,6 +62,7 @@ impl Default for SessionConfig {
             max_subscriptions: 1024,
             min_heartbeat_ms: 100,
             max_unacked: 65_536,
+            consumer_timeout: Some(std::time::Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -118,7 +122,7 @@ pub struct Session {
     credit: Arc<ChannelCredit>,
     subs: HashMap<String, Subscription>,
     /// Deliveries waiting for ACK / NACK, by ack id.
-    unacked: BTreeMap<u64, Unsettled>,
+    unacked: BTreeMap<u64, (Unsettled, std::time::Instant)>,
     /// The outbox as drained (buffers reused between drains).
     drain: OutboxDrain,
     next_ack_id: u64,
@@ -274,6 +278,25 @@ impl Session {
         self.pending_error = Some(f);
         self.phase = Phase::Draining;
         self.flush_receipts();
+    }
+
+    /// When the oldest unacknowledged MESSAGE reaches the consumer timeout
+    /// (ack ids grow, so the first is the oldest); `None` when none waits.
+    pub fn consumer_deadline(&self) -> Option<std::time::Instant> {
+        let timeout = self.config.consumer_timeout?;
+        let (_, at) = self.unacked.values().next()?;
+        Some(*at + timeout)
+    }
+
+    /// A MESSAGE stayed unacknowledged for the consumer timeout: ERROR and
+    /// close, the unacknowledged messages requeued (as RabbitMQ closes the
+    /// channel under a STOMP connection).
+    pub fn handle_consumer_timeout(&mut self, now: std::time::Instant) {
+        if self.phase != Phase::Connected || self.consumer_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let ms = self.config.consumer_timeout.map_or(0, |t| t.as_millis());
+        self.error(&errors::ack_timeout(ms), None);
     }
 
     /// The store failed: nothing owed can be confirmed any more.

@@ -241,12 +241,12 @@ impl Session {
         let mine: Vec<u64> = self
             .unacked
             .iter()
-            .filter(|(_, u)| held_by(u, &sub.consumer))
+            .filter(|(_, (u, _))| held_by(u, &sub.consumer))
             .map(|(&k, _)| k)
             .collect();
         let mut back = Settlement::default();
         for k in mine {
-            if let Some(u) = self.unacked.remove(&k) {
+            if let Some((u, _)) = self.unacked.remove(&k) {
                 back.add(u);
             }
         }
@@ -302,7 +302,7 @@ impl Session {
             .ok_or_else(|| errors::invalid_header(frame.command, self.ack_header()))?;
         let ack_id = Some(n).filter(|_| conn == self.conn_id);
         // The subscription is the consumer's (its tag is the id).
-        let consumer = ack_id.and_then(|k| self.unacked.get(&k)?.consumer.clone());
+        let consumer = ack_id.and_then(|k| self.unacked.get(&k)?.0.consumer.clone());
         let (Some(ack_id), Some(consumer)) = (ack_id, consumer) else {
             return Err(errors::message_not_found(raw));
         };
@@ -310,7 +310,7 @@ impl Session {
         let ids: Vec<u64> = if cumulative {
             self.unacked
                 .range(..=ack_id)
-                .filter(|(_, u)| held_by(u, &consumer))
+                .filter(|(_, (u, _))| held_by(u, &consumer))
                 .map(|(&k, _)| k)
                 .collect()
         } else {
@@ -325,7 +325,7 @@ impl Session {
         };
         let mut settlement = Settlement::default();
         for k in ids {
-            if let Some(u) = self.unacked.remove(&k) {
+            if let Some((u, _)) = self.unacked.remove(&k) {
                 settlement.add(u);
             }
         }
@@ -404,7 +404,8 @@ impl Session {
         if auto {
             return Some(held);
         }
-        self.unacked.insert(self.next_ack_id, held);
+        self.unacked
+            .insert(self.next_ack_id, (held, std::time::Instant::now()));
         None
     }
 
