@@ -345,6 +345,14 @@ impl Signals {
     }
 }
 
+/// The STOMP listeners' settings: the `[stomp]` section and the server's
+/// consumer timeout.
+fn stomp_config(config: &Config) -> switchyard_stomp::StompConfig {
+    let mut c = config.stomp.protocol();
+    c.consumer_timeout = config.server.consumer_timeout;
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,12 +379,4 @@ mod tests {
     fn ready_file_needs_a_file_name() {
         assert!(write_ready_file(Path::new("/"), &[]).is_err());
     }
-}
-
-/// The STOMP listeners' settings: the `[stomp]` section and the server's
-/// consumer timeout.
-fn stomp_config(config: &Config) -> switchyard_stomp::StompConfig {
-    let mut c = config.stomp.protocol();
-    c.consumer_timeout = config.server.consumer_timeout;
-    c
 }
