@@ -5,11 +5,12 @@
 //! and duplicate detection. `conns` measures what an idle MQTT connection
 //! costs the broker in memory.
 //!
-//! It uses independent clients (lapin, rumqttc, and a small STOMP client of
-//! its own in `stomp::client`), never Switchyard's code, so the same numbers
-//! can be taken from any broker.
+//! It uses independent clients (lapin, rumqttc, a small STOMP client of its
+//! own in `stomp::client` and a raw AMQP one in `amqp_raw`), never
+//! Switchyard's code, so the same numbers can be taken from any broker.
 
 mod amqp;
+mod amqp_raw;
 mod conns;
 mod mqtt;
 mod report;
@@ -31,6 +32,9 @@ struct Cli {
 enum Command {
     /// AMQP 0-9-1 scenarios (transient, persistent with confirms, N→N, fanout).
     Amqp(amqp::AmqpArgs),
+    /// The AMQP scenario on a pipelined client of our own (pre-encoded
+    /// publishes, large writes, multiple-ack): drives one broker core harder.
+    AmqpRaw(amqp_raw::RawArgs),
     /// MQTT 3.1.1 scenarios (fan-in N→1, fan-out 1→N; QoS 0, 1, 2).
     Mqtt(mqtt::MqttArgs),
     /// STOMP 1.2 scenarios (/queue shared by consumers, /topic copied to each).
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Amqp(args) => amqp::run(args).await.map(Outcome::Flow),
+            Command::AmqpRaw(args) => amqp_raw::run(args).await.map(Outcome::Flow),
             Command::Mqtt(args) => mqtt::run(args).await.map(Outcome::Flow),
             Command::Stomp(args) => stomp::run(args).await.map(Outcome::Flow),
             Command::Conns(args) => conns::run(args).await.map(Outcome::Conns),
