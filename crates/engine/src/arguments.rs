@@ -50,6 +50,23 @@ pub struct QueueArguments {
     pub single_active_consumer: bool,
 }
 
+/// The queue arguments a declare may set that the engine acts on (and
+/// `x-queue-mode`, accepted and ignored as RabbitMQ ignores it): what an
+/// adapter whose clients send arguments as loose headers (STOMP) passes on.
+pub const QUEUE_ARGUMENTS: &[&str] = &[
+    "x-queue-type",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-message-ttl",
+    "x-expires",
+    "x-max-priority",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-queue-mode",
+];
+
 /// Queue types: only `classic` is built.
 const QUEUE_TYPES_LATER: &[&str] = &["quorum", "stream"];
 

@@ -32,7 +32,7 @@ pub mod store;
 mod timers;
 mod vhost;
 
-pub use arguments::{Overflow, QueueArguments};
+pub use arguments::{Overflow, QUEUE_ARGUMENTS, QueueArguments};
 pub use backpressure::{OwedReplies, StoreFailed, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_VHOST};
 pub use command::{Command, Outcome};

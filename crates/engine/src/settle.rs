@@ -43,9 +43,11 @@ pub struct Unsettled {
 impl Unsettled {
     /// Settle just this one (its queue is dispatched after).
     pub fn settle(self, how: Settle) {
-        let mut s = Settlement::default();
-        s.add(self);
-        s.apply(how);
+        if let Some(c) = &self.consumer {
+            c.settled();
+        }
+        self.queue.settle(std::slice::from_ref(&self.seq), how);
+        self.queue.dispatch();
     }
 }
 
@@ -59,15 +61,13 @@ impl Delivery {
         }
     }
 
-    /// Settle it now, without keeping it (the consumer went away, or the
-    /// client is never asked: auto-ack, QoS 0).
+    /// Settle a delivery taken from an [`OutboxDrain`] now, without keeping
+    /// it (its consumer went away, or the client is never asked: auto-ack,
+    /// QoS 0). No dispatch here, no allocation: its queue is among those
+    /// [`OutboxDrain::finish`] dispatches.
     pub fn settle(self, how: Settle) {
-        Unsettled {
-            queue: self.queue,
-            seq: self.seq,
-            consumer: Some(self.consumer),
-        }
-        .settle(how);
+        self.consumer.settled();
+        self.queue.settle(std::slice::from_ref(&self.seq), how);
     }
 }
 
@@ -101,11 +101,24 @@ impl Settlement {
 
     /// Settle everything added, then dispatch the queues (credit was freed).
     pub fn apply(&mut self, how: Settle) {
-        for (q, mut seqs) in self.by_queue.drain(..) {
+        self.apply_with(how, &[]);
+    }
+
+    /// As [`Settlement::apply`], and dispatch `also` too (each queue once):
+    /// the other queues a freed shared credit (a channel's prefetch) may
+    /// now feed.
+    pub fn apply_with(&mut self, how: Settle, also: &[Arc<Queue>]) {
+        for (q, seqs) in &mut self.by_queue {
             seqs.sort_unstable();
-            q.settle(&seqs, how);
+            q.settle(seqs, how);
             q.dispatch();
         }
+        for q in also {
+            if !self.by_queue.iter().any(|(s, _)| Arc::ptr_eq(s, q)) {
+                q.dispatch();
+            }
+        }
+        self.by_queue.clear();
     }
 }
 

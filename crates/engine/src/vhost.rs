@@ -549,7 +549,8 @@ impl Vhost {
         want_durable: bool,
         may_delay: bool,
     ) -> Result<Published> {
-        let (queues, durable_x) = {
+        // Where it goes now, or for how long a delayed exchange holds it.
+        let routed: std::result::Result<Vec<Arc<Queue>>, (u64, bool)> = {
             let topo = self.topology.read();
             let x = topo.exchanges.get(&message.exchange).ok_or_else(|| {
                 EngineError::ExchangeNotFound(message.exchange.clone(), self.name.clone())
@@ -560,18 +561,19 @@ impl Vhost {
                     x.name, self.name
                 )));
             }
-            let delay = may_delay
-                .then(|| crate::delayed::is_delayed(&x.arguments))
-                .filter(|&d| d)
-                .and_then(|_| crate::delayed::delay_of(&message));
-            if let Some(ms) = delay {
-                (None, Some((ms, x.durable)))
+            let delay = if may_delay && crate::delayed::is_delayed(&x.arguments) {
+                crate::delayed::delay_of(&message)
             } else {
-                (Some(crate::route::route(&topo, x, &message)), None)
+                None
+            };
+            match delay {
+                Some(ms) => Err((ms, x.durable)),
+                None => Ok(crate::route::route(&topo, x, &message)),
             }
         };
-        let Some(queues) = queues else {
-            return Ok(self.hold(message, durable_x, want_durable));
+        let queues = match routed {
+            Ok(queues) => queues,
+            Err((ms, durable_x)) => return Ok(self.hold(message, ms, durable_x, want_durable)),
         };
         crate::route::strip_bcc(&mut message);
         let message = Arc::new(message);
@@ -614,8 +616,7 @@ impl Vhost {
     }
 
     /// Hold a message of a delayed exchange until its `x-delay` passes.
-    fn hold(&self, message: Message, delay: Option<(u64, bool)>, want_durable: bool) -> Published {
-        let (ms, durable_x) = delay.unwrap_or_default();
+    fn hold(&self, message: Message, ms: u64, durable_x: bool, want_durable: bool) -> Published {
         let persist = durable_x && message.is_persistent();
         let (tx, rx) = if persist && want_durable {
             let (tx, rx) = oneshot::channel();

@@ -118,8 +118,9 @@ impl Channel {
         }
     }
 
-    /// Remove and settle the given tags through the engine (their queues
-    /// are dispatched).
+    /// Remove and settle the given tags through the engine; their queues
+    /// and every queue the channel consumes (the channel's shared credit
+    /// may have freed) are dispatched.
     pub(crate) fn settle(&mut self, tags: &[u64], how: Settle) {
         let mut settlement = Settlement::default();
         for tag in tags {
@@ -127,7 +128,7 @@ impl Channel {
                 settlement.add(u);
             }
         }
-        settlement.apply(how);
+        settlement.apply_with(how, &self.consumed_queues());
     }
 
     /// Queues this channel consumes from (to re-dispatch after credit frees).

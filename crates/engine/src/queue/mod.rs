@@ -272,25 +272,14 @@ impl Queue {
         self.arm_head(&mut st);
     }
 
-    /// Whether one more message of `body` bytes would exceed a limit.
-    fn over_limit_with(&self, st: &State, body: usize) -> bool {
-        self.args
-            .max_length
-            .is_some_and(|max| st.ready.len() as u64 >= max)
+    /// Whether `len` ready messages holding `body_bytes` exceed a length
+    /// limit.
+    fn exceeds(&self, len: usize, body_bytes: u64) -> bool {
+        self.args.max_length.is_some_and(|max| len as u64 > max)
             || self
                 .args
                 .max_length_bytes
-                .is_some_and(|max| st.ready.body_bytes + body as u64 > max)
-    }
-
-    fn over_limit(&self, st: &State) -> bool {
-        self.args
-            .max_length
-            .is_some_and(|max| st.ready.len() as u64 > max)
-            || self
-                .args
-                .max_length_bytes
-                .is_some_and(|max| st.ready.body_bytes > max)
+                .is_some_and(|max| body_bytes > max)
     }
 
     /// Append a message. If it is persistent and the queue durable, it is
@@ -302,16 +291,37 @@ impl Queue {
         message: Arc<Message>,
         durable: Option<oneshot::Sender<()>>,
     ) -> Enqueued {
+        self.offer(message, durable, None)
+    }
+
+    /// Append a dead-lettered message; `with` (the removal from its source
+    /// queue) is committed in the same store transaction as its write here.
+    pub(crate) fn enqueue_letter(self: &Arc<Self>, message: Arc<Message>, with: Option<StoreOp>) {
+        self.offer(message, None, with);
+    }
+
+    /// [`Queue::enqueue`], with `with` written in the same store
+    /// transaction as the message (or on its own, if the message is not
+    /// stored here).
+    fn offer(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        durable: Option<oneshot::Sender<()>>,
+        with: Option<StoreOp>,
+    ) -> Enqueued {
         let mut st = self.state.lock();
-        if st.deleted {
-            return Enqueued {
-                unused: durable,
-                rejected: false,
-            };
-        }
-        if self.args.overflow != Overflow::DropHead && self.over_limit_with(&st, message.body.len())
-        {
-            if self.args.overflow == Overflow::RejectPublishDlx
+        let rejected = !st.deleted
+            && self.args.overflow != Overflow::DropHead
+            && self.exceeds(
+                st.ready.len() + 1,
+                st.ready.body_bytes + message.body.len() as u64,
+            );
+        if st.deleted || rejected {
+            if let Some(op) = with {
+                self.submit(op);
+            }
+            if rejected
+                && self.args.overflow == Overflow::RejectPublishDlx
                 && self.args.dead_letter_exchange.is_some()
             {
                 st.letters.push(Letter {
@@ -324,21 +334,28 @@ impl Queue {
                 st,
                 Enqueued {
                     unused: durable,
-                    rejected: true,
+                    rejected,
                 },
             );
         }
         let persist = self.persistent() && message.is_persistent();
         let e = self.entry(&mut st, message, persist);
         let unused = if persist {
-            let op = StoreOp::PutMessage {
+            let put = StoreOp::PutMessage {
                 queue_id: self.id,
                 seq: e.seq,
                 message: e.message.clone(),
             };
+            let op = match with {
+                Some(with) => StoreOp::Batch(vec![put, with]),
+                None => put,
+            };
             self.store.submit(op, durable);
             None
         } else {
+            if let Some(op) = with {
+                self.submit(op);
+            }
             durable
         };
         self.push_ready(&mut st, e);
@@ -351,43 +368,6 @@ impl Queue {
         )
     }
 
-    /// Append a dead-lettered message; `with` (the removal from its source
-    /// queue) is committed in the same store transaction as its write here.
-    pub(crate) fn enqueue_letter(self: &Arc<Self>, message: Arc<Message>, with: Option<StoreOp>) {
-        let mut st = self.state.lock();
-        let refused = st.deleted
-            || (self.args.overflow != Overflow::DropHead
-                && self.over_limit_with(&st, message.body.len()));
-        if refused {
-            if let Some(op) = with {
-                self.submit(op);
-            }
-            if !st.deleted && self.args.overflow == Overflow::RejectPublishDlx {
-                st.letters.push(Letter {
-                    message,
-                    reason: Reason::Maxlen,
-                    stored_seq: None,
-                });
-            }
-            self.unlock_and_send(st, ());
-            return;
-        }
-        let persist = self.persistent() && message.is_persistent();
-        let e = self.entry(&mut st, message, persist);
-        let put = persist.then(|| StoreOp::PutMessage {
-            queue_id: self.id,
-            seq: e.seq,
-            message: e.message.clone(),
-        });
-        match (put, with) {
-            (Some(put), Some(with)) => self.submit(StoreOp::Batch(vec![put, with])),
-            (Some(op), None) | (None, Some(op)) => self.submit(op),
-            (None, None) => {}
-        }
-        self.push_ready(&mut st, e);
-        self.unlock_and_send(st, ());
-    }
-
     /// A new ready entry: delivered if a consumer can take it, then the
     /// length limit and the head's expiry are enforced.
     fn push_ready(self: &Arc<Self>, st: &mut State, e: Entry) {
@@ -398,7 +378,7 @@ impl Queue {
         st.ready.push_back(e);
         self.dispatch_from(st, !fresh_head);
         self.drop_expired_head(st);
-        while self.over_limit(st) {
+        while self.exceeds(st.ready.len(), st.ready.body_bytes) {
             let Some(head) = st.ready.pop_front() else {
                 break;
             };

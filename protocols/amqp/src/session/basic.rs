@@ -438,9 +438,6 @@ impl Session {
             return Ok(());
         }
         ch.settle(&tags, how);
-        for q in ch.consumed_queues() {
-            q.dispatch();
-        }
         Ok(())
     }
 
@@ -480,9 +477,6 @@ impl Session {
                 };
                 for (tags, how) in buf.settles {
                     ch.settle(&tags, how);
-                }
-                for q in ch.consumed_queues() {
-                    q.dispatch();
                 }
                 for (message, mandatory) in buf.publishes {
                     self.publish(id, message, mandatory)?;

@@ -9,27 +9,13 @@ use crate::destination::Destination as StompDestination;
 use std::sync::Arc;
 use switchyard_engine::exchange::Binding;
 use switchyard_engine::{
-    Command as Topology, Consumer, ConsumerSpec, Delivery, Destination, OutboxEvent, QueueSpec,
-    Settle, Settlement, Unsettled,
+    Command as Topology, Consumer, ConsumerSpec, Delivery, Destination, OutboxEvent,
+    QUEUE_ARGUMENTS, QueueSpec, Settle, Settlement, Unsettled,
 };
 use switchyard_model::{FieldTable, FieldValue};
 
 /// SUBSCRIBE and SEND headers passed on as queue arguments when they
-/// declare a queue, as RabbitMQ's plugin.
-const QUEUE_ARGUMENTS: &[&str] = &[
-    "x-queue-type",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-message-ttl",
-    "x-expires",
-    "x-max-priority",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-overflow",
-    "x-single-active-consumer",
-    "x-queue-mode",
-];
-
+/// declare a queue, as RabbitMQ's plugin: the engine's [`QUEUE_ARGUMENTS`].
 pub(super) fn queue_arguments(frame: &Frame) -> FieldTable {
     let mut args = FieldTable::new();
     for &name in QUEUE_ARGUMENTS {
