@@ -22,43 +22,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::*;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicRejectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ErrorKind, ExchangeKind, Queue};
 use switchyard_tests::Broker;
 
 const NOT_FOUND: u16 = 404;
 const PRECONDITION_FAILED: u16 = 406;
 
-/// Bound on waiting for something the broker does on a timer.
-const DEADLINE: Duration = Duration::from_secs(5);
-
-/// Interval between polls of a queue.
-const POLL: Duration = Duration::from_millis(20);
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A 32-bit signed integer argument (what most clients send for small ints).
-fn int(n: i32) -> AMQPValue {
-    AMQPValue::LongInt(n)
-}
-
-/// A long-string argument.
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
 
 /// Declares queue `name` with `table`; panics if the broker refuses.
 async fn declare_args(ch: &Channel, name: &str, table: FieldTable) -> Queue {
@@ -74,17 +50,6 @@ async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
         FieldTable::default()
     ))
     .unwrap_or_else(|e| panic!("declare exchange {name:?}: {e}"));
-}
-
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
-    t!(ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default()
-    ))
-    .unwrap_or_else(|e| panic!("bind {queue:?} to {exchange:?} with {key:?}: {e}"));
 }
 
 /// Declares exchange `dlx` of `kind` and a plain queue `dlq` bound to it with
@@ -144,24 +109,6 @@ async fn exists(conn: &Connection, name: &str) -> bool {
         }
         Err(e) if reply_code(&e) == Some(NOT_FOUND) => false,
         Err(e) => panic!("passive declare of {name:?}: {e:?}"),
-    }
-}
-
-/// Polls `queue` with `basic.get` (auto-ack) until a message arrives;
-/// panics after [`DEADLINE`].
-async fn await_get(ch: &Channel, queue: &str) -> Delivery {
-    let start = Instant::now();
-    loop {
-        let got = t!(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
-            .unwrap_or_else(|e| panic!("basic.get {queue:?}: {e}"));
-        if let Some(m) = got {
-            return m.delivery;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no message in {queue:?} within {DEADLINE:?}"
-        );
-        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -254,14 +201,6 @@ fn headers(d: &Delivery) -> &FieldTable {
             d.properties
         )
     })
-}
-
-fn string_value(v: &AMQPValue, what: &str) -> String {
-    match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        other => panic!("{what}: expected a string, got {other:?}"),
-    }
 }
 
 /// A string header of `d`; panics if missing or not a string.
@@ -382,10 +321,6 @@ fn assert_first_last(d: &Delivery, first: (&str, &str, &str), last: (&str, &str,
     assert_eq!(header_text(d, "x-last-death-queue"), queue);
     assert_eq!(header_text(d, "x-last-death-reason"), reason);
     assert_eq!(header_text(d, "x-last-death-exchange"), exchange);
-}
-
-fn body(d: &Delivery) -> String {
-    String::from_utf8_lossy(&d.data).into_owned()
 }
 
 // ---------------------------------------------------------------------------

@@ -30,39 +30,16 @@ use common::*;
 use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions,
-    BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicRejectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, Consumer, ExchangeKind};
 use switchyard_tests::Broker;
 use tokio::sync::mpsc;
 
-/// Bound on waiting for something the broker does on its own (requeue
-/// after a close, dead-lettering, expiry).
-const DEADLINE: Duration = Duration::from_secs(5);
-
-/// Interval between polls of a queue.
-const POLL: Duration = Duration::from_millis(20);
-
 // ---------------------------------------------------------------------------
 // AMQP helpers
 // ---------------------------------------------------------------------------
-
-fn int(n: i32) -> AMQPValue {
-    AMQPValue::LongInt(n)
-}
-
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
-fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
 
 async fn declare_args(ch: &Channel, name: &str, opts: QueueDeclareOptions, table: FieldTable) {
     t!(ch.queue_declare(name.into(), opts, table.clone()))
@@ -80,17 +57,6 @@ async fn exchange(ch: &Channel, name: &str, kind: ExchangeKind, durable: bool) {
         FieldTable::default()
     ))
     .unwrap_or_else(|e| panic!("declare exchange {name:?}: {e}"));
-}
-
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
-    t!(ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default()
-    ))
-    .unwrap_or_else(|e| panic!("bind {queue:?} to {exchange:?} with {key:?}: {e}"));
 }
 
 /// Publishes `body` (also its message id) in confirm mode; asserts the ack.
@@ -134,24 +100,6 @@ async fn await_ready(ch: &Channel, queue: &str, n: u32) {
     }
 }
 
-/// Polls `queue` with `basic.get` (auto-ack) until a message arrives;
-/// panics after [`DEADLINE`].
-async fn await_get(ch: &Channel, queue: &str) -> Delivery {
-    let start = Instant::now();
-    loop {
-        let got = t!(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
-            .unwrap_or_else(|e| panic!("basic.get {queue:?}: {e}"));
-        if let Some(m) = got {
-            return m.delivery;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no message in {queue:?} within {DEADLINE:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 /// Takes every message of `queue` (auto-ack), in order.
 async fn drain_deliveries(ch: &Channel, queue: &str) -> Vec<Delivery> {
     let mut out = Vec::new();
@@ -164,20 +112,8 @@ async fn drain_deliveries(ch: &Channel, queue: &str) -> Vec<Delivery> {
     out
 }
 
-fn body(d: &Delivery) -> String {
-    String::from_utf8_lossy(&d.data).into_owned()
-}
-
 fn bodies(ds: &[Delivery]) -> Vec<String> {
     ds.iter().map(body).collect()
-}
-
-fn string_value(v: &AMQPValue, what: &str) -> String {
-    match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        other => panic!("{what}: expected a string, got {other:?}"),
-    }
 }
 
 fn header<'a>(d: &'a Delivery, key: &str) -> Option<&'a AMQPValue> {

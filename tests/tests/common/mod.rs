@@ -17,14 +17,14 @@
 #![allow(dead_code, unused_macros)] // each test file uses a different subset
 
 use std::fmt::Debug;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::message::{BasicGetMessage, Delivery, DeliveryResult};
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer, ErrorKind,
     Queue,
@@ -289,4 +289,73 @@ pub(crate) async fn assert_round_trip(conn: &Connection) {
         .expect("consume");
     publish(&ch, "", name, b"still alive").await;
     assert_eq!(sub.next_acked().await, "still alive");
+}
+
+// ---------------------------------------------------------------------------
+// Queue-argument helpers (tests of dead-lettering, limits, priorities, ...)
+
+/// Bound on waiting for something the broker does on its own (a timer,
+/// dead-lettering, a requeue after a close).
+pub(crate) const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Interval between polls of a queue.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+
+pub(crate) fn args(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+/// Polls `queue` with `basic.get` (auto-ack) until a message arrives;
+/// panics after [`DEADLINE`].
+pub(crate) async fn await_get(ch: &Channel, queue: &str) -> Delivery {
+    let start = Instant::now();
+    loop {
+        let got = t!(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
+            .unwrap_or_else(|e| panic!("basic.get {queue:?}: {e}"));
+        if let Some(m) = got {
+            return m.delivery;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no message in {queue:?} within {DEADLINE:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub(crate) async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
+    t!(ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default()
+    ))
+    .unwrap_or_else(|e| panic!("bind {queue:?} to {exchange:?} with {key:?}: {e}"));
+}
+
+pub(crate) fn body(d: &Delivery) -> String {
+    String::from_utf8_lossy(&d.data).into_owned()
+}
+
+/// A 32-bit signed integer argument (what most clients send for small ints).
+pub(crate) fn int(n: i32) -> AMQPValue {
+    AMQPValue::LongInt(n)
+}
+
+pub(crate) fn string_value(v: &AMQPValue, what: &str) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        other => panic!("{what}: expected a string, got {other:?}"),
+    }
+}
+
+/// A long-string argument.
+pub(crate) fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
 }
