@@ -56,6 +56,21 @@ def _kill_leftovers() -> None:
                 pass
 
 
+def stop_process(proc: subprocess.Popen | None, grace: float) -> int | None:
+    """Stop a process this test suite started: SIGTERM, wait up to `grace`
+    seconds, then SIGKILL. Returns its exit code (None if never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
@@ -201,18 +216,9 @@ class BrokerProcess:
 
     def stop(self, grace: float = STOP_GRACE_S) -> int | None:
         """SIGTERM, wait up to `grace` seconds, then SIGKILL. Returns the exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        code = stop_process(self.proc, grace)
         self.endpoint = None
-        return proc.returncode
+        return code
 
     def kill(self) -> None:
         """SIGKILL (crash simulation)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from celery_app import (
     ENV_STATE_DIR,
     make_app,
 )
+from conftest import stop_process
 
 TESTS_DIR = Path(__file__).resolve().parent
 READY_TIMEOUT_S = 30.0
@@ -141,17 +141,7 @@ class Worker:
 
     def stop(self, grace: float = STOP_GRACE_S) -> int | None:
         """SIGTERM (Celery's warm shutdown), then SIGKILL after `grace` s."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        return proc.returncode
+        return stop_process(self.proc, grace)
 
 
 class CeleryRig:
