@@ -118,6 +118,12 @@ impl Packet {
 
     /// The PUBLISH this is, or `None` for any other packet.
     pub(crate) fn publish(&self) -> Option<Publish> {
+        self.publish_parts(|rest| rest)
+    }
+
+    /// A PUBLISH's topic, QoS, DUP and packet id; `payload` is given what
+    /// follows the packet id (MQTT 5 properties, then the payload).
+    fn publish_parts(&self, payload: impl FnOnce(&[u8]) -> &[u8]) -> Option<Publish> {
         if self.kind() != 3 {
             return None;
         }
@@ -135,7 +141,7 @@ impl Packet {
             qos,
             dup: self.first & 0x08 != 0,
             pkid,
-            payload: rest.to_vec(),
+            payload: payload(rest).to_vec(),
         })
     }
 }
@@ -461,26 +467,7 @@ impl Packet {
     /// The MQTT 5 PUBLISH this is (its properties skipped), or `None` for
     /// any other packet.
     pub(crate) fn publish5(&self) -> Option<Publish> {
-        if self.kind() != 3 {
-            return None;
-        }
-        let qos = (self.first >> 1) & 3;
-        let tlen = usize::from(u16::from_be_bytes([self.body[0], self.body[1]]));
-        let topic = String::from_utf8_lossy(&self.body[2..2 + tlen]).into_owned();
-        let mut rest = &self.body[2 + tlen..];
-        let mut pkid = 0;
-        if qos > 0 {
-            pkid = u16::from_be_bytes([rest[0], rest[1]]);
-            rest = &rest[2..];
-        }
-        let (_, payload) = read_properties(rest);
-        Some(Publish {
-            topic,
-            qos,
-            dup: self.first & 0x08 != 0,
-            pkid,
-            payload: payload.to_vec(),
-        })
+        self.publish_parts(|rest| read_properties(rest).1)
     }
 }
 
