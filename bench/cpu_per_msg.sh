@@ -7,16 +7,19 @@
 #
 # Usage: bench/cpu_per_msg.sh LABEL_A BIN_A LABEL_B BIN_B [REPS] [SECONDS]
 #   ONLY=transient   run only the scenarios whose name contains this
+#   BUILD=0          use target/release/switchyard-bench as it is
 # Prints one markdown row per run and a summary (median per scenario).
 # Starts each broker itself on a fresh data directory and stops exactly the
 # process it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib/brokers.sh
+source bench/lib/brokers.sh
 LABEL_A=$1 BIN_A=$2 LABEL_B=$3 BIN_B=$4
 REPS=${5:-3}
 SECS=${6:-10}
 BENCH=target/release/switchyard-bench
-cargo build --release -q -p switchyard-bench
+[[ ${BUILD:-1} == 0 ]] || cargo build --release -q -p switchyard-bench
 HZ=$(getconf CLK_TCK)
 PORT=56790
 WORK=$(mktemp -d /tmp/switchyard-cpu.XXXXXX)
@@ -35,18 +38,13 @@ SCENARIOS=(
   "amqp-raw transient 1→1 16 B @100k/s|amqp-raw --rate 100000"
 )
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 run_one() { # label bin scenario-args
   local label=$1 bin=$2 args=$3 dir
   dir=$(mktemp -d "$WORK/data.XXXX")
   taskset -c 1 "$bin" serve --config "$WORK/empty.toml" --data-dir "$dir" --amqp "127.0.0.1:$PORT" --mqtt none \
     --stomp none --web-stomp none --web-mqtt none >"$dir.log" 2>&1 &
   BROKER_PID=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-  done
+  wait_port "$PORT"
   local before after out consumed
   before=$(cpu_ticks "$BROKER_PID")
   # shellcheck disable=SC2086

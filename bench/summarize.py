@@ -29,6 +29,8 @@ order = []  # (proto, name) in first-seen order
 brokers_seen = []
 for line in open(raw):
     r = json.loads(line)
+    if not r.get("result"):  # the run failed: no figures
+        continue
     proto = r.get("proto", "amqp")
     key = (proto, r["name"])
     broker = r["result"]["broker"]
