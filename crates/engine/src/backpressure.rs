@@ -1,8 +1,9 @@
 //! Backpressure on publishers, the same for every protocol adapter: a
 //! connection stops reading its socket while a queue it publishes to is
 //! over its high-water mark (until it drains below the low-water mark) or
-//! while the store has too many writes queued. Also the wait on a
-//! durability ticket that connection tasks use in their `select!` loops.
+//! while the store has too many writes queued. [`Relief`] wakes paused
+//! publishers when either may have cleared, so nothing polls. Also the wait
+//! on a durability ticket that connection drivers use.
 
 use crate::queue::Queue;
 use crate::store::{Durable, Store};
@@ -44,6 +45,28 @@ impl Throttle {
     /// behind.
     pub fn paused(&mut self, store: &dyn Store) -> bool {
         store.backlog() > STORE_HIGH_WATER || self.queue_full()
+    }
+}
+
+/// Wakes connections paused by backpressure when a reason to pause may
+/// have cleared: a full queue drained below its low-water mark, or the
+/// store committed a batch. One per broker. A paused connection registers
+/// with [`Relief::notified`] (and `enable`s it) before it checks
+/// [`Throttle::paused`] again, so a relief in between is never missed.
+#[derive(Debug, Default)]
+pub struct Relief {
+    notify: tokio::sync::Notify,
+}
+
+impl Relief {
+    /// Wake every paused connection (each checks again and may pause again).
+    pub fn relieve(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// Completes at the next [`Relief::relieve`] after it is enabled.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Broker {
     timers: Timers,
     /// Messages of delayed exchanges waiting for their time.
     delayed: Arc<Delayed>,
+    /// Wakes publishers paused by backpressure.
+    relief: Arc<crate::Relief>,
 }
 
 impl Drop for Broker {
@@ -49,6 +51,9 @@ impl Broker {
         let snapshot = store.load()?;
         let next_id = snapshot.queues.iter().map(|q| q.id + 1).max().unwrap_or(1);
         let timers = Timers::default();
+        let relief = Arc::new(crate::Relief::default());
+        let on_commit = relief.clone();
+        store.set_commit_hook(Box::new(move || on_commit.relieve()));
         let broker = Self {
             store: store.clone(),
             vhosts: RwLock::new(HashMap::new()),
@@ -59,6 +64,7 @@ impl Broker {
             retained: Retained::new(store.clone()),
             timers: timers.clone(),
             delayed: Delayed::new(store.clone(), timers),
+            relief,
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -169,6 +175,7 @@ impl Broker {
                             vhost: me.clone(),
                             timers: self.timers.clone(),
                             delayed: self.delayed.clone(),
+                            relief: self.relief.clone(),
                         },
                     )
                 })
@@ -195,6 +202,11 @@ impl Broker {
     /// A fresh id for a client connection (owner of exclusive queues).
     pub fn next_connection_id(&self) -> u64 {
         self.connection_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What wakes publishers paused by backpressure.
+    pub fn relief(&self) -> &Arc<crate::Relief> {
+        &self.relief
     }
 
     /// The store, for backpressure checks.

@@ -33,7 +33,7 @@ mod timers;
 mod vhost;
 
 pub use arguments::{Overflow, QUEUE_ARGUMENTS, QueueArguments};
-pub use backpressure::{OwedReplies, StoreFailed, Throttle, wait_durable};
+pub use backpressure::{OwedReplies, Relief, StoreFailed, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_VHOST};
 pub use command::{Command, Outcome};
 pub use consumer::{

@@ -198,6 +198,12 @@ pub trait Store: Send + Sync + 'static {
     /// Operations accepted but not yet committed (for publisher backpressure).
     fn backlog(&self) -> usize;
 
+    /// Call `hook` after every committed batch (the backlog shrank), from
+    /// the store's own thread. Stores without a backlog need not call it.
+    fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = hook;
+    }
+
     /// Block until everything submitted so far is committed.
     fn flush(&self);
 }

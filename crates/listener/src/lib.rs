@@ -4,9 +4,11 @@
 //! (typically EMFILE) instead of spinning, and stops on shutdown. What a
 //! connection does is the caller's handler; this crate knows no protocol.
 //!
+//! [`driver`] is the one connection loop every protocol runs on.
 //! [`park`] holds idle connections outside the runtime, for protocols whose
 //! clients sit idle for long stretches (MQTT devices).
 
+pub mod driver;
 pub mod park;
 
 use parking_lot::Mutex;

@@ -124,6 +124,12 @@ impl Store for RedbStore {
         self.shared.backlog.load(Ordering::Relaxed)
     }
 
+    fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        if self.shared.commit_hook.set(hook).is_err() {
+            tracing::warn!("store commit hook set twice; the first one stays");
+        }
+    }
+
     fn flush(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         if self.tx.send(Item::Flush(done_tx)).is_ok() {

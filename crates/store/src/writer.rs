@@ -41,12 +41,24 @@ pub(crate) enum Item {
 }
 
 /// Counters shared between the handle and the writer thread.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Shared {
     /// Operations submitted but not yet committed (or failed).
     pub(crate) backlog: AtomicUsize,
     /// Write transactions committed successfully.
     pub(crate) commits: AtomicU64,
+    /// Called after each batch leaves the backlog (see
+    /// `Store::set_commit_hook`).
+    pub(crate) commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("backlog", &self.backlog)
+            .field("commits", &self.commits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the writer collected for one transaction.
@@ -138,6 +150,9 @@ fn commit(db: &Database, batch: &mut Batch, shared: &Shared, buf: &mut Vec<u8>) 
                 // which publishers turn into nacks.
                 batch.ops.clear();
             }
+        }
+        if let Some(hook) = shared.commit_hook.get() {
+            hook();
         }
     }
     batch.bytes = 0;

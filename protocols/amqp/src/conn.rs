@@ -1,30 +1,22 @@
-//! The connection task: owns one TCP socket and drives a [`Session`].
-//!
-//! One `select!` loop per connection over: socket reads (armed only while
-//! the output buffer is under its high-water mark and the store keeps up),
-//! socket writes of everything the session produced (many frames per
-//! syscall), engine deliveries (armed only while output is under the mark),
-//! the oldest durability ticket for publisher confirms, timers (handshake
-//! deadline, heartbeats both ways, close handshake) and the shutdown token.
-//! All futures polled here are cancel-safe; unwritten bytes stay in the
-//! session's buffer.
+//! An AMQP connection as the one connection driver runs it
+//! ([`switchyard_listener::driver`]): the frame decoder and the [`Session`]
+//! behind it, and the connection's timers (handshake deadline, heartbeats
+//! both ways, the close handshake, consumer timeouts). Sans-IO: the driver
+//! owns the socket and the clock.
 
-use crate::codec::Decoder;
+use crate::codec::{Decoder, Encoder};
 use crate::session::{Phase, Session, SessionConfig};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use switchyard_engine::{Broker, Durable, wait_durable};
+use std::time::{Duration, Instant};
+use switchyard_engine::{Broker, Durable, Outbox};
+use switchyard_listener::driver::{self, Connection, Status};
 use switchyard_listener::{Limits, accept_loop};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Stop reading from a client while this many output bytes are unwritten.
-const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// How long we wait for close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -118,183 +110,212 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let mut session = Session::new(broker, config.session(), peer);
-    let outbox = session.outbox().clone();
-    let mut decoder = Decoder::new(config.frame_max);
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
-    let mut ticket: Option<Durable> = None;
-    let started = Instant::now();
-    let mut last_read = started;
-    let mut last_write = started;
-    let mut closing_since: Option<Instant> = None;
-    let mut shutting_down = false;
-    let mut eof = false;
+    let relief = broker.relief().clone();
+    let mut conn = AmqpConnection::new(broker, config, peer, Instant::now());
+    let (rd, wr) = stream.into_split();
+    driver::run(&mut conn, rd, wr, &shutdown, &relief).await;
+}
 
-    loop {
-        process_input(&mut session, &mut decoder, &mut rbuf);
-        if session.output().len() < OUTPUT_HIGH_WATER && outbox.has_events() {
-            session.handle_outbox();
-        }
-        if ticket.is_none() {
-            ticket = session.take_ticket();
-        }
-        let phase = session.phase();
-        if phase == Phase::Closing && closing_since.is_none() {
-            closing_since = Some(Instant::now());
-        }
-        if (phase == Phase::Closed || eof) && session.output().is_empty() {
-            break;
-        }
-        if eof && phase != Phase::Closed {
-            // Peer went away with output pending: nothing more to say.
-            break;
-        }
+/// One AMQP connection: decoder, session and timers.
+pub struct AmqpConnection {
+    session: Session,
+    decoder: Decoder,
+    handshake_timeout: Duration,
+    started: Instant,
+    last_read: Instant,
+    last_write: Instant,
+    closing_since: Option<Instant>,
+    /// Reading is paused by backpressure: silence is ours, not a missed
+    /// heartbeat.
+    paused: bool,
+    /// The peer is gone or stuck: end without writing more.
+    aborted: bool,
+}
 
-        let out_len = session.output().len();
-        let store_busy = session.throttled();
-        session.handle_pressure(store_busy);
-        let can_read = phase != Phase::Closed && out_len < OUTPUT_HIGH_WATER && !store_busy;
-        if !can_read {
-            // We chose not to read: silence is ours, not a missed heartbeat.
-            last_read = Instant::now();
+impl AmqpConnection {
+    /// A connection from `peer` that has sent nothing yet.
+    pub fn new(broker: Arc<Broker>, config: &AmqpConfig, peer: SocketAddr, now: Instant) -> Self {
+        Self {
+            session: Session::new(broker, config.session(), peer, now),
+            decoder: Decoder::new(config.frame_max),
+            handshake_timeout: config.handshake_timeout,
+            started: now,
+            last_read: now,
+            last_write: now,
+            closing_since: None,
+            paused: false,
+            aborted: false,
         }
-        let deadline = next_deadline(
-            &session,
-            started,
-            last_read,
-            last_write,
-            closing_since,
-            config,
-        );
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(64 * 1024);
-        }
+    }
 
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                session.handle_shutdown();
+    fn handshaking(&self) -> bool {
+        matches!(
+            self.session.phase(),
+            Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open
+        )
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        (self.session.phase() == Phase::Running && self.session.heartbeat() > 0)
+            .then(|| Duration::from_secs(u64::from(self.session.heartbeat())))
+    }
+
+    fn note_phase(&mut self, now: Instant) {
+        if self.session.phase() == Phase::Closing && self.closing_since.is_none() {
+            self.closing_since = Some(now);
+        }
+    }
+}
+
+impl Connection for AmqpConnection {
+    fn handle_read(&mut self, now: Instant) {
+        self.last_read = now;
+    }
+
+    fn handle_input(&mut self, rbuf: &mut BytesMut, now: Instant) {
+        self.session.set_clock(now);
+        let session = &mut self.session;
+        if session.phase() == Phase::Header {
+            if rbuf.len() < 8 {
+                return;
             }
-            r = wr.write_buf(session.output()), if out_len > 0 => match r {
-                Ok(0) | Err(_) => break,
-                Ok(_) => last_write = Instant::now(),
-            },
-            ok = wait_durable(&mut ticket) => {
-                ticket = None;
-                session.handle_durable(ok);
-            }
-            r = rd.read_buf(&mut rbuf), if can_read => match r {
-                Ok(0) | Err(_) => eof = true,
-                Ok(_) => last_read = Instant::now(),
-            },
-            _ = outbox.ready(), if out_len < OUTPUT_HIGH_WATER => {}
-            _ = sleep(Duration::from_millis(1)), if store_busy => {}
-            _ = sleep_until(deadline) => {
-                if on_timer(&mut session, started, last_read, last_write, closing_since, config) {
+            let mut header = [0u8; 8];
+            header.copy_from_slice(&rbuf[..8]);
+            let _ = rbuf.split_to(8);
+            session.handle_protocol_header(&header);
+        }
+        while !matches!(session.phase(), Phase::Closed | Phase::Header) {
+            self.decoder.set_frame_max(session.frame_max());
+            match self.decoder.decode(rbuf) {
+                Ok(Some(frame)) => session.handle_frame(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    rbuf.clear();
+                    session.handle_decode_error(e);
                     break;
                 }
             }
         }
-    }
-    let _ = wr.shutdown().await;
-    session.release();
-}
-
-fn process_input(session: &mut Session, decoder: &mut Decoder, rbuf: &mut BytesMut) {
-    if session.phase() == Phase::Header {
-        if rbuf.len() < 8 {
-            return;
+        if session.phase() == Phase::Closed {
+            rbuf.clear();
         }
-        let mut header = [0u8; 8];
-        header.copy_from_slice(&rbuf[..8]);
-        let _ = rbuf.split_to(8);
-        session.handle_protocol_header(&header);
+        self.note_phase(now);
     }
-    while !matches!(session.phase(), Phase::Closed | Phase::Header) {
-        decoder.set_frame_max(session.frame_max());
-        match decoder.decode(rbuf) {
-            Ok(Some(frame)) => session.handle_frame(frame),
-            Ok(None) => break,
-            Err(e) => {
-                rbuf.clear();
-                session.handle_decode_error(e);
-                break;
+
+    fn output(&mut self) -> &mut BytesMut {
+        self.session.output()
+    }
+
+    fn handle_written(&mut self, now: Instant) {
+        self.last_write = now;
+    }
+
+    fn wants_input(&self) -> bool {
+        self.session.phase() != Phase::Closed
+    }
+
+    fn outbox(&self) -> &Arc<Outbox> {
+        self.session.outbox()
+    }
+
+    fn handle_outbox(&mut self, now: Instant) {
+        self.session.set_clock(now);
+        self.session.handle_outbox();
+        self.note_phase(now);
+    }
+
+    fn take_ticket(&mut self) -> Option<Durable> {
+        self.session.take_ticket()
+    }
+
+    fn handle_durable(&mut self, ok: bool, now: Instant) {
+        self.session.set_clock(now);
+        self.session.handle_durable(ok);
+        self.note_phase(now);
+    }
+
+    fn throttled(&mut self) -> bool {
+        self.session.throttled()
+    }
+
+    fn handle_paused(&mut self, paused: bool, now: Instant) {
+        self.paused = paused;
+        self.last_read = now;
+        self.session.handle_pressure(paused);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut at = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        if self.handshaking() {
+            at(self.started + self.handshake_timeout);
+        }
+        if let Some(hb) = self.heartbeat_interval() {
+            at(self.last_write + hb / 2);
+            if !self.paused {
+                at(self.last_read + hb * 2);
             }
         }
-    }
-    if session.phase() == Phase::Closed {
-        rbuf.clear();
-    }
-}
-
-fn heartbeat_interval(session: &Session) -> Option<Duration> {
-    (session.phase() == Phase::Running && session.heartbeat() > 0)
-        .then(|| Duration::from_secs(u64::from(session.heartbeat())))
-}
-
-fn next_deadline(
-    session: &Session,
-    started: Instant,
-    last_read: Instant,
-    last_write: Instant,
-    closing_since: Option<Instant>,
-    config: &AmqpConfig,
-) -> Instant {
-    let far = Instant::now() + Duration::from_secs(3600);
-    let mut d = far;
-    if matches!(
-        session.phase(),
-        Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open
-    ) {
-        d = d.min(started + config.handshake_timeout);
-    }
-    if let Some(hb) = heartbeat_interval(session) {
-        d = d.min(last_write + hb / 2).min(last_read + hb * 2);
-    }
-    if let Some(since) = closing_since {
-        d = d.min(since + CLOSE_TIMEOUT);
-    }
-    if let Some(at) = session.consumer_deadline() {
-        d = d.min(Instant::from_std(at));
-    }
-    d
-}
-
-/// Returns true if the connection must end now.
-fn on_timer(
-    session: &mut Session,
-    started: Instant,
-    last_read: Instant,
-    last_write: Instant,
-    closing_since: Option<Instant>,
-    config: &AmqpConfig,
-) -> bool {
-    let now = Instant::now();
-    if matches!(
-        session.phase(),
-        Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open
-    ) && now >= started + config.handshake_timeout
-    {
-        tracing::info!("handshake timed out");
-        return true;
-    }
-    if closing_since.is_some_and(|s| now >= s + CLOSE_TIMEOUT) {
-        return true;
-    }
-    session.handle_consumer_timeout(now.into_std());
-    if let Some(hb) = heartbeat_interval(session) {
-        if now >= last_read + hb * 2 {
-            tracing::info!(
-                timeout_secs = hb.as_secs() * 2,
-                "missed heartbeats from client"
-            );
-            return true;
+        if let Some(since) = self.closing_since {
+            at(since + CLOSE_TIMEOUT);
         }
-        if now >= last_write + hb / 2 {
-            crate::codec::Encoder::heartbeat(session.output());
+        if let Some(t) = self.session.consumer_deadline() {
+            at(t);
+        }
+        d
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.session.set_clock(now);
+        if self.handshaking() && now >= self.started + self.handshake_timeout {
+            tracing::info!("handshake timed out");
+            self.aborted = true;
+            return;
+        }
+        if self.closing_since.is_some_and(|s| now >= s + CLOSE_TIMEOUT) {
+            self.aborted = true;
+            return;
+        }
+        self.session.handle_consumer_timeout(now);
+        if let Some(hb) = self.heartbeat_interval() {
+            if !self.paused && now >= self.last_read + hb * 2 {
+                tracing::info!(
+                    timeout_secs = hb.as_secs() * 2,
+                    "missed heartbeats from client"
+                );
+                self.aborted = true;
+                return;
+            }
+            if now >= self.last_write + hb / 2 {
+                Encoder::heartbeat(self.session.output());
+                // Owed once, not again on every turn until it is written.
+                self.last_write = now;
+            }
+        }
+        self.note_phase(now);
+    }
+
+    fn handle_shutdown(&mut self, now: Instant) {
+        self.session.handle_shutdown();
+        self.note_phase(now);
+    }
+
+    fn handle_eof(&mut self, _now: Instant) {
+        // The peer went away: nothing more to say.
+        self.aborted = true;
+    }
+
+    fn status(&self) -> Status {
+        if self.aborted {
+            Status::Abort
+        } else if self.session.phase() == Phase::Closed {
+            Status::Closed
+        } else {
+            Status::Open
         }
     }
-    false
+
+    fn release(&mut self) {
+        self.session.release();
+    }
 }

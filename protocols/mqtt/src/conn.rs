@@ -1,11 +1,9 @@
-//! The MQTT connection task: owns one byte stream (a TCP socket, or a
-//! WebSocket the server bridges to bytes) and drives a [`Session`].
-//!
-//! One `select!` loop: socket reads (armed while output is under its
-//! high-water mark and no target queue is full), writes of everything the
-//! session produced, engine deliveries, the oldest durability ticket (for
-//! PUBACK/PUBREC), the CONNECT deadline and keep-alive (1.5 × the client's
-//! interval), session takeover and shutdown.
+//! MQTT connections as the one connection driver runs them
+//! ([`switchyard_listener::driver`]), over a TCP socket or a WebSocket the
+//! server bridges to bytes: the packet decoder and the [`Session`] behind
+//! it, and the connection's timers (the CONNECT deadline, keep-alive at
+//! 1.5 × the client's interval, the wait for a connection this one takes
+//! over). Sans-IO: the driver owns the socket and the clock.
 //!
 //! A TCP client whose session is idle ([`Session::parkable`]: nothing
 //! subscribed, in flight or owed) and that has sent nothing for
@@ -20,23 +18,20 @@ use crate::signal::Signal;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
-use switchyard_engine::{Durable, Outbox, OutboxWaker, wait_durable};
+use std::time::{Duration, Instant};
+use switchyard_engine::{Durable, Outbox, OutboxWaker};
+use switchyard_listener::driver::{self, Connection, Exit, Status, Wait};
 use switchyard_listener::park::{ParkKey, ParkingLot, Wake};
 use switchyard_listener::{Admission, Limits, accept_loop_admitted};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// How long a new connection waits for the one it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
-/// How long the last bytes (a server DISCONNECT) may take to leave.
-const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Default [`MqttConfig::park_after`]: long enough that a client sending
 /// every second or faster never parks, short enough that a fleet of quiet
@@ -92,7 +87,7 @@ struct Listener {
 /// client, and what keeps it counted (listener limits, shutdown tracking).
 struct ParkedConn {
     session: Parked,
-    last_read: std::time::Instant,
+    last_read: Instant,
     admission: Admission,
     _tracked: TaskTrackerToken,
 }
@@ -211,7 +206,7 @@ async fn resume(
                 admission,
                 _tracked,
             } = *parked;
-            let start = Start::Parked(session, Instant::from_std(last_read));
+            let start = Start::Parked(session, last_read);
             run_tcp(ctx, stream, start, admission).await;
         }
         // Dropping the session releases it (the will is published).
@@ -229,28 +224,26 @@ enum Start {
 
 /// Drive a TCP connection until it ends or parks.
 async fn run_tcp(ctx: Arc<Listener>, stream: TcpStream, start: Start, admission: Admission) {
+    let park_after = ctx.lot.get().and(ctx.config.park_after);
     // Built here, not passed in: a value moved into an async fn's future is
     // laid out twice in the caller's state.
     let mut conn = match start {
-        Start::New(peer) => Conn::new(ctx.shared.clone(), &ctx.config, peer),
-        Start::Parked(parked, last_read) => {
-            Conn::from_session(parked.into_session(&ctx), &ctx.config, last_read)
+        Start::New(peer) => {
+            MqttConnection::new(ctx.shared.clone(), &ctx.config, peer, Instant::now())
         }
-    };
-    let (mut rd, mut wr) = stream.into_split();
-    let park_after = ctx.lot.get().and(ctx.config.park_after);
-    let exit = conn
-        .drive(
-            &mut rd,
-            &mut wr,
+        Start::Parked(parked, last_read) => MqttConnection::resumed(
+            parked.into_session(&ctx),
             &ctx.shared,
             &ctx.config,
-            &ctx.shutdown,
-            park_after,
-        )
-        .await;
+            last_read,
+        ),
+    };
+    conn.park_after = park_after;
+    let relief = ctx.shared.broker().relief().clone();
+    let (mut rd, mut wr) = stream.into_split();
+    let exit = driver::drive(&mut conn, &mut rd, &mut wr, &ctx.shutdown, &relief).await;
     let Some(lot) = ctx.lot.get().filter(|_| exit == Exit::Park) else {
-        conn.finish(wr, &ctx.shared).await;
+        driver::finish(&mut conn, &mut wr).await;
         return;
     };
     // Failing, nothing is left to talk to; dropping the session releases it.
@@ -264,7 +257,7 @@ async fn run_tcp(ctx: Arc<Listener>, stream: TcpStream, start: Start, admission:
     let session = if conn.session.parkable() {
         Parked::Compact(conn.session.park())
     } else {
-        let Conn { mut session, .. } = conn;
+        let MqttConnection { mut session, .. } = conn;
         session.shrink();
         Parked::Whole(Box::new(session))
     };
@@ -274,11 +267,11 @@ async fn run_tcp(ctx: Arc<Listener>, stream: TcpStream, start: Start, admission:
         tracing::enabled!(tracing::Level::DEBUG).then(|| session.client_id().to_owned());
     let parked = Box::new(ParkedConn {
         session,
-        last_read: last_read.into_std(),
+        last_read,
         admission,
         _tracked: ctx.tracker.token(),
     });
-    match lot.park(std_stream, deadline.map(Instant::into_std), parked) {
+    match lot.park(std_stream, deadline, parked) {
         Ok(key) => {
             tracing::debug!(
                 whole,
@@ -316,21 +309,18 @@ async fn run_unparked(
         admission: _admission,
         ..
     } = parked;
-    let mut conn = Conn::from_session(session.into_session(&ctx), &ctx.config, last_read);
+    let mut conn = MqttConnection::resumed(
+        session.into_session(&ctx),
+        &ctx.shared,
+        &ctx.config,
+        last_read,
+    );
     let Ok(stream) = TcpStream::from_std(stream) else {
         return;
     };
-    let (mut rd, mut wr) = stream.into_split();
-    conn.drive(
-        &mut rd,
-        &mut wr,
-        &ctx.shared,
-        &ctx.config,
-        &ctx.shutdown,
-        None,
-    )
-    .await;
-    conn.finish(wr, &ctx.shared).await;
+    let relief = ctx.shared.broker().relief().clone();
+    let (rd, wr) = stream.into_split();
+    driver::run(&mut conn, rd, wr, &ctx.shutdown, &relief).await;
 }
 
 fn session_config(config: &MqttConfig) -> SessionConfig {
@@ -350,8 +340,8 @@ fn keepalive_deadline(keep_alive: u16, last_read: Instant) -> Option<Instant> {
 /// Drive one connection over any byte stream (a WebSocket bridge): it never
 /// parks.
 pub async fn run<R, W>(
-    mut rd: R,
-    mut wr: W,
+    rd: R,
+    wr: W,
     peer: SocketAddr,
     shared: Arc<Shared>,
     config: &MqttConfig,
@@ -360,257 +350,254 @@ pub async fn run<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut conn = Conn::new(shared.clone(), config, peer);
-    conn.drive(&mut rd, &mut wr, &shared, config, &shutdown, None)
-        .await;
-    conn.finish(wr, &shared).await;
+    let relief = shared.broker().relief().clone();
+    let mut conn = MqttConnection::new(shared, config, peer, Instant::now());
+    driver::run(&mut conn, rd, wr, &shutdown, &relief).await;
 }
 
-/// How [`Conn::drive`] ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Exit {
-    /// The connection is over: finish it.
-    Closed,
-    /// Idle: park it.
-    Park,
-}
-
-/// One connection's loop state.
-struct Conn {
+/// One MQTT connection: decoder, session and timers.
+pub struct MqttConnection {
     session: Session,
-    outbox: Arc<Outbox>,
-    signal: Arc<Signal>,
+    shared: Arc<Shared>,
     decoder: Decoder,
-    rbuf: BytesMut,
-    ticket: Option<Durable>,
+    connect_timeout: Duration,
     started: Instant,
     last_read: Instant,
-    eof: bool,
-    stop_requested: bool,
     /// Since when nothing was read (or the connection resumed): the park
     /// timer's start. Keep-alive counts from `last_read` instead, which a
     /// resumed connection keeps.
     idle_since: Instant,
     /// Just connected, nothing said since CONNECT but (un)subscriptions:
-    /// park as soon as idle
-    /// (a connection storm of quiet devices never holds thousands of
-    /// tasks at once).
+    /// park as soon as idle (a connection storm of quiet devices never
+    /// holds thousands of tasks at once).
     fresh: bool,
+    /// An idle client silent this long is parked (`None`: never).
+    park_after: Option<Duration>,
+    /// Reading is paused by backpressure: silence is ours.
+    paused: bool,
+    /// A CONNECT waiting, until the instant given, for the connection that
+    /// held its client id to let go (so this one resumes what it left).
+    pending: Option<(Packet, Instant)>,
+    /// The wait for that, until the driver takes it.
+    wait: Option<Wait>,
+    /// Taken over, shut down, or silent past its deadline: over.
+    closed: bool,
+    aborted: bool,
 }
 
-impl Conn {
-    fn new(shared: Arc<Shared>, config: &MqttConfig, peer: SocketAddr) -> Self {
-        let session = Session::new(shared, session_config(config), peer);
-        let mut conn = Self::from_session(session, config, Instant::now());
+impl MqttConnection {
+    /// A connection from `peer` that has sent nothing yet.
+    pub fn new(shared: Arc<Shared>, config: &MqttConfig, peer: SocketAddr, now: Instant) -> Self {
+        let session = Session::new(shared.clone(), session_config(config), peer);
+        let mut conn = Self::resumed(session, &shared, config, now);
         conn.decoder = Decoder::new(config.max_packet_size);
         conn.fresh = true;
         conn
     }
 
-    /// A loop over a session that already read its CONNECT (resumed).
-    fn from_session(session: Session, config: &MqttConfig, last_read: Instant) -> Self {
+    /// A connection over a session that already read its CONNECT
+    /// (resumed), last heard from at `last_read`.
+    fn resumed(
+        session: Session,
+        shared: &Arc<Shared>,
+        config: &MqttConfig,
+        last_read: Instant,
+    ) -> Self {
+        let now = Instant::now();
         Self {
-            outbox: session.outbox().clone(),
-            signal: session.signal().clone(),
             decoder: Decoder::resume(config.max_packet_size, session.protocol()),
             session,
-            // Buffers start empty and grow with traffic: an idle device
-            // costs the broker as little memory as possible.
-            rbuf: BytesMut::new(),
-            ticket: None,
-            started: Instant::now(),
+            shared: shared.clone(),
+            connect_timeout: config.connect_timeout,
+            started: now,
             last_read,
-            eof: false,
-            stop_requested: false,
-            idle_since: Instant::now(),
+            idle_since: now,
             fresh: false,
+            park_after: None,
+            paused: false,
+            pending: None,
+            wait: None,
+            closed: false,
+            aborted: false,
         }
     }
 
-    /// Run the loop until the connection ends, or (with `park_after`) until
-    /// the session is idle and the client was silent that long.
-    async fn drive<R, W>(
-        &mut self,
-        rd: &mut R,
-        wr: &mut W,
-        shared: &Shared,
-        config: &MqttConfig,
-        shutdown: &CancellationToken,
-        park_after: Option<Duration>,
-    ) -> Exit
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        let Self {
-            session,
-            outbox,
-            signal,
-            decoder,
-            rbuf,
-            ticket,
-            started,
-            last_read,
-            eof,
-            stop_requested,
-            idle_since,
-            fresh,
-        } = self;
-        loop {
-            while session.phase() != Phase::Closed {
-                match decoder.decode(rbuf) {
-                    Ok(Some(Packet::Connect(c))) if session.phase() == Phase::Connect => {
-                        // Let a connection holding this client id release its
-                        // session first, so this one resumes what it left.
-                        if let Some(old) = shared.take_over(&c) {
-                            let _ = tokio::time::timeout(TAKEOVER_WAIT, old.finished()).await;
+    fn connect(&mut self, packet: Packet) {
+        self.session.set_mqtt31(self.decoder.is_mqtt31());
+        self.session.handle_packet(packet);
+    }
+
+    fn connect_deadline(&self) -> Option<Instant> {
+        (self.session.phase() == Phase::Connect).then(|| self.started + self.connect_timeout)
+    }
+
+    fn keepalive(&self) -> Option<Instant> {
+        if self.paused {
+            return None;
+        }
+        keepalive_deadline(self.session.keep_alive(), self.last_read)
+    }
+}
+
+impl Connection for MqttConnection {
+    fn handle_read(&mut self, now: Instant) {
+        self.last_read = now;
+        self.idle_since = now;
+    }
+
+    fn handle_input(&mut self, rbuf: &mut BytesMut, now: Instant) {
+        while self.session.phase() != Phase::Closed && self.pending.is_none() {
+            match self.decoder.decode(rbuf) {
+                Ok(Some(packet @ Packet::Connect(_))) if self.session.phase() == Phase::Connect => {
+                    let Packet::Connect(c) = &packet else {
+                        unreachable!("matched above")
+                    };
+                    // Let a connection holding this client id release its
+                    // session first, so this one resumes what it left.
+                    match self.shared.take_over(c) {
+                        Some(old) => {
+                            self.pending = Some((packet, now + TAKEOVER_WAIT));
+                            self.wait = Some(Box::pin(async move { old.finished().await }));
                         }
-                        session.set_mqtt31(decoder.is_mqtt31());
-                        session.handle_packet(Packet::Connect(c));
-                    }
-                    Ok(Some(p)) => {
-                        // Subscribing is still setting up: a device that
-                        // subscribes and then waits for commands parks at
-                        // once too.
-                        if !matches!(p, Packet::Subscribe(_) | Packet::Unsubscribe(_)) {
-                            *fresh = false;
-                        }
-                        session.handle_packet(p);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        session.handle_decode_error(e);
-                        break;
+                        None => self.connect(packet),
                     }
                 }
-            }
-            if *stop_requested {
-                session.handle_stop();
-                return Exit::Closed;
-            }
-            if session.output().len() < OUTPUT_HIGH_WATER && outbox.has_events() {
-                session.handle_outbox();
-            }
-            if ticket.is_none() {
-                *ticket = session.take_ticket();
-            }
-            let out_len = session.output().len();
-            if session.phase() == Phase::Closed && out_len == 0 {
-                return Exit::Closed;
-            }
-            // A client may half-close after its last packet: the PUBACKs and
-            // PUBRECs it is owed are still written (once durable), nothing
-            // more is read.
-            if *eof && out_len == 0 && ticket.is_none() {
-                return Exit::Closed;
-            }
-            let throttled = session.throttled();
-            let can_read = !*eof
-                && session.phase() != Phase::Closed
-                && out_len < OUTPUT_HIGH_WATER
-                && !throttled;
-            if !can_read {
-                *last_read = Instant::now();
-                *idle_since = *last_read;
-            }
-            let connect_deadline =
-                (session.phase() == Phase::Connect).then(|| *started + config.connect_timeout);
-            let keepalive = keepalive_deadline(session.keep_alive(), *last_read);
-            let park_at = park_after
-                .filter(|_| {
-                    can_read
-                        && !*stop_requested
-                        && ticket.is_none()
-                        && rbuf.is_empty()
-                        && out_len == 0
-                        && session.idle()
-                })
-                .map(|after| match fresh {
-                    true => Instant::now(),
-                    false => *idle_since + after,
-                });
-            let deadline = [connect_deadline, keepalive, park_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            if rbuf.capacity() == rbuf.len() {
-                rbuf.reserve(rbuf.len().clamp(256, 64 * 1024));
-            }
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    session.handle_shutdown();
-                    return Exit::Closed;
+                Ok(Some(p)) => {
+                    // Subscribing is still setting up: a device that
+                    // subscribes and then waits for commands parks at once
+                    // too.
+                    if !matches!(p, Packet::Subscribe(_) | Packet::Unsubscribe(_)) {
+                        self.fresh = false;
+                    }
+                    self.session.handle_packet(p);
                 }
-                _ = signal.stopped(), if !*stop_requested => {
-                    tracing::info!(peer = %session.peer(), "MQTT session taken over by a new connection");
-                    // Take in what the client already sent (say, a PUBCOMP
-                    // just before it reconnected) before giving the session
-                    // up. Bounded, so a client that keeps sending cannot hold
-                    // us here.
-                    let mut budget = 64 * 1024usize;
-                    while budget > 0 {
-                        // A zero timeout polls the read once: what is already
-                        // buffered, without waiting for more.
-                        match tokio::time::timeout(Duration::ZERO, rd.read_buf(rbuf)).await {
-                            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
-                            _ => break,
-                        }
-                    }
-                    *stop_requested = true;
-                }
-                r = wr.write_buf(session.output()), if out_len > 0 => match r {
-                    Ok(0) | Err(_) => return Exit::Closed,
-                    Ok(_) => {}
-                },
-                ok = wait_durable(ticket) => {
-                    *ticket = None;
-                    session.handle_durable(ok);
-                }
-                r = rd.read_buf(rbuf), if can_read => match r {
-                    Ok(0) | Err(_) => *eof = true,
-                    Ok(_) => {
-                        *last_read = Instant::now();
-                        *idle_since = *last_read;
-                    }
-                },
-                _ = outbox.ready(), if out_len < OUTPUT_HIGH_WATER => {}
-                _ = sleep(Duration::from_millis(1)), if throttled => {}
-                _ = sleep_until(deadline) => {
-                    let now = Instant::now();
-                    if connect_deadline.is_some_and(|d| now >= d) {
-                        return Exit::Closed;
-                    }
-                    if keepalive.is_some_and(|d| now >= d) {
-                        session.handle_keepalive_timeout();
-                    } else if park_at.is_some_and(|d| now >= d) {
-                        // Only a session without a task of its own is
-                        // parked: drop what the loop holds.
-                        *rbuf = BytesMut::new();
-                        return Exit::Park;
-                    }
+                Ok(None) => break,
+                Err(e) => {
+                    self.session.handle_decode_error(e);
+                    break;
                 }
             }
         }
     }
 
-    /// After the loop: release the session and say goodbye.
-    async fn finish<W: AsyncWrite + Unpin>(&mut self, mut wr: W, shared: &Arc<Shared>) {
-        let session = &mut self.session;
+    fn output(&mut self) -> &mut BytesMut {
+        self.session.output()
+    }
+
+    fn wants_input(&self) -> bool {
+        self.session.phase() != Phase::Closed && self.pending.is_none() && !self.closed
+    }
+
+    fn outbox(&self) -> &Arc<Outbox> {
+        self.session.outbox()
+    }
+
+    fn handle_outbox(&mut self, _now: Instant) {
+        self.session.handle_outbox();
+    }
+
+    fn take_ticket(&mut self) -> Option<Durable> {
+        self.session.take_ticket()
+    }
+
+    fn handle_durable(&mut self, ok: bool, _now: Instant) {
+        self.session.handle_durable(ok);
+    }
+
+    fn take_wait(&mut self) -> Option<Wait> {
+        self.wait.take()
+    }
+
+    fn handle_wait(&mut self, _now: Instant) {
+        if let Some((packet, _)) = self.pending.take() {
+            self.connect(packet);
+        }
+    }
+
+    fn interrupted(&self) -> Option<Wait> {
+        let signal: Arc<Signal> = self.session.signal().clone();
+        Some(Box::pin(async move { signal.stopped().await }))
+    }
+
+    fn handle_interrupt(&mut self, _now: Instant) {
+        tracing::info!(peer = %self.session.peer(), "MQTT session taken over by a new connection");
+        self.session.handle_stop();
+        self.closed = true;
+    }
+
+    fn throttled(&mut self) -> bool {
+        self.session.throttled()
+    }
+
+    fn handle_paused(&mut self, paused: bool, now: Instant) {
+        self.paused = paused;
+        self.handle_read(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.connect_deadline(),
+            self.keepalive(),
+            self.pending.as_ref().map(|(_, until)| *until),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
+            // The old connection did not let go in time: go on regardless.
+            self.wait = None;
+            self.handle_wait(now);
+        }
+        if self.connect_deadline().is_some_and(|d| now >= d) {
+            self.aborted = true;
+            return;
+        }
+        if self.keepalive().is_some_and(|d| now >= d) {
+            self.session.handle_keepalive_timeout();
+        }
+    }
+
+    fn handle_shutdown(&mut self, _now: Instant) {
+        self.session.handle_shutdown();
+        self.closed = true;
+    }
+
+    fn status(&self) -> Status {
+        if self.aborted {
+            Status::Abort
+        } else if self.closed || self.session.phase() == Phase::Closed {
+            Status::Closed
+        } else {
+            Status::Open
+        }
+    }
+
+    fn park_at(&self, now: Instant) -> Option<Instant> {
+        let after = self.park_after?;
+        if self.closed || self.pending.is_some() || !self.session.idle() {
+            return None;
+        }
+        Some(if self.fresh {
+            now
+        } else {
+            self.idle_since + after
+        })
+    }
+
+    fn release(&mut self) {
         // Abnormal ends (EOF without DISCONNECT, errors) publish the will.
-        session.release();
+        self.session.release();
         // A delayed will or a session expiry outlives the connection.
-        if let Some(d) = session.take_deferred() {
-            tokio::spawn(shared.clone().run_deferred(d));
+        if let Some(d) = self.session.take_deferred() {
+            tokio::spawn(self.shared.clone().run_deferred(d));
         }
-        // Takeover and shutdown leave the loop right after the session wrote
-        // its DISCONNECT (0x8E, 0x8B): send it, bounded, so a peer that does
-        // not read cannot hold the task.
-        if !session.output().is_empty() {
-            let _ = tokio::time::timeout(FINAL_FLUSH, wr.write_all_buf(session.output())).await;
-        }
-        let _ = wr.shutdown().await;
     }
 }
 
@@ -626,10 +613,12 @@ mod tests {
     async fn sizes() {
         let shared = Shared::new(Broker::open(Arc::new(MemoryStore)).unwrap());
         let config = MqttConfig::default();
-        let mut conn = Conn::new(shared.clone(), &config, "127.0.0.1:1".parse().unwrap());
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let mut conn = MqttConnection::new(shared.clone(), &config, peer, Instant::now());
         let (mut rd, mut wr) = (tokio::io::empty(), tokio::io::sink());
         let shutdown = CancellationToken::new();
-        let fut = conn.drive(&mut rd, &mut wr, &shared, &config, &shutdown, None);
+        let relief = shared.broker().relief().clone();
+        let fut = driver::drive(&mut conn, &mut rd, &mut wr, &shutdown, &relief);
         let drive = size_of_val(&fut);
         drop(fut);
         let ctx = Arc::new(Listener {
@@ -647,8 +636,8 @@ mod tests {
         let task_size = size_of_val(&task);
         drop(task);
         println!(
-            "connection task {task_size} B, drive future {drive} B, Conn {} B, Session {} B, ParkedSession {} B, ParkedConn {} B",
-            size_of::<Conn>(),
+            "connection task {task_size} B, drive future {drive} B, MqttConnection {} B, Session {} B, ParkedSession {} B, ParkedConn {} B",
+            size_of::<MqttConnection>(),
             size_of::<Session>(),
             size_of::<ParkedSession>(),
             size_of::<ParkedConn>(),

@@ -1,28 +1,24 @@
-//! The STOMP connection task: owns one byte stream (a TCP socket, or a
-//! WebSocket the server bridges to bytes) and drives a [`Session`].
-//!
-//! One `select!` loop: reads (armed while output is under its high-water
-//! mark and no target queue is full), writes of everything the session
-//! produced, engine deliveries, the oldest durability ticket (for RECEIPTs),
-//! the CONNECT deadline, and heart-beats both ways: an EOL is written when
-//! nothing else was for the negotiated interval, and a client silent for
-//! twice its interval is disconnected.
+//! A STOMP connection as the one connection driver runs it
+//! ([`switchyard_listener::driver`]), over a TCP socket or a WebSocket the
+//! server bridges to bytes: the frame decoder and the [`Session`] behind it,
+//! and the connection's timers (the CONNECT deadline, heart-beats both ways:
+//! an EOL is written when nothing else was for the negotiated interval, and
+//! a client silent for twice its interval is disconnected, and consumer
+//! timeouts). Sans-IO: the driver owns the socket and the clock.
 
 use crate::codec::{Decoder, Limits};
 use crate::session::{Phase, Session, SessionConfig, Shared};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use switchyard_engine::{Durable, wait_durable};
+use std::time::{Duration, Instant};
+use switchyard_engine::{Durable, Outbox};
 use switchyard_listener::accept_loop;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use switchyard_listener::driver::{self, Connection, Status};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-const OUTPUT_HIGH_WATER: usize = 1 << 20;
 
 /// STOMP listener settings.
 #[derive(Debug, Clone)]
@@ -83,14 +79,10 @@ pub async fn serve(
     .await;
 }
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 /// Drive one connection over `rd` / `wr` to completion.
 pub async fn run<R, W>(
-    mut rd: R,
-    mut wr: W,
+    rd: R,
+    wr: W,
     peer: SocketAddr,
     shared: Arc<Shared>,
     config: &StompConfig,
@@ -99,112 +91,181 @@ pub async fn run<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let session_config = SessionConfig {
-        max_subscriptions: config.max_subscriptions,
-        min_heartbeat_ms: config.min_heartbeat_ms,
-        max_unacked: config.max_unacked,
-        consumer_timeout: config.consumer_timeout,
-    };
-    let mut session = Session::new(shared, session_config, peer);
-    let outbox = session.outbox().clone();
-    let mut decoder = Decoder::new(config.limits);
-    let mut rbuf = BytesMut::new();
-    let mut ticket: Option<Durable> = None;
-    let started = Instant::now();
-    let mut last_read = started;
-    let mut last_write = started;
-    let mut eof = false;
-    let far = Duration::from_secs(3600);
+    let relief = shared.broker().relief().clone();
+    let mut conn = StompConnection::new(shared, config, peer, Instant::now());
+    driver::run(&mut conn, rd, wr, &shutdown, &relief).await;
+}
 
-    loop {
-        while matches!(session.phase(), Phase::Connect | Phase::Connected) {
-            match decoder.decode(&mut rbuf) {
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One STOMP connection: decoder, session and timers.
+pub struct StompConnection {
+    session: Session,
+    decoder: Decoder,
+    connect_timeout: Duration,
+    started: Instant,
+    last_read: Instant,
+    last_write: Instant,
+    /// Reading is paused by backpressure: silence is ours.
+    paused: bool,
+    /// No CONNECT in time: end without a word.
+    aborted: bool,
+}
+
+impl StompConnection {
+    /// A connection from `peer` that has sent nothing yet.
+    pub fn new(shared: Arc<Shared>, config: &StompConfig, peer: SocketAddr, now: Instant) -> Self {
+        let session_config = SessionConfig {
+            max_subscriptions: config.max_subscriptions,
+            min_heartbeat_ms: config.min_heartbeat_ms,
+            max_unacked: config.max_unacked,
+            consumer_timeout: config.consumer_timeout,
+        };
+        Self {
+            session: Session::new(shared, session_config, peer, now),
+            decoder: Decoder::new(config.limits),
+            connect_timeout: config.connect_timeout,
+            started: now,
+            last_read: now,
+            last_write: now,
+            paused: false,
+            aborted: false,
+        }
+    }
+
+    /// When the client must have been heard from.
+    fn read_deadline(&self) -> Option<Instant> {
+        let (_, expect_within) = self.session.heartbeat();
+        match self.session.phase() {
+            Phase::Connect => Some(self.started + self.connect_timeout),
+            _ if self.paused => None,
+            _ if expect_within > 0 => Some(self.last_read + ms(expect_within.saturating_mul(2))),
+            _ => None,
+        }
+    }
+
+    /// When an EOL heart-beat is due (only while nothing else is written).
+    fn write_deadline(&self) -> Option<Instant> {
+        let (send_every, _) = self.session.heartbeat();
+        (send_every > 0 && self.session.phase() == Phase::Connected)
+            .then(|| self.last_write + ms(send_every))
+    }
+}
+
+impl Connection for StompConnection {
+    fn handle_read(&mut self, now: Instant) {
+        self.last_read = now;
+    }
+
+    fn handle_input(&mut self, rbuf: &mut BytesMut, now: Instant) {
+        self.session.set_clock(now);
+        while matches!(self.session.phase(), Phase::Connect | Phase::Connected) {
+            match self.decoder.decode(rbuf) {
                 Ok(Some(frame)) => {
-                    session.handle_frame(frame);
-                    decoder.set_version(session.version());
+                    self.session.handle_frame(frame);
+                    self.decoder.set_version(self.session.version());
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    session.handle_decode_error(&e);
+                    self.session.handle_decode_error(&e);
                     break;
                 }
-            }
-        }
-        if session.output().len() < OUTPUT_HIGH_WATER && outbox.has_events() {
-            session.handle_outbox();
-        }
-        if ticket.is_none() {
-            ticket = session.take_ticket();
-        }
-        let out_len = session.output().len();
-        if session.phase() == Phase::Closed && out_len == 0 {
-            break;
-        }
-        // A client may half-close after its last frame (DISCONNECT with a
-        // receipt, say): what it is owed is still written, nothing more is
-        // read.
-        if eof && out_len == 0 && ticket.is_none() {
-            break;
-        }
-        let throttled = session.throttled();
-        let can_read = !eof
-            && matches!(session.phase(), Phase::Connect | Phase::Connected)
-            && out_len < OUTPUT_HIGH_WATER
-            && !throttled;
-        if !can_read {
-            last_read = Instant::now();
-        }
-        let (send_every, expect_within) = session.heartbeat();
-        let read_deadline = match session.phase() {
-            Phase::Connect => started + config.connect_timeout,
-            _ if expect_within > 0 => last_read + ms(expect_within.saturating_mul(2)),
-            _ => Instant::now() + far,
-        };
-        let write_deadline = if send_every > 0 && session.phase() == Phase::Connected {
-            last_write + ms(send_every)
-        } else {
-            Instant::now() + far
-        };
-        let ack_deadline = session.consumer_deadline().map(Instant::from_std);
-        if rbuf.capacity() == rbuf.len() {
-            rbuf.reserve(rbuf.len().clamp(256, 64 * 1024));
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                session.handle_shutdown();
-                let _ = tokio::time::timeout(ms(500), wr.write_all_buf(session.output())).await;
-                break;
-            }
-            r = wr.write_buf(session.output()), if out_len > 0 => match r {
-                Ok(0) | Err(_) => break,
-                Ok(_) => last_write = Instant::now(),
-            },
-            ok = wait_durable(&mut ticket) => {
-                ticket = None;
-                session.handle_durable(ok);
-            }
-            r = rd.read_buf(&mut rbuf), if can_read => match r {
-                Ok(0) | Err(_) => eof = true,
-                Ok(_) => last_read = Instant::now(),
-            },
-            _ = outbox.ready(), if out_len < OUTPUT_HIGH_WATER => {}
-            _ = sleep(ms(1)), if throttled => {}
-            _ = sleep_until(write_deadline), if out_len == 0 => {
-                session.output().extend_from_slice(b"\n");
-            }
-            () = sleep_until(ack_deadline.unwrap_or(read_deadline)), if ack_deadline.is_some() => {
-                session.handle_consumer_timeout(Instant::now().into_std());
-            }
-            _ = sleep_until(read_deadline) => {
-                if session.phase() == Phase::Connect {
-                    tracing::info!(%peer, "STOMP client sent no CONNECT in time; closing");
-                    break;
-                }
-                session.handle_heartbeat_timeout();
             }
         }
     }
-    session.release();
-    let _ = wr.shutdown().await;
+
+    fn output(&mut self) -> &mut BytesMut {
+        self.session.output()
+    }
+
+    fn handle_written(&mut self, now: Instant) {
+        self.last_write = now;
+    }
+
+    fn wants_input(&self) -> bool {
+        matches!(self.session.phase(), Phase::Connect | Phase::Connected)
+    }
+
+    fn outbox(&self) -> &Arc<Outbox> {
+        self.session.outbox()
+    }
+
+    fn handle_outbox(&mut self, now: Instant) {
+        self.session.set_clock(now);
+        self.session.handle_outbox();
+    }
+
+    fn take_ticket(&mut self) -> Option<Durable> {
+        self.session.take_ticket()
+    }
+
+    fn handle_durable(&mut self, ok: bool, now: Instant) {
+        self.session.set_clock(now);
+        self.session.handle_durable(ok);
+    }
+
+    fn throttled(&mut self) -> bool {
+        self.session.throttled()
+    }
+
+    fn handle_paused(&mut self, paused: bool, now: Instant) {
+        self.paused = paused;
+        self.last_read = now;
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.read_deadline(),
+            self.write_deadline(),
+            self.session.consumer_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.session.set_clock(now);
+        if self.session.phase() == Phase::Connect {
+            if now >= self.started + self.connect_timeout {
+                tracing::info!(peer = %self.session.peer(), "STOMP client sent no CONNECT in time; closing");
+                self.aborted = true;
+            }
+            return;
+        }
+        if self.session.consumer_deadline().is_some_and(|d| now >= d) {
+            self.session.handle_consumer_timeout(now);
+        }
+        if self.read_deadline().is_some_and(|d| now >= d) {
+            self.session.handle_heartbeat_timeout();
+        }
+        if self.write_deadline().is_some_and(|d| now >= d) {
+            if self.session.output().is_empty() {
+                self.session.output().extend_from_slice(b"\n");
+            }
+            // Due once, not again on every turn until it is written.
+            self.last_write = now;
+        }
+    }
+
+    fn handle_shutdown(&mut self, now: Instant) {
+        self.session.set_clock(now);
+        self.session.handle_shutdown();
+    }
+
+    fn status(&self) -> Status {
+        if self.aborted {
+            Status::Abort
+        } else if self.session.phase() == Phase::Closed {
+            Status::Closed
+        } else {
+            Status::Open
+        }
+    }
+
+    fn release(&mut self) {
+        self.session.release();
+    }
 }

@@ -53,7 +53,12 @@ pub fn drive_for_fuzzing(data: &[u8]) {
     };
     let shared = Shared::new(broker);
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-    let mut session = Session::new(shared, SessionConfig::default(), peer);
+    let mut session = Session::new(
+        shared,
+        SessionConfig::default(),
+        peer,
+        std::time::Instant::now(),
+    );
     let mut decoder = Decoder::new(limits());
     let mut input = BytesMut::from(data);
     let mut out = BytesMut::new();

@@ -128,6 +128,7 @@ pub struct Queue {
     /// Where dead letters are routed and an expired queue deletes itself.
     home: Weak<Vhost>,
     timers: Timers,
+    relief: Arc<crate::Relief>,
     /// This queue, for the timers.
     me: Weak<Self>,
 }
@@ -154,6 +155,8 @@ pub(crate) struct Home {
     pub(crate) timers: Timers,
     /// Held messages of delayed exchanges (used by the vhost only).
     pub(crate) delayed: Arc<crate::delayed::Delayed>,
+    /// Wakes publishers paused on a full queue once it drains.
+    pub(crate) relief: Arc<crate::Relief>,
 }
 
 impl Queue {
@@ -188,6 +191,7 @@ impl Queue {
             full: AtomicBool::new(false),
             home: home.vhost,
             timers: home.timers,
+            relief: home.relief,
             me: me.clone(),
         });
         if let Some(ms) = q.args.expires {
@@ -209,6 +213,7 @@ impl Queue {
             self.full.store(true, Ordering::Relaxed);
         } else if full && st.ready.bytes < QUEUE_LOW_WATER_BYTES {
             self.full.store(false, Ordering::Relaxed);
+            self.relief.relieve();
         }
     }
 
@@ -756,7 +761,9 @@ impl Queue {
         st.deleted = true;
         let count = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
         st.ready.take_all();
-        self.full.store(false, Ordering::Relaxed);
+        if self.full.swap(false, Ordering::Relaxed) {
+            self.relief.relieve();
+        }
         st.unacked.clear();
         for c in std::mem::take(&mut st.consumers) {
             c.outbox.push(OutboxEvent::Cancelled(c.clone()));

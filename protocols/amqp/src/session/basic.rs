@@ -394,6 +394,7 @@ impl Session {
             );
             return Ok(());
         };
+        let now = self.clock;
         let ch = self.channel_mut(id)?;
         let tag = ch.next_delivery_tag();
         if !g.no_ack {
@@ -402,7 +403,7 @@ impl Session {
                 seq: got.seq,
                 consumer: None,
             };
-            ch.unacked.insert(tag, (held, std::time::Instant::now()));
+            ch.unacked.insert(tag, (held, now));
         }
         let (routing_key, properties) = delivery_out(&got.message);
         let ok = basic::GetOk {

@@ -14,7 +14,7 @@ impl Session {
     pub fn handle_outbox(&mut self) {
         let mut drain = std::mem::take(&mut self.drain);
         drain.fill(&self.outbox);
-        let now = std::time::Instant::now();
+        let now = self.clock;
         for ev in drain.by_ref() {
             match ev {
                 OutboxEvent::Deliver(d) => {

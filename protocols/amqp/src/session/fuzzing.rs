@@ -17,7 +17,12 @@ pub fn drive_for_fuzzing(client_bytes: &[u8]) {
         return;
     };
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-    let mut session = Session::new(broker, SessionConfig::default(), peer);
+    let mut session = Session::new(
+        broker,
+        SessionConfig::default(),
+        peer,
+        std::time::Instant::now(),
+    );
     session.handle_protocol_header(PROTOCOL_HEADER);
     let mut input = BytesMut::from(client_bytes);
     let mut decoder = Decoder::new(0);

@@ -82,6 +82,9 @@ pub enum Phase {
 /// One client connection's protocol state.
 pub struct Session {
     broker: Arc<Broker>,
+    /// The time as the connection driver last said (delivery timestamps
+    /// for consumer timeouts); the session never reads the clock itself.
+    clock: std::time::Instant,
     config: SessionConfig,
     peer: SocketAddr,
     conn_id: u64,
@@ -121,11 +124,17 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session for a client at `peer`.
-    pub fn new(broker: Arc<Broker>, config: SessionConfig, peer: SocketAddr) -> Self {
+    /// A session for a client at `peer`, connected at `now`.
+    pub fn new(
+        broker: Arc<Broker>,
+        config: SessionConfig,
+        peer: SocketAddr,
+        now: std::time::Instant,
+    ) -> Self {
         let conn_id = broker.next_connection_id();
         Self {
             broker,
+            clock: now,
             // Until tune-ok, only the spec minimum is accepted (as RabbitMQ).
             frame_max: crate::codec::MIN_FRAME_MAX,
             channel_max: config.channel_max,
@@ -149,6 +158,11 @@ impl Session {
             next_epoch: 0,
             throttle: Throttle::default(),
         }
+    }
+
+    /// The time is `now` (the driver says so before each handler).
+    pub fn set_clock(&mut self, now: std::time::Instant) {
+        self.clock = now;
     }
 
     /// Current phase.

@@ -18,7 +18,12 @@ impl Peer {
 
     fn with_config(config: SessionConfig) -> Self {
         let broker = Broker::open(Arc::new(MemoryStore)).unwrap();
-        let s = Session::new(broker, config, "127.0.0.1:1".parse().unwrap());
+        let s = Session::new(
+            broker,
+            config,
+            "127.0.0.1:1".parse().unwrap(),
+            std::time::Instant::now(),
+        );
         Self {
             s,
             enc: Encoder::default(),

@@ -149,6 +149,11 @@ pub struct Deferred {
 }
 
 impl Shared {
+    /// The broker behind every MQTT connection.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
     /// Shared MQTT state over `broker`.
     pub fn new(broker: Arc<Broker>) -> Arc<Self> {
         let mut saved = HashMap::new();

@@ -38,6 +38,11 @@ impl Shared {
     pub fn new(broker: Arc<Broker>) -> Arc<Self> {
         Arc::new(Self { broker })
     }
+
+    /// The broker behind every STOMP connection.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
 }
 
 /// Per-connection settings.
@@ -108,6 +113,9 @@ type Outcome = Result<Option<Durable>, StompError>;
 
 /// One STOMP client connection.
 pub struct Session {
+    /// The time as the connection driver last said (delivery timestamps
+    /// for consumer timeouts); the session never reads the clock itself.
+    clock: std::time::Instant,
     shared: Arc<Shared>,
     config: SessionConfig,
     peer: SocketAddr,
@@ -150,10 +158,26 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session for a client at `peer`.
-    pub fn new(shared: Arc<Shared>, config: SessionConfig, peer: SocketAddr) -> Self {
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The time is `now` (the driver says so before each handler).
+    pub fn set_clock(&mut self, now: std::time::Instant) {
+        self.clock = now;
+    }
+
+    /// A session for a client at `peer`, connected at `now`.
+    pub fn new(
+        shared: Arc<Shared>,
+        config: SessionConfig,
+        peer: SocketAddr,
+        now: std::time::Instant,
+    ) -> Self {
         let conn_id = shared.broker.next_connection_id();
         Self {
+            clock: now,
             shared,
             config,
             peer,

@@ -390,8 +390,7 @@ impl Session {
         if auto {
             return Some(held);
         }
-        self.unacked
-            .insert(self.next_ack_id, (held, std::time::Instant::now()));
+        self.unacked.insert(self.next_ack_id, (held, self.clock));
         None
     }
 

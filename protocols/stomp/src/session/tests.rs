@@ -17,7 +17,12 @@ fn harness() -> Harness {
 fn harness_on(shared: Arc<Shared>) -> Harness {
     let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
     Harness {
-        session: Session::new(shared, SessionConfig::default(), peer),
+        session: Session::new(
+            shared,
+            SessionConfig::default(),
+            peer,
+            std::time::Instant::now(),
+        ),
         reader: Decoder::new(Limits::default()),
     }
 }
@@ -356,7 +361,12 @@ fn unacked_cap_bounds_subscriptions_without_or_above_prefetch() {
     let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
     for prefetch in [None, Some("10")] {
         let mut h = Harness {
-            session: Session::new(Shared::new(broker.clone()), config.clone(), peer),
+            session: Session::new(
+                Shared::new(broker.clone()),
+                config.clone(),
+                peer,
+                std::time::Instant::now(),
+            ),
             reader: Decoder::new(Limits::default()),
         };
         h.connect("1.2");
@@ -384,7 +394,7 @@ fn unacked_cap_bounds_subscriptions_without_or_above_prefetch() {
     }
     // Auto ack is settled as written: the cap does not hold it back.
     let mut h = Harness {
-        session: Session::new(Shared::new(broker), config, peer),
+        session: Session::new(Shared::new(broker), config, peer, std::time::Instant::now()),
         reader: Decoder::new(Limits::default()),
     };
     h.connect("1.2");
@@ -419,6 +429,7 @@ fn a_heartbeat_floor_above_a_day_is_capped_not_a_panic() {
             Shared::new(broker),
             config,
             SocketAddr::from(([127, 0, 0, 1], 5000)),
+            std::time::Instant::now(),
         ),
         reader: Decoder::new(Limits::default()),
     };

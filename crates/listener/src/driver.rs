@@ -1,0 +1,367 @@
+//! The one connection driver every protocol runs on (AMQP, MQTT, STOMP, over
+//! TCP or a WebSocket bridge): it owns the byte stream and the clock, and
+//! drives a sans-IO [`Connection`].
+//!
+//! One `select!` loop per connection, over:
+//! - the shutdown token (once);
+//! - writes of everything the connection produced, in as few syscalls as
+//!   possible (the whole output buffer per write);
+//! - the oldest durability ticket the connection is waiting on (publisher
+//!   confirms, PUBACKs, RECEIPTs): resolved tickets wake the driver;
+//! - a wait the connection asked for ([`Connection::take_wait`], an MQTT
+//!   takeover waiting for the old connection to let go);
+//! - an interruption ([`Connection::interrupted`], an MQTT takeover of this
+//!   connection): what the peer already sent is read first, without waiting;
+//! - socket reads, armed only while the connection wants input, its output
+//!   is under [`OUTPUT_HIGH_WATER`], and backpressure does not pause it;
+//! - the engine's deliveries (the connection's [`Outbox`]), armed while the
+//!   output is under its high-water mark;
+//! - backpressure relief ([`Relief`]), armed only while paused;
+//! - the connection's next deadline ([`Connection::poll_timeout`]), and the
+//!   moment an idle connection may be parked ([`Connection::park_at`]).
+//!
+//! Nothing polls: every arm is a wake-up. The connection reads the clock only
+//! through the `now` the driver passes to its handlers.
+//!
+//! # The timer contract
+//!
+//! After every handler the driver asks [`Connection::poll_timeout`] for the
+//! earliest instant the connection wants to be called back at, and calls
+//! [`Connection::handle_timeout`] once that instant has passed (possibly
+//! late, possibly early by nothing). The connection decides what expired by
+//! comparing its own deadlines with `now`. Reads and writes are reported
+//! with [`Connection::handle_read`] and [`Connection::handle_written`];
+//! a pause of reading with [`Connection::handle_paused`], so silence the
+//! broker chose is never taken for a dead peer.
+
+use bytes::BytesMut;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_engine::{Durable, Outbox, Relief, wait_durable};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Stop reading from a peer, and taking deliveries, while this many output
+/// bytes are unwritten.
+pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
+/// How long the last bytes (a close, an ERROR frame) may take to leave.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// What an interruption reads of what the peer already sent.
+const INTERRUPT_READ_BUDGET: usize = 64 * 1024;
+
+/// A future the driver awaits for the connection.
+pub type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Running.
+    Open,
+    /// Over: [`finish`] releases it, writes what is left (bounded by
+    /// [`FINAL_FLUSH`]) and closes.
+    Closed,
+    /// Over at once, nothing more written (the peer is gone or stuck).
+    Abort,
+}
+
+/// How [`drive`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The connection is over; [`finish`] it.
+    Closed,
+    /// Idle and past [`Connection::park_at`]: the caller may park it.
+    Park,
+}
+
+/// A sans-IO protocol connection: decodes input, produces output, keeps its
+/// own timers. See the module docs for the contract.
+pub trait Connection {
+    /// Bytes read from the peer: consume every complete frame (what is left
+    /// is kept for the next read).
+    fn handle_input(&mut self, input: &mut BytesMut, now: Instant);
+
+    /// Bytes arrived from the peer at `now` (before
+    /// [`Connection::handle_input`] sees them).
+    fn handle_read(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// Bytes waiting to be written; the driver removes what it wrote.
+    fn output(&mut self) -> &mut BytesMut;
+
+    /// Some output was written at `now`.
+    fn handle_written(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// Whether the connection takes input now (it may still be closing).
+    fn wants_input(&self) -> bool;
+
+    /// The mailbox the engine delivers into.
+    fn outbox(&self) -> &Arc<Outbox>;
+
+    /// Take what is in the outbox.
+    fn handle_outbox(&mut self, now: Instant);
+
+    /// The next durability ticket to await, if any.
+    fn take_ticket(&mut self) -> Option<Durable>;
+
+    /// The ticket from [`Connection::take_ticket`] resolved (`ok`: durable).
+    fn handle_durable(&mut self, ok: bool, now: Instant);
+
+    /// A wait to run before the connection can go on, if it needs one.
+    fn take_wait(&mut self) -> Option<Wait> {
+        None
+    }
+
+    /// The wait from [`Connection::take_wait`] completed.
+    fn handle_wait(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// Completes when something outside asks the connection to end (once).
+    fn interrupted(&self) -> Option<Wait> {
+        None
+    }
+
+    /// The interruption happened; what the peer had sent is handled.
+    fn handle_interrupt(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// Whether backpressure pauses reading (a queue it publishes to is full,
+    /// or the store is behind).
+    fn throttled(&mut self) -> bool;
+
+    /// The driver stopped (`true`) or resumed reading because of
+    /// backpressure.
+    fn handle_paused(&mut self, paused: bool, now: Instant) {
+        let _ = (paused, now);
+    }
+
+    /// The earliest instant the connection wants [`Connection::handle_timeout`].
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// A deadline from [`Connection::poll_timeout`] passed.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// The broker is shutting down.
+    fn handle_shutdown(&mut self, now: Instant);
+
+    /// The peer closed its side (or the read failed).
+    fn handle_eof(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// Where the connection stands.
+    fn status(&self) -> Status;
+
+    /// When an idle connection (reading, nothing to write, nothing owed or
+    /// buffered) may be handed back to be parked; `None`: never.
+    fn park_at(&self, now: Instant) -> Option<Instant> {
+        let _ = now;
+        None
+    }
+
+    /// The connection is over (before its last output is flushed): let go
+    /// of what it holds in the engine.
+    fn release(&mut self);
+}
+
+/// Drive `conn` over `rd` / `wr` until it is over or may be parked. The
+/// caller then [`finish`]es it (or parks it).
+pub async fn drive<C, R, W>(
+    conn: &mut C,
+    rd: &mut R,
+    wr: &mut W,
+    shutdown: &CancellationToken,
+    relief: &Relief,
+) -> Exit
+where
+    C: Connection + ?Sized,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let outbox = conn.outbox().clone();
+    // Buffers start empty and grow with traffic: an idle device costs as
+    // little memory as possible.
+    let mut rbuf = BytesMut::new();
+    let mut ticket: Option<Durable> = None;
+    let mut wait: Option<Wait> = None;
+    let mut interrupt = conn.interrupted();
+    let mut shutting_down = false;
+    let mut paused = false;
+    let mut eof = false;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let timer = tokio::time::sleep_until(far);
+    tokio::pin!(timer);
+
+    loop {
+        let now = Instant::now();
+        if !rbuf.is_empty() && conn.wants_input() {
+            conn.handle_input(&mut rbuf, now);
+        }
+        if conn.output().len() < OUTPUT_HIGH_WATER && outbox.has_events() {
+            conn.handle_outbox(now);
+        }
+        if ticket.is_none() {
+            ticket = conn.take_ticket();
+        }
+        if wait.is_none() {
+            wait = conn.take_wait();
+        }
+        match conn.status() {
+            Status::Abort => {
+                conn.output().clear();
+                return Exit::Closed;
+            }
+            // Released before its last bytes leave (see [`finish`]).
+            Status::Closed => return Exit::Closed,
+            Status::Open => {}
+        }
+        let out_len = conn.output().len();
+        // A peer may half-close after its last frame (DISCONNECT with a
+        // receipt, say): what it is owed is still written, nothing more is
+        // read.
+        if eof && out_len == 0 && ticket.is_none() {
+            return Exit::Closed;
+        }
+        let throttled = conn.throttled();
+        if throttled != paused {
+            paused = throttled;
+            conn.handle_paused(paused, now);
+        }
+        // Registered before the check below, so a relief in between wakes.
+        let relieved = relief.notified();
+        tokio::pin!(relieved);
+        if paused {
+            relieved.as_mut().enable();
+            if !conn.throttled() {
+                continue;
+            }
+        }
+        let wants_input = conn.wants_input();
+        let can_read = !eof && wants_input && out_len < OUTPUT_HIGH_WATER && !paused;
+        let mut deadline = conn.poll_timeout();
+        let idle = can_read && out_len == 0 && ticket.is_none() && wait.is_none();
+        if idle
+            && rbuf.is_empty()
+            && let Some(at) = conn.park_at(now)
+        {
+            if at <= now {
+                return Exit::Park;
+            }
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
+        let deadline = deadline.map_or(far, tokio::time::Instant::from_std);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        if can_read && rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(rbuf.capacity().clamp(512, 64 * 1024));
+        }
+
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                conn.handle_shutdown(Instant::now());
+            }
+            r = wr.write_buf(conn.output()), if out_len > 0 => match r {
+                Ok(0) | Err(_) => return Exit::Closed,
+                Ok(_) => conn.handle_written(Instant::now()),
+            },
+            ok = wait_durable(&mut ticket) => {
+                ticket = None;
+                conn.handle_durable(ok, Instant::now());
+            }
+            _ = async { wait.as_mut().expect("armed only when set").await }, if wait.is_some() => {
+                wait = None;
+                conn.handle_wait(Instant::now());
+            }
+            _ = async { interrupt.as_mut().expect("armed only when set").await }, if interrupt.is_some() => {
+                interrupt = None;
+                read_ready(rd, &mut rbuf).await;
+                let now = Instant::now();
+                if !rbuf.is_empty() && conn.wants_input() {
+                    conn.handle_input(&mut rbuf, now);
+                }
+                conn.handle_interrupt(now);
+            }
+            r = rd.read_buf(&mut rbuf), if can_read => match r {
+                Ok(0) | Err(_) => {
+                    eof = true;
+                    conn.handle_eof(Instant::now());
+                }
+                Ok(_) => conn.handle_read(Instant::now()),
+            },
+            _ = outbox.ready(), if out_len < OUTPUT_HIGH_WATER => {}
+            _ = &mut relieved, if paused => {}
+            _ = &mut timer => {
+                let now = Instant::now();
+                if timer.deadline() != far {
+                    timer.as_mut().reset(far);
+                }
+                if conn.park_at(now).is_some_and(|at| at <= now) {
+                    // The next turn parks it if it is still idle.
+                    continue;
+                }
+                conn.handle_timeout(now);
+            }
+        }
+    }
+}
+
+/// Read what the peer already sent, without waiting for more (bounded, so
+/// a peer that keeps sending cannot hold the connection).
+async fn read_ready<R: AsyncRead + Unpin>(rd: &mut R, rbuf: &mut BytesMut) {
+    let mut budget = INTERRUPT_READ_BUDGET;
+    while budget > 0 {
+        if rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(4096);
+        }
+        // A zero timeout polls the read once: what is already buffered.
+        match tokio::time::timeout(Duration::ZERO, rd.read_buf(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+            _ => break,
+        }
+    }
+}
+
+/// Write what is left, bounded by [`FINAL_FLUSH`], so a peer that does not
+/// read cannot hold the task.
+async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, output: &mut BytesMut) {
+    if !output.is_empty() {
+        let _ = tokio::time::timeout(FINAL_FLUSH, wr.write_all_buf(output)).await;
+    }
+}
+
+/// After [`drive`] returned [`Exit::Closed`]: release the connection, write
+/// its last bytes (bounded) and close the stream.
+pub async fn finish<C, W>(conn: &mut C, wr: &mut W)
+where
+    C: Connection + ?Sized,
+    W: AsyncWrite + Unpin,
+{
+    conn.release();
+    flush(wr, conn.output()).await;
+    let _ = wr.shutdown().await;
+}
+
+/// [`drive`] then [`finish`]: a connection that never parks.
+pub async fn run<C, R, W>(
+    conn: &mut C,
+    mut rd: R,
+    mut wr: W,
+    shutdown: &CancellationToken,
+    relief: &Relief,
+) where
+    C: Connection + ?Sized,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    drive(conn, &mut rd, &mut wr, shutdown, relief).await;
+    finish(conn, &mut wr).await;
+}
