@@ -1,7 +1,8 @@
 //! Backpressure on publishers, the same for every protocol adapter: a
 //! connection stops reading its socket while a queue it publishes to is
-//! over its high-water mark (until it drains below the low-water mark) or
-//! while the store has too many writes queued. [`Relief`] wakes paused
+//! over its high-water mark (until it drains below the low-water mark),
+//! while its consumers are past the flow mark (publishers that consume
+//! nothing only), or while the store has too many writes queued. [`Relief`] wakes paused
 //! publishers when either may have cleared, so nothing polls. Also the wait
 //! on a durability ticket that connection drivers use.
 
@@ -9,42 +10,85 @@ use crate::queue::Queue;
 use crate::store::{Durable, Store};
 use crate::vhost::Published;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Store writes queued above which publishers are paused.
 pub(crate) const STORE_HIGH_WATER: usize = 200_000;
+
+/// How long a publisher held back by a queue's flow mark waits for that
+/// queue to deliver anything before it is let go: consumers that stopped
+/// (a hung application) must not stop publishers, only slow ones do.
+pub const FLOW_STALL: Duration = Duration::from_millis(250);
 
 /// One publishing connection's view of the queues it filled.
 #[derive(Debug, Default)]
 pub struct Throttle {
     full: Option<Arc<Queue>>,
+    /// The behind queue's delivery count, and since when it stood still.
+    watch: Option<(u64, Instant)>,
+    /// A behind queue whose consumers stalled, at that delivery count: its
+    /// flow mark holds nobody back until it delivers again.
+    stalled: Option<(Arc<Queue>, u64)>,
 }
 
 impl Throttle {
     /// Note what a publish reported: the queue it found full, if any.
     pub fn note(&mut self, published: &Published) {
-        if published.throttle.is_some() {
-            self.full.clone_from(&published.throttle);
+        let Some(q) = &published.throttle else {
+            return;
+        };
+        if let Some((s, at)) = &self.stalled {
+            if Arc::ptr_eq(s, q) && s.dispatched() == *at && !q.is_full() {
+                return;
+            }
+            self.stalled = None;
+        }
+        if !self.full.as_ref().is_some_and(|f| Arc::ptr_eq(f, q)) {
+            self.full = Some(q.clone());
+            self.watch = None;
         }
     }
 
-    /// Whether a queue this connection published to is still full; clears
-    /// itself once the queue drains (or is deleted).
-    pub fn queue_full(&mut self) -> bool {
-        if self
-            .full
-            .as_ref()
-            .is_some_and(|q| q.is_full() && !q.is_deleted())
-        {
-            return true;
+    /// Whether a queue this connection published to is still full (or,
+    /// unless the connection consumes, behind with consumers that still
+    /// deliver); clears itself once the queue drains (or is deleted).
+    pub fn queue_full(&mut self, consuming: bool, now: Instant) -> bool {
+        let Some(q) = &self.full else {
+            return false;
+        };
+        let held = if q.is_deleted() {
+            false
+        } else if q.is_full() {
+            true
+        } else if consuming || !q.is_behind() {
+            false
+        } else {
+            let n = q.dispatched();
+            match self.watch {
+                Some((seen, since)) if seen == n && now >= since + FLOW_STALL => {
+                    self.stalled = Some((q.clone(), n));
+                    false
+                }
+                Some((seen, _)) if seen == n => true,
+                _ => {
+                    self.watch = Some((n, now));
+                    true
+                }
+            }
+        };
+        if !held {
+            self.full = None;
+            self.watch = None;
         }
-        self.full = None;
-        false
+        held
     }
 
-    /// Whether the publisher must pause: a queue it filled, or the store is
-    /// behind.
-    pub fn paused(&mut self, store: &dyn Store) -> bool {
-        store.backlog() > STORE_HIGH_WATER || self.queue_full()
+    /// Whether the publisher must pause at `now`: a queue it filled, or the
+    /// store is behind. `consuming`: the connection also consumes, so its
+    /// reads carry acks; the flow mark never pauses it (the memory marks
+    /// do).
+    pub fn paused(&mut self, store: &dyn Store, consuming: bool, now: Instant) -> bool {
+        store.backlog() > STORE_HIGH_WATER || self.queue_full(consuming, now)
     }
 }
 

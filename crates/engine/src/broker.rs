@@ -31,7 +31,12 @@ pub struct Broker {
     delayed: Arc<Delayed>,
     /// Wakes publishers paused by backpressure.
     relief: Arc<crate::Relief>,
+    /// See [`Broker::set_flow_backlog`].
+    flow_backlog: Arc<AtomicUsize>,
 }
+
+/// Default [`Broker::set_flow_backlog`].
+pub const DEFAULT_FLOW_BACKLOG: usize = 2_000;
 
 impl Drop for Broker {
     fn drop(&mut self) {
@@ -65,6 +70,7 @@ impl Broker {
             timers: timers.clone(),
             delayed: Delayed::new(store.clone(), timers),
             relief,
+            flow_backlog: Arc::new(AtomicUsize::new(DEFAULT_FLOW_BACKLOG)),
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -176,11 +182,19 @@ impl Broker {
                             timers: self.timers.clone(),
                             delayed: self.delayed.clone(),
                             relief: self.relief.clone(),
+                            flow_backlog: self.flow_backlog.clone(),
                         },
                     )
                 })
             })
             .clone()
+    }
+
+    /// Ready messages above which a queue with consumers pauses its
+    /// publishers until it is back to half (0: never, only the memory
+    /// marks pause them). Applies to every queue, existing ones included.
+    pub fn set_flow_backlog(&self, messages: usize) {
+        self.flow_backlog.store(messages, Ordering::Relaxed);
     }
 
     /// Limit the number of queues in each vhost; declares beyond it fail

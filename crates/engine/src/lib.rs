@@ -33,8 +33,8 @@ mod timers;
 mod vhost;
 
 pub use arguments::{Overflow, QUEUE_ARGUMENTS, QueueArguments};
-pub use backpressure::{OwedReplies, Relief, StoreFailed, Throttle, wait_durable};
-pub use broker::{Broker, DEFAULT_VHOST};
+pub use backpressure::{FLOW_STALL, OwedReplies, Relief, StoreFailed, Throttle, wait_durable};
+pub use broker::{Broker, DEFAULT_FLOW_BACKLOG, DEFAULT_VHOST};
 pub use command::{Command, Outcome};
 pub use consumer::{
     ChannelCredit, Consumer, ConsumerSpec, Delivery, Outbox, OutboxEvent, OutboxWaker,

@@ -606,7 +606,10 @@ impl Vhost {
                 self.store.submit(StoreOp::Barrier, Some(unused));
             }
         }
-        let throttle = queues.iter().find(|q| q.is_full()).cloned();
+        let throttle = queues
+            .iter()
+            .find(|q| q.is_full() || q.is_behind())
+            .cloned();
         Ok(Published {
             queues: queues.len(),
             durable: rx,

@@ -16,7 +16,9 @@
 //!   is under [`OUTPUT_HIGH_WATER`], and backpressure does not pause it;
 //! - the engine's deliveries (the connection's [`Outbox`]), armed while the
 //!   output is under its high-water mark;
-//! - backpressure relief ([`Relief`]), armed only while paused;
+//! - backpressure relief ([`Relief`]), armed only while paused (plus a
+//!   re-check every [`PAUSE_RECHECK`], so a pause on consumers that stopped
+//!   delivering ends);
 //! - the connection's next deadline ([`Connection::poll_timeout`]), and the
 //!   moment an idle connection may be parked ([`Connection::park_at`]).
 //!
@@ -48,6 +50,8 @@ use tokio_util::sync::CancellationToken;
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// How long the last bytes (a close, an ERROR frame) may take to leave.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// While paused, how often the connection asks again whether it still is.
+const PAUSE_RECHECK: Duration = Duration::from_millis(100);
 /// What an interruption reads of what the peer already sent.
 const INTERRUPT_READ_BUDGET: usize = 64 * 1024;
 
@@ -131,9 +135,9 @@ pub trait Connection {
         let _ = now;
     }
 
-    /// Whether backpressure pauses reading (a queue it publishes to is full,
-    /// or the store is behind).
-    fn throttled(&mut self) -> bool;
+    /// Whether backpressure pauses reading at `now` (a queue it publishes
+    /// to is full or behind, or the store is behind).
+    fn throttled(&mut self, now: Instant) -> bool;
 
     /// The driver stopped (`true`) or resumed reading because of
     /// backpressure.
@@ -228,7 +232,7 @@ where
         if eof && out_len == 0 && ticket.is_none() {
             return Exit::Closed;
         }
-        let throttled = conn.throttled();
+        let throttled = conn.throttled(now);
         if throttled != paused {
             paused = throttled;
             conn.handle_paused(paused, now);
@@ -238,7 +242,7 @@ where
         tokio::pin!(relieved);
         if paused {
             relieved.as_mut().enable();
-            if !conn.throttled() {
+            if !conn.throttled(now) {
                 continue;
             }
         }
@@ -254,6 +258,13 @@ where
                 return Exit::Park;
             }
             deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
+        if paused {
+            // Relief wakes a paused connection; this only bounds how long a
+            // pause on consumers that stopped delivering can last (see
+            // `switchyard_engine::FLOW_STALL`).
+            let recheck = now + PAUSE_RECHECK;
+            deadline = Some(deadline.map_or(recheck, |d| d.min(recheck)));
         }
         let deadline = deadline.map_or(far, tokio::time::Instant::from_std);
         if timer.deadline() != deadline {

@@ -76,6 +76,7 @@ pub(crate) struct ServerFile {
     pub(crate) shutdown_timeout_ms: Option<u64>,
     pub(crate) max_queues_per_vhost: Option<usize>,
     pub(crate) consumer_timeout_ms: Option<u64>,
+    pub(crate) flow_backlog: Option<usize>,
 }
 
 /// `[amqp]`.
@@ -138,6 +139,9 @@ pub(crate) struct ServerConfig {
     /// A delivery left unacknowledged this long closes its channel (406);
     /// `None` never.
     pub(crate) consumer_timeout: Option<Duration>,
+    /// Ready messages above which a queue with consumers pauses its
+    /// publishers that consume nothing (0: never).
+    pub(crate) flow_backlog: usize,
 }
 
 /// The AMQP 0-9-1 listener and the limits it offers each connection.
@@ -406,6 +410,11 @@ impl Config {
             server.consumer_timeout_ms,
             DEFAULT_CONSUMER_TIMEOUT_MS,
         );
+        let flow_backlog = r.pick(
+            None,
+            server.flow_backlog,
+            switchyard_engine::DEFAULT_FLOW_BACKLOG,
+        );
         let at_least_one = |key: Key, v: (usize, Origin)| {
             NonZeroUsize::new(v.0).ok_or_else(|| r.error(key, v.1, 0, "must be at least 1"))
         };
@@ -418,6 +427,7 @@ impl Config {
                 // 0 turns it off, as RabbitMQ's `consumer_timeout = false`.
                 consumer_timeout: (consumer_timeout.0 > 0)
                     .then(|| Duration::from_millis(consumer_timeout.0)),
+                flow_backlog: flow_backlog.0,
             },
             amqp: AmqpListenerConfig {
                 listen,
@@ -471,6 +481,7 @@ impl Config {
                 shutdown_timeout_ms: Some(millis(self.server.shutdown_timeout)),
                 max_queues_per_vhost: Some(self.server.max_queues_per_vhost.get()),
                 consumer_timeout_ms: Some(self.server.consumer_timeout.map_or(0, millis)),
+                flow_backlog: Some(self.server.flow_backlog),
             },
             amqp: AmqpFile {
                 listen: Some(

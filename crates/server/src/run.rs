@@ -50,6 +50,7 @@ pub(crate) fn serve(config: &Config, ready_file: Option<&Path>) -> anyhow::Resul
             .map_err(|e| anyhow!("cannot recover state from {}: {e}", data_dir.display()))?
     };
     broker.set_max_queues_per_vhost(config.server.max_queues_per_vhost.get());
+    broker.set_flow_backlog(config.server.flow_backlog);
 
     let outcome = runtime.block_on(run(config, &broker, ready_file));
 

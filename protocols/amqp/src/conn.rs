@@ -234,8 +234,8 @@ impl Connection for AmqpConnection {
         self.note_phase(now);
     }
 
-    fn throttled(&mut self) -> bool {
-        self.session.throttled()
+    fn throttled(&mut self, now: Instant) -> bool {
+        self.session.throttled(now)
     }
 
     fn handle_paused(&mut self, paused: bool, now: Instant) {

@@ -525,8 +525,8 @@ impl Connection for MqttConnection {
         self.closed = true;
     }
 
-    fn throttled(&mut self) -> bool {
-        self.session.throttled()
+    fn throttled(&mut self, now: Instant) -> bool {
+        self.session.throttled(now)
     }
 
     fn handle_paused(&mut self, paused: bool, now: Instant) {

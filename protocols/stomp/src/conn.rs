@@ -206,8 +206,8 @@ impl Connection for StompConnection {
         self.session.handle_durable(ok);
     }
 
-    fn throttled(&mut self) -> bool {
-        self.session.throttled()
+    fn throttled(&mut self, now: Instant) -> bool {
+        self.session.throttled(now)
     }
 
     fn handle_paused(&mut self, paused: bool, now: Instant) {

@@ -54,11 +54,32 @@ pub(crate) struct Connection {
     frame_max: u32,
 }
 
+/// A TCP connection to `to`, with its send buffer set if asked.
+async fn connect(to: &Endpoint, send_buffer: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(bytes) = send_buffer else {
+        return TcpStream::connect((to.host.as_str(), to.port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((to.host.as_str(), to.port)).await? {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_send_buffer_size(bytes)?;
+        match socket.connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+}
+
 impl Connection {
     /// Connects, authenticates with PLAIN, opens the vhost and channel
-    /// [`CHANNEL`].
-    pub(crate) async fn open(to: &Endpoint) -> Result<Self> {
-        let stream = TcpStream::connect((to.host.as_str(), to.port))
+    /// [`CHANNEL`]. `send_buffer`: the socket's kernel send buffer (bytes;
+    /// `None` leaves the OS default, which autotunes up to megabytes).
+    pub(crate) async fn open(to: &Endpoint, send_buffer: Option<u32>) -> Result<Self> {
+        let stream = connect(to, send_buffer)
             .await
             .with_context(|| format!("connecting to {}:{}", to.host, to.port))?;
         stream.set_nodelay(true)?;

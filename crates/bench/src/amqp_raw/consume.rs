@@ -107,7 +107,7 @@ pub(crate) async fn subscribe(
     args: &RawArgs,
     i: usize,
 ) -> Result<Connection> {
-    let mut conn = Connection::open(to).await?;
+    let mut conn = Connection::open(to, None).await?;
     let qos = Method::BasicQos {
         prefetch_count: args.prefetch,
     };

@@ -84,6 +84,12 @@ pub(crate) struct RawArgs {
     /// Bytes of publishes a producer queues per write.
     #[arg(long, default_value_t = 64 * 1024)]
     write_bytes: usize,
+    /// Each producer socket's kernel send buffer in bytes (0: the OS
+    /// default, which on Linux autotunes up to `tcp_wmem`'s maximum, 4 MiB:
+    /// flat out, that much of a producer's messages wait in its own kernel
+    /// before the broker sees them, and counts in their latency).
+    #[arg(long, default_value_t = 0)]
+    send_buffer: u32,
 }
 
 pub(crate) async fn run(args: RawArgs) -> Result<Report> {
@@ -96,7 +102,7 @@ pub(crate) async fn run(args: RawArgs) -> Result<Report> {
         (to.host, to.port) = (at.host, at.port);
     }
     let queue = format!("bench-raw-{}", run_id());
-    let mut setup = Connection::open(&to).await?;
+    let mut setup = Connection::open(&to, None).await?;
     let declare = Method::QueueDeclare {
         queue: queue.as_bytes(),
         durable: args.persistent,

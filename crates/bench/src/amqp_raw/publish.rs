@@ -87,7 +87,7 @@ impl Template {
 
 /// Connects a producer (in confirm mode if asked) before the clock starts.
 pub(crate) async fn connect(to: &super::Endpoint, args: &RawArgs) -> Result<Connection> {
-    let mut conn = Connection::open(to).await?;
+    let mut conn = Connection::open(to, (args.send_buffer > 0).then_some(args.send_buffer)).await?;
     if args.confirm > 0 {
         conn.request(CHANNEL, &Method::ConfirmSelect, "confirm.select-ok", |m| {
             matches!(m, Method::ConfirmSelectOk)

@@ -28,7 +28,7 @@ use crate::timers::{Timed, Timers};
 use crate::vhost::Vhost;
 use parking_lot::Mutex;
 use ready::{Entry, Ready};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use switchyard_model::{FieldTable, Message};
@@ -125,10 +125,16 @@ pub struct Queue {
     state: Mutex<State>,
     /// Ready bytes are above the high-water mark: publishers should pause.
     full: AtomicBool,
+    /// Its consumers fell past the flow mark: publishers that do not
+    /// consume should pause.
+    behind: AtomicBool,
+    /// Deliveries made so far (paused publishers watch it for progress).
+    dispatched: AtomicU64,
     /// Where dead letters are routed and an expired queue deletes itself.
     home: Weak<Vhost>,
     timers: Timers,
     relief: Arc<crate::Relief>,
+    flow_backlog: Arc<AtomicUsize>,
     /// This queue, for the timers.
     me: Weak<Self>,
 }
@@ -157,6 +163,9 @@ pub(crate) struct Home {
     pub(crate) delayed: Arc<crate::delayed::Delayed>,
     /// Wakes publishers paused on a full queue once it drains.
     pub(crate) relief: Arc<crate::Relief>,
+    /// Ready messages above which a queue with consumers pauses its
+    /// publishers (0: never); see [`crate::Broker::set_flow_backlog`].
+    pub(crate) flow_backlog: Arc<AtomicUsize>,
 }
 
 impl Queue {
@@ -189,9 +198,12 @@ impl Queue {
                 last_used: Instant::now(),
             }),
             full: AtomicBool::new(false),
+            behind: AtomicBool::new(false),
+            dispatched: AtomicU64::new(0),
             home: home.vhost,
             timers: home.timers,
             relief: home.relief,
+            flow_backlog: home.flow_backlog,
             me: me.clone(),
         });
         if let Some(ms) = q.args.expires {
@@ -207,12 +219,40 @@ impl Queue {
         self.full.load(Ordering::Relaxed)
     }
 
+    /// Whether its consumers fell behind: more ready messages than the flow
+    /// mark (see [`crate::Broker::set_flow_backlog`]) while it has
+    /// consumers. Publishers that consume nothing pause until it is back to
+    /// half; a connection that also consumes is never paused for this (its
+    /// acks are what lets the queue drain).
+    pub fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries made to consumers so far.
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// Update both pressure flags after the ready messages or the consumers
+    /// changed; wake paused publishers when one clears.
     fn update_pressure(&self, st: &State) {
         let full = self.full.load(Ordering::Relaxed);
         if !full && st.ready.bytes > QUEUE_HIGH_WATER_BYTES {
             self.full.store(true, Ordering::Relaxed);
         } else if full && st.ready.bytes < QUEUE_LOW_WATER_BYTES {
             self.full.store(false, Ordering::Relaxed);
+            self.relief.relieve();
+        }
+        // Coupled flow: a saturated broker delivers what it accepts instead
+        // of queueing seconds of it. Without consumers only the memory
+        // marks apply (a queue may fill while nobody consumes).
+        let mark = self.flow_backlog.load(Ordering::Relaxed);
+        let coupled = mark > 0 && !st.consumers.is_empty();
+        let behind = self.behind.load(Ordering::Relaxed);
+        if !behind && coupled && st.ready.len() > mark {
+            self.behind.store(true, Ordering::Relaxed);
+        } else if behind && !(coupled && st.ready.len() > mark / 2) {
+            self.behind.store(false, Ordering::Relaxed);
             self.relief.relieve();
         }
     }
@@ -598,6 +638,11 @@ impl Queue {
                 st.unacked.insert(entry.seq, entry);
             }
             consumer.outbox.push(OutboxEvent::Deliver(delivery));
+            // Under the lock: a plain increment, not a read-modify-write.
+            self.dispatched.store(
+                self.dispatched.load(Ordering::Relaxed) + 1,
+                Ordering::Relaxed,
+            );
             self.drop_expired_head(st);
         }
     }
@@ -654,8 +699,9 @@ impl Queue {
         // The next single active consumer (or the others) may take over.
         if !st.consumers.is_empty() {
             self.dispatch_from(&mut st, true);
-            self.update_pressure(&st);
         }
+        // Without consumers the flow mark no longer holds publishers back.
+        self.update_pressure(&st);
         self.unlock_and_send(st, auto_delete)
     }
 
@@ -761,7 +807,8 @@ impl Queue {
         st.deleted = true;
         let count = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
         st.ready.take_all();
-        if self.full.swap(false, Ordering::Relaxed) {
+        let was_full = self.full.swap(false, Ordering::Relaxed);
+        if self.behind.swap(false, Ordering::Relaxed) || was_full {
             self.relief.relieve();
         }
         st.unacked.clear();

@@ -183,8 +183,10 @@ impl Session {
     /// Whether a queue this connection publishes to is full (clears itself
     /// once the queue drains below its low-water mark), or the store is
     /// behind: stop reading the socket until it clears.
-    pub fn throttled(&mut self) -> bool {
-        self.throttle.paused(self.broker.store().as_ref())
+    pub fn throttled(&mut self, now: std::time::Instant) -> bool {
+        let consuming = self.channels.values().any(|ch| !ch.consumers.is_empty());
+        self.throttle
+            .paused(self.broker.store().as_ref(), consuming, now)
     }
 
     /// The broker stopped (or resumed) reading this connection because a
