@@ -3,10 +3,13 @@
 //! once the store says the message is durable.
 
 use super::Session;
+use crate::codec::{Deliver, Encoder};
 use crate::convert::delivery_out;
 use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol::types::ShortString;
 use std::sync::Arc;
 use switchyard_engine::{Durable, OutboxEvent, Settle};
+use switchyard_model::Properties;
 use tokio::sync::oneshot::error::TryRecvError;
 
 impl Session {
@@ -36,18 +39,46 @@ impl Session {
                     if !d.consumer.spec.no_ack {
                         ch.unacked.insert(tag, (d.unsettled(), now));
                     }
-                    let (routing_key, properties) = delivery_out(&d.message);
-                    let deliver = basic::Deliver {
-                        consumer_tag: d.consumer.spec.tag.as_str().into(),
+                    let m = &d.message;
+                    // Most messages carry no properties and a short key:
+                    // nothing to convert. Otherwise convert and encode once.
+                    let plain = m.routing_key.len() <= usize::from(u8::MAX)
+                        && m.properties == Properties::default();
+                    let mut cut = ShortString::from(String::new());
+                    if plain {
+                        self.props.clear();
+                        self.props.extend_from_slice(&[0, 0]);
+                    } else {
+                        let (key, properties) = delivery_out(m);
+                        cut = key;
+                        self.enc.properties(properties, &mut self.props);
+                    }
+                    let deliver = Deliver {
+                        consumer_tag: &d.consumer.spec.tag,
                         delivery_tag: tag,
                         redelivered: d.redelivered,
-                        exchange: d.message.exchange.as_str().into(),
-                        routing_key,
+                        exchange: &m.exchange,
+                        routing_key: if plain { &m.routing_key } else { cut.as_str() },
                     };
-                    self.send(id, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
-                    let frame_max = self.frame_max;
-                    self.enc
-                        .content(id, properties, &d.message.body, frame_max, &mut self.out);
+                    if Encoder::deliver(id, &deliver, &mut self.out).is_none() {
+                        // A name too long for AMQP (another protocol's
+                        // exchange): the generic encoder logs and drops it.
+                        let deliver = basic::Deliver {
+                            consumer_tag: deliver.consumer_tag.into(),
+                            delivery_tag: tag,
+                            redelivered: d.redelivered,
+                            exchange: deliver.exchange.into(),
+                            routing_key: deliver.routing_key.into(),
+                        };
+                        self.send(id, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
+                    }
+                    Encoder::content_encoded(
+                        id,
+                        &self.props,
+                        &m.body,
+                        self.frame_max,
+                        &mut self.out,
+                    );
                 }
                 OutboxEvent::Cancelled(c) => {
                     let id = c.spec.channel;

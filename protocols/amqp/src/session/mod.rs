@@ -97,6 +97,8 @@ pub struct Session {
     outbox: Arc<Outbox>,
     out: BytesMut,
     enc: Encoder,
+    /// A delivery's encoded properties (reused between deliveries).
+    props: Vec<u8>,
     confirms: ConfirmQueue,
     /// The outbox as drained (buffers reused between drains).
     drain: OutboxDrain,
@@ -148,6 +150,7 @@ impl Session {
             outbox: Arc::new(Outbox::default()),
             out: BytesMut::with_capacity(16 * 1024),
             enc: Encoder::default(),
+            props: Vec::new(),
             confirms: ConfirmQueue::new(),
             drain: OutboxDrain::default(),
             cancel_notify: false,
