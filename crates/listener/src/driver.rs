@@ -201,6 +201,12 @@ where
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let timer = tokio::time::sleep_until(far);
     tokio::pin!(timer);
+    // Kept across turns: registering a waiter takes a lock, so these are
+    // made once (and again only after they fire), not on every turn.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let delivered = outbox.ready();
+    tokio::pin!(delivered);
 
     loop {
         let now = Instant::now();
@@ -267,7 +273,10 @@ where
             deadline = Some(deadline.map_or(recheck, |d| d.min(recheck)));
         }
         let deadline = deadline.map_or(far, tokio::time::Instant::from_std);
-        if timer.deadline() != deadline {
+        // Only an earlier deadline re-arms the timer: most deadlines move
+        // later with every read or write (heartbeats, keep-alive), and a
+        // timer that fires early costs one idle turn, not a re-arm per turn.
+        if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
         }
         if can_read && rbuf.capacity() - rbuf.len() < 512 {
@@ -276,7 +285,7 @@ where
 
         tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if !shutting_down => {
+            _ = &mut cancelled, if !shutting_down => {
                 shutting_down = true;
                 conn.handle_shutdown(Instant::now());
             }
@@ -308,13 +317,13 @@ where
                 }
                 Ok(_) => conn.handle_read(Instant::now()),
             },
-            _ = outbox.ready(), if out_len < OUTPUT_HIGH_WATER => {}
+            _ = &mut delivered, if out_len < OUTPUT_HIGH_WATER => {
+                delivered.set(outbox.ready());
+            }
             _ = &mut relieved, if paused => {}
             _ = &mut timer => {
                 let now = Instant::now();
-                if timer.deadline() != far {
-                    timer.as_mut().reset(far);
-                }
+                timer.as_mut().reset(far);
                 if conn.park_at(now).is_some_and(|at| at <= now) {
                     // The next turn parks it if it is still idle.
                     continue;
