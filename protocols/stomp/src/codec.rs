@@ -517,24 +517,65 @@ fn put_name(out: &mut BytesMut, name: &str, escaped: bool, version: Version) {
 
 /// Append `frame` to `out` in the wire form of `version`.
 pub fn encode(frame: &Frame, version: Version, out: &mut BytesMut) {
-    let escaped = !frame.command.raw_headers() && version != Version::V1_0;
     let head: usize = frame
         .headers
         .iter()
         .map(|(k, v)| k.len() + v.len() + 2)
         .sum();
     out.reserve(frame.command.as_str().len() + head + frame.body.len() + 3);
-    out.put_slice(frame.command.as_str().as_bytes());
-    out.put_u8(b'\n');
+    let mut w = FrameWriter::begin(frame.command, version, out);
     for (name, value) in &frame.headers {
-        put_name(out, name, escaped, version);
-        out.put_u8(b':');
-        put_escaped(out, value, escaped, version);
-        out.put_u8(b'\n');
+        w.header(name, value);
     }
-    out.put_u8(b'\n');
-    out.put_slice(&frame.body);
-    out.put_u8(0);
+    w.finish(&frame.body);
+}
+
+/// Writes a frame straight into an output buffer, header by header, with
+/// the escaping of `version` (the delivery path builds no [`Frame`]).
+#[derive(Debug)]
+pub struct FrameWriter<'a> {
+    out: &'a mut BytesMut,
+    escaped: bool,
+    version: Version,
+}
+
+impl<'a> FrameWriter<'a> {
+    /// Starts a `command` frame.
+    pub fn begin(command: Command, version: Version, out: &'a mut BytesMut) -> Self {
+        out.put_slice(command.as_str().as_bytes());
+        out.put_u8(b'\n');
+        Self {
+            out,
+            escaped: !command.raw_headers() && version != Version::V1_0,
+            version,
+        }
+    }
+
+    /// Appends a header.
+    pub fn header(&mut self, name: &str, value: &str) {
+        put_name(self.out, name, self.escaped, self.version);
+        self.out.put_u8(b':');
+        put_escaped(self.out, value, self.escaped, self.version);
+        self.out.put_u8(b'\n');
+    }
+
+    /// Appends a header whose value needs no escaping (numbers, ids made
+    /// of digits and dashes), formatted in place.
+    pub fn header_plain(&mut self, name: &str, value: std::fmt::Arguments<'_>) {
+        use std::fmt::Write;
+        put_name(self.out, name, self.escaped, self.version);
+        self.out.put_u8(b':');
+        // Writing into a BytesMut cannot fail.
+        let _ = self.out.write_fmt(value);
+        self.out.put_u8(b'\n');
+    }
+
+    /// Ends the headers and appends `body` and the NUL.
+    pub fn finish(self, body: &[u8]) {
+        self.out.put_u8(b'\n');
+        self.out.put_slice(body);
+        self.out.put_u8(0);
+    }
 }
 
 #[cfg(test)]

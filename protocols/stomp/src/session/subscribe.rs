@@ -3,7 +3,7 @@
 
 use super::send::{TOPIC_EXCHANGE, destination};
 use super::{AckMode, Outcome, Phase, Session, StompError, Subscription, errors};
-use crate::codec::{Command, Frame, Version, boolean};
+use crate::codec::{Command, Frame, FrameWriter, Version, boolean};
 use crate::convert;
 use crate::destination::Destination as StompDestination;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use switchyard_engine::{
     Command as Topology, Consumer, ConsumerSpec, Delivery, Destination, OutboxEvent,
     QUEUE_ARGUMENTS, QueueSpec, Settle, Settlement, Unsettled,
 };
-use switchyard_model::{FieldTable, FieldValue};
+use switchyard_model::{FieldTable, FieldValue, Properties};
 
 /// SUBSCRIBE and SEND headers passed on as queue arguments when they
 /// declare a queue, as RabbitMQ's plugin: the engine's [`QUEUE_ARGUMENTS`].
@@ -360,32 +360,31 @@ impl Session {
             return None;
         };
         self.next_ack_id += 1;
-        let ack_id = format!("{}-{}", self.conn_id, self.next_ack_id);
-        let destination = if sub.fixed_destination {
-            sub.destination.clone()
-        } else {
-            StompDestination::of_message(&d.message.exchange, &d.message.routing_key)
-        };
+        let ack_id = format_args!("{}-{}", self.conn_id, self.next_ack_id);
         let auto = sub.ack == AckMode::Auto;
-        let mut headers = Vec::with_capacity(8);
-        headers.push(("subscription".to_owned(), d.consumer.spec.tag.clone()));
-        headers.push(("destination".to_owned(), destination));
-        headers.push(("message-id".to_owned(), ack_id.clone()));
-        if !auto && self.version == Version::V1_2 {
-            headers.push(("ack".to_owned(), ack_id));
+        let m = &d.message;
+        let mut w = FrameWriter::begin(Command::Message, self.version, &mut self.out);
+        w.header("subscription", &d.consumer.spec.tag);
+        if sub.fixed_destination {
+            w.header("destination", &sub.destination);
+        } else {
+            let destination = StompDestination::of_message(&m.exchange, &m.routing_key);
+            w.header("destination", &destination);
         }
-        headers.push(("redelivered".to_owned(), d.redelivered.to_string()));
-        convert::headers_for_message(&d.message.properties, &mut headers);
-        headers.push((
-            "content-length".to_owned(),
-            d.message.body.len().to_string(),
-        ));
-        let frame = Frame {
-            command: Command::Message,
-            headers,
-            body: d.message.body.clone(),
-        };
-        self.send(&frame);
+        w.header_plain("message-id", ack_id);
+        if !auto && self.version == Version::V1_2 {
+            w.header_plain("ack", ack_id);
+        }
+        w.header("redelivered", if d.redelivered { "true" } else { "false" });
+        if m.properties != Properties::default() {
+            let mut headers = Vec::new();
+            convert::headers_for_message(&m.properties, &mut headers);
+            for (name, value) in &headers {
+                w.header(name, value);
+            }
+        }
+        w.header_plain("content-length", format_args!("{}", m.body.len()));
+        w.finish(&m.body);
         let held = d.unsettled();
         if auto {
             return Some(held);
