@@ -23,71 +23,95 @@ pub const FLOW_STALL: Duration = Duration::from_millis(250);
 /// One publishing connection's view of the queues it filled.
 #[derive(Debug, Default)]
 pub struct Throttle {
-    full: Option<Arc<Queue>>,
-    /// The behind queue's delivery count, and since when it stood still.
+    /// Queues holding the publisher back, each with the delivery count it
+    /// last saw and since when that count stood still.
+    held: Vec<Held>,
+    /// Behind queues whose consumers stalled, at that delivery count: their
+    /// flow mark holds nobody back until they deliver again.
+    stalled: Vec<(Arc<Queue>, u64)>,
+}
+
+#[derive(Debug)]
+struct Held {
+    queue: Arc<Queue>,
+    /// Delivery count and since when it stood still (`None`: not watched
+    /// yet, or the queue is full rather than behind).
     watch: Option<(u64, Instant)>,
-    /// A behind queue whose consumers stalled, at that delivery count: its
-    /// flow mark holds nobody back until it delivers again.
-    stalled: Option<(Arc<Queue>, u64)>,
 }
 
 impl Throttle {
-    /// Note what a publish reported: the queue it found full, if any.
+    /// Note what a publish reported: the queues it found full or behind.
     pub fn note(&mut self, published: &Published) {
-        let Some(q) = &published.throttle else {
+        if published.throttle.is_empty() {
             return;
-        };
-        if let Some((s, at)) = &self.stalled {
-            if Arc::ptr_eq(s, q) && s.dispatched() == *at && !q.is_full() {
-                return;
-            }
-            self.stalled = None;
         }
-        if !self.full.as_ref().is_some_and(|f| Arc::ptr_eq(f, q)) {
-            self.full = Some(q.clone());
-            self.watch = None;
+        self.stalled.retain(|(q, _)| !q.is_deleted());
+        for q in &published.throttle {
+            if let Some(i) = self.stalled.iter().position(|(s, _)| Arc::ptr_eq(s, q)) {
+                if self.stalled[i].1 == q.dispatched() && !q.is_full() {
+                    continue;
+                }
+                // It delivered again (or filled up): it may hold again.
+                self.stalled.swap_remove(i);
+            }
+            if !self.held.iter().any(|h| Arc::ptr_eq(&h.queue, q)) {
+                self.held.push(Held {
+                    queue: q.clone(),
+                    watch: None,
+                });
+            }
         }
     }
 
-    /// Whether a queue this connection published to is still full (or,
-    /// unless the connection consumes, behind with consumers that still
-    /// deliver); clears itself once the queue drains (or is deleted).
-    pub fn queue_full(&mut self, consuming: bool, now: Instant) -> bool {
-        let Some(q) = &self.full else {
+    /// Whether a queue this connection published to still holds it back at
+    /// `now`: full, or (unless the connection consumes) behind with
+    /// consumers that still deliver. Queues that drained, were deleted or
+    /// stalled are let go.
+    pub fn queue_full(&mut self, consuming: impl FnOnce() -> bool, now: Instant) -> bool {
+        if self.held.is_empty() {
             return false;
-        };
-        let held = if q.is_deleted() {
-            false
-        } else if q.is_full() {
-            true
-        } else if consuming || !q.is_behind() {
-            false
-        } else {
+        }
+        let consuming = consuming();
+        let stalled = &mut self.stalled;
+        self.held.retain_mut(|h| {
+            let q = &h.queue;
+            if q.is_deleted() {
+                return false;
+            }
+            if q.is_full() {
+                return true;
+            }
+            if consuming || !q.is_behind() {
+                return false;
+            }
             let n = q.dispatched();
-            match self.watch {
-                Some((seen, since)) if seen == n && now >= since + FLOW_STALL => {
-                    self.stalled = Some((q.clone(), n));
-                    false
+            match h.watch {
+                Some((seen, since)) if seen == n => {
+                    if now >= since + FLOW_STALL {
+                        stalled.push((q.clone(), n));
+                        return false;
+                    }
+                    true
                 }
-                Some((seen, _)) if seen == n => true,
                 _ => {
-                    self.watch = Some((n, now));
+                    h.watch = Some((n, now));
                     true
                 }
             }
-        };
-        if !held {
-            self.full = None;
-            self.watch = None;
-        }
-        held
+        });
+        !self.held.is_empty()
     }
 
     /// Whether the publisher must pause at `now`: a queue it filled, or the
-    /// store is behind. `consuming`: the connection also consumes, so its
-    /// reads carry acks; the flow mark never pauses it (the memory marks
-    /// do).
-    pub fn paused(&mut self, store: &dyn Store, consuming: bool, now: Instant) -> bool {
+    /// store is behind. `consuming` (asked only while a queue holds it):
+    /// the connection also consumes, so its reads carry acks; the flow mark
+    /// never pauses it (the memory marks do).
+    pub fn paused(
+        &mut self,
+        store: &dyn Store,
+        consuming: impl FnOnce() -> bool,
+        now: Instant,
+    ) -> bool {
         store.backlog() > STORE_HIGH_WATER || self.queue_full(consuming, now)
     }
 }

@@ -264,7 +264,7 @@ fn full_queue_throttles_publishers_until_drained() {
             body: body.clone().into(),
             ..msg("", "big", "")
         };
-        if v.publish(m, false).unwrap().throttle.is_some() {
+        if !v.publish(m, false).unwrap().throttle.is_empty() {
             throttled_at = Some(i);
             break;
         }

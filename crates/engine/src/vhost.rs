@@ -44,9 +44,11 @@ pub struct Published {
     /// Resolves when every persistent copy is on disk; `None` if nothing
     /// needed writing.
     pub durable: Option<Durable>,
-    /// A target queue is over its high-water mark: the publisher should
-    /// pause until [`Queue::is_full`] clears.
-    pub throttle: Option<Arc<Queue>>,
+    /// Target queues over their high-water mark ([`Queue::is_full`]) or
+    /// behind their consumers ([`Queue::is_behind`]): the publisher should
+    /// pause until they clear (see [`crate::Throttle`]). Empty, and not
+    /// allocated, when none is.
+    pub throttle: Vec<Arc<Queue>>,
     /// A target queue refused it (`x-overflow: reject-publish`): the
     /// publisher is told it was not accepted (confirm nack).
     pub rejected: bool,
@@ -608,8 +610,9 @@ impl Vhost {
         }
         let throttle = queues
             .iter()
-            .find(|q| q.is_full() || q.is_behind())
-            .cloned();
+            .filter(|q| q.is_full() || q.is_behind())
+            .cloned()
+            .collect();
         Ok(Published {
             queues: queues.len(),
             durable: rx,
@@ -636,7 +639,7 @@ impl Vhost {
         Published {
             queues: 1,
             durable: rx,
-            throttle: None,
+            throttle: Vec::new(),
             rejected: false,
         }
     }

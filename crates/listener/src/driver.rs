@@ -50,6 +50,10 @@ use tokio_util::sync::CancellationToken;
 pub const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// How long the last bytes (a close, an ERROR frame) may take to leave.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(1);
+/// The first read's room; doubled after each read that fills it.
+const MIN_READ: usize = 512;
+/// The largest read.
+const MAX_READ: usize = 64 * 1024;
 /// While paused, how often the connection asks again whether it still is.
 const PAUSE_RECHECK: Duration = Duration::from_millis(100);
 /// What an interruption reads of what the peer already sent.
@@ -198,6 +202,7 @@ where
     let mut shutting_down = false;
     let mut paused = false;
     let mut eof = false;
+    let mut read_size = MIN_READ;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let timer = tokio::time::sleep_until(far);
     tokio::pin!(timer);
@@ -231,17 +236,19 @@ where
             Status::Closed => return Exit::Closed,
             Status::Open => {}
         }
+        let throttled = conn.throttled(now);
+        if throttled != paused {
+            paused = throttled;
+            // May write (AMQP connection.blocked / unblocked): before the
+            // output is measured below, so it leaves this turn.
+            conn.handle_paused(paused, now);
+        }
         let out_len = conn.output().len();
         // A peer may half-close after its last frame (DISCONNECT with a
         // receipt, say): what it is owed is still written, nothing more is
         // read.
         if eof && out_len == 0 && ticket.is_none() {
             return Exit::Closed;
-        }
-        let throttled = conn.throttled(now);
-        if throttled != paused {
-            paused = throttled;
-            conn.handle_paused(paused, now);
         }
         // Registered before the check below, so a relief in between wakes.
         let relieved = relief.notified();
@@ -279,9 +286,10 @@ where
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
         }
-        if can_read && rbuf.capacity() - rbuf.len() < 512 {
-            rbuf.reserve(rbuf.capacity().clamp(512, 64 * 1024));
+        if can_read && rbuf.capacity() - rbuf.len() < read_size {
+            rbuf.reserve(read_size);
         }
+        let read_room = rbuf.capacity() - rbuf.len();
 
         tokio::select! {
             biased;
@@ -315,7 +323,16 @@ where
                     eof = true;
                     conn.handle_eof(Instant::now());
                 }
-                Ok(_) => conn.handle_read(Instant::now()),
+                Ok(n) => {
+                    // A read that filled the room asks for a larger one
+                    // next time: buffers grow with traffic, so an idle
+                    // device keeps a small one and a publisher gets 64 KiB
+                    // per syscall.
+                    if n >= read_room {
+                        read_size = (read_size * 2).min(MAX_READ);
+                    }
+                    conn.handle_read(Instant::now());
+                }
             },
             _ = &mut delivered, if out_len < OUTPUT_HIGH_WATER => {
                 delivered.set(outbox.ready());

@@ -187,7 +187,7 @@ impl Session {
     /// once the queue drains below its low-water mark), or the store is
     /// behind: stop reading the socket until it clears.
     pub fn throttled(&mut self, now: std::time::Instant) -> bool {
-        let consuming = self.channels.values().any(|ch| !ch.consumers.is_empty());
+        let consuming = || self.channels.values().any(|ch| !ch.consumers.is_empty());
         self.throttle
             .paused(self.broker.store().as_ref(), consuming, now)
     }

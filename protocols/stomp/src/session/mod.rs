@@ -232,7 +232,7 @@ impl Session {
     /// Whether a queue this client publishes to is full, or the store is
     /// behind: stop reading the socket until it clears.
     pub fn throttled(&mut self, now: std::time::Instant) -> bool {
-        let consuming = !self.subs.is_empty();
+        let consuming = || !self.subs.is_empty();
         self.throttle
             .paused(self.shared.broker.store().as_ref(), consuming, now)
     }
