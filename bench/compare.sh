@@ -113,7 +113,7 @@ case $MODE in
     "mqtt|mqtt-qos1-4to1-16B-4k|4000|--qos 1 --publishers 4 --subscribers 1 --size 16"
   ) ;;
   saturation) SCENARIOS=(
-    "amqp-raw|amqp-raw-transient-1to1-16B|20000|--size 16"
+    "amqp-raw|amqp-raw-transient-1to1-16B|20000|--size 16 --send-buffer 65536"
     "mqtt|mqtt-qos0-4to1-16B|20000|--qos 0 --publishers 4 --subscribers 1 --size 16"
     "mqtt|mqtt-qos1-4to1-16B|4000|--qos 1 --publishers 4 --subscribers 1 --size 16"
   ) ;;

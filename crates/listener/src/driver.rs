@@ -74,6 +74,19 @@ pub enum Status {
     Abort,
 }
 
+impl Status {
+    /// `Abort` if `aborted`, else `Closed` if `closed`, else `Open`.
+    pub fn of(aborted: bool, closed: bool) -> Self {
+        if aborted {
+            Self::Abort
+        } else if closed {
+            Self::Closed
+        } else {
+            Self::Open
+        }
+    }
+}
+
 /// How [`drive`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

@@ -306,13 +306,7 @@ impl Connection for AmqpConnection {
     }
 
     fn status(&self) -> Status {
-        if self.aborted {
-            Status::Abort
-        } else if self.session.phase() == Phase::Closed {
-            Status::Closed
-        } else {
-            Status::Open
-        }
+        Status::of(self.aborted, self.session.phase() == Phase::Closed)
     }
 
     fn release(&mut self) {

@@ -570,13 +570,10 @@ impl Connection for MqttConnection {
     }
 
     fn status(&self) -> Status {
-        if self.aborted {
-            Status::Abort
-        } else if self.closed || self.session.phase() == Phase::Closed {
-            Status::Closed
-        } else {
-            Status::Open
-        }
+        Status::of(
+            self.aborted,
+            self.closed || self.session.phase() == Phase::Closed,
+        )
     }
 
     fn park_at(&self, now: Instant) -> Option<Instant> {

@@ -256,13 +256,7 @@ impl Connection for StompConnection {
     }
 
     fn status(&self) -> Status {
-        if self.aborted {
-            Status::Abort
-        } else if self.session.phase() == Phase::Closed {
-            Status::Closed
-        } else {
-            Status::Open
-        }
+        Status::of(self.aborted, self.session.phase() == Phase::Closed)
     }
 
     fn release(&mut self) {
