@@ -415,3 +415,229 @@ pub async fn run<C, R, W>(
     drive(conn, &mut rd, &mut wr, shutdown, relief).await;
     finish(conn, &mut wr).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    /// Echoes every complete line back; closes on "bye"; asks for one timer.
+    struct Echo {
+        out: BytesMut,
+        outbox: Arc<Outbox>,
+        timer: Option<Instant>,
+        timeouts: usize,
+        closed: bool,
+        aborted: bool,
+        throttled: Arc<AtomicBool>,
+        paused: Vec<bool>,
+        park: bool,
+        released: bool,
+    }
+
+    impl Echo {
+        fn new() -> Self {
+            Self {
+                out: BytesMut::new(),
+                outbox: Arc::new(Outbox::default()),
+                timer: None,
+                timeouts: 0,
+                closed: false,
+                aborted: false,
+                throttled: Arc::new(AtomicBool::new(false)),
+                paused: Vec::new(),
+                park: false,
+                released: false,
+            }
+        }
+    }
+
+    impl Connection for Echo {
+        fn handle_input(&mut self, input: &mut BytesMut, _now: Instant) {
+            while let Some(end) = input.iter().position(|&b| b == b'\n') {
+                let line = input.split_to(end + 1);
+                if &line[..] == b"bye\n" {
+                    self.out.extend_from_slice(b"ciao\n");
+                    self.closed = true;
+                    return;
+                }
+                self.out.extend_from_slice(&line);
+            }
+        }
+        fn output(&mut self) -> &mut BytesMut {
+            &mut self.out
+        }
+        fn wants_input(&self) -> bool {
+            !self.closed
+        }
+        fn outbox(&self) -> &Arc<Outbox> {
+            &self.outbox
+        }
+        fn handle_outbox(&mut self, _now: Instant) {}
+        fn take_ticket(&mut self) -> Option<Durable> {
+            None
+        }
+        fn handle_durable(&mut self, _ok: bool, _now: Instant) {}
+        fn throttled(&mut self, _now: Instant) -> bool {
+            self.throttled.load(Ordering::SeqCst)
+        }
+        fn handle_paused(&mut self, paused: bool, _now: Instant) {
+            self.paused.push(paused);
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.timer
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            if self.timer.is_some_and(|t| now >= t) {
+                self.timer = None;
+                self.timeouts += 1;
+                self.out.extend_from_slice(b"tick\n");
+            }
+        }
+        fn handle_shutdown(&mut self, _now: Instant) {
+            self.out.extend_from_slice(b"shutdown\n");
+            self.closed = true;
+        }
+        fn status(&self) -> Status {
+            Status::of(self.aborted, self.closed)
+        }
+        fn park_at(&self, now: Instant) -> Option<Instant> {
+            self.park.then_some(now)
+        }
+        fn release(&mut self) {
+            self.released = true;
+        }
+    }
+
+    const BOUND: Duration = Duration::from_secs(5);
+
+    async fn read_until(rd: &mut (impl AsyncReadExt + Unpin), want: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.windows(want.len()).any(|w| w == want) {
+            let n = tokio::time::timeout(BOUND, rd.read(&mut buf))
+                .await
+                .expect("bytes in time")
+                .expect("read");
+            assert!(n > 0, "stream ended before {want:?}; got {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn input_in_output_out_then_a_clean_close_with_the_last_bytes() {
+        let (client, server) = duplex(1024);
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let (srd, swr) = tokio::io::split(server);
+        let shutdown = CancellationToken::new();
+        let relief = Relief::default();
+        let task = tokio::spawn(async move {
+            let mut conn = Echo::new();
+            run(&mut conn, srd, swr, &shutdown, &relief).await;
+            conn.released
+        });
+        cwr.write_all(b"hello\nwor").await.unwrap();
+        assert_eq!(read_until(&mut crd, b"hello\n").await, b"hello\n");
+        cwr.write_all(b"ld\nbye\n").await.unwrap();
+        let rest = read_until(&mut crd, b"ciao\n").await;
+        assert_eq!(rest, b"world\nciao\n");
+        let released = tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
+        assert!(released, "finish releases the connection");
+        let mut tail = Vec::new();
+        crd.read_to_end(&mut tail).await.unwrap();
+        assert!(tail.is_empty(), "closed after its last bytes");
+    }
+
+    #[tokio::test]
+    async fn the_connections_deadline_calls_it_back_once() {
+        let (client, server) = duplex(1024);
+        let (mut crd, _cwr) = tokio::io::split(client);
+        let (mut srd, mut swr) = tokio::io::split(server);
+        let mut conn = Echo::new();
+        conn.timer = Some(Instant::now() + Duration::from_millis(30));
+        let shutdown = CancellationToken::new();
+        let relief = Relief::default();
+        let started = Instant::now();
+        {
+            let driving = drive(&mut conn, &mut srd, &mut swr, &shutdown, &relief);
+            tokio::pin!(driving);
+            tokio::select! {
+                _ = &mut driving => panic!("the connection ended before its deadline"),
+                got = read_until(&mut crd, b"tick\n") => assert_eq!(got, b"tick\n"),
+            }
+            assert!(
+                started.elapsed() >= Duration::from_millis(30),
+                "not before its deadline"
+            );
+            shutdown.cancel();
+            let exit = tokio::time::timeout(BOUND, driving).await.unwrap();
+            assert_eq!(exit, Exit::Closed);
+        }
+        assert_eq!(conn.timeouts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_paused_connection_reads_nothing_until_it_is_no_longer_throttled() {
+        let (client, server) = duplex(1024);
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let (srd, swr) = tokio::io::split(server);
+        let relief = Arc::new(Relief::default());
+        let mut conn = Echo::new();
+        let throttled = conn.throttled.clone();
+        throttled.store(true, Ordering::SeqCst);
+        let shutdown = CancellationToken::new();
+        let (stop, r) = (shutdown.clone(), relief.clone());
+        let task = tokio::spawn(async move {
+            run(&mut conn, srd, swr, &stop, &r).await;
+            conn.paused
+        });
+        cwr.write_all(b"held\n").await.unwrap();
+        let mut buf = [0u8; 16];
+        let early = tokio::time::timeout(Duration::from_millis(50), crd.read(&mut buf)).await;
+        assert!(early.is_err(), "nothing is read while paused");
+        throttled.store(false, Ordering::SeqCst);
+        relief.relieve();
+        assert_eq!(read_until(&mut crd, b"held\n").await, b"held\n");
+        shutdown.cancel();
+        let paused = tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
+        assert_eq!(paused, [true, false], "told when paused and when resumed");
+    }
+
+    #[tokio::test]
+    async fn an_aborted_connection_writes_nothing_more() {
+        let (client, server) = duplex(1024);
+        let (mut crd, _cwr) = tokio::io::split(client);
+        let (srd, swr) = tokio::io::split(server);
+        let mut conn = Echo::new();
+        conn.out.extend_from_slice(b"never sent\n");
+        conn.aborted = true;
+        let shutdown = CancellationToken::new();
+        let relief = Relief::default();
+        tokio::time::timeout(BOUND, run(&mut conn, srd, swr, &shutdown, &relief))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        crd.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_handed_back_to_be_parked() {
+        let (_client, server) = duplex(1024);
+        let (mut srd, mut swr) = tokio::io::split(server);
+        let mut conn = Echo::new();
+        conn.park = true;
+        let shutdown = CancellationToken::new();
+        let relief = Relief::default();
+        let exit = tokio::time::timeout(
+            BOUND,
+            drive(&mut conn, &mut srd, &mut swr, &shutdown, &relief),
+        )
+        .await
+        .unwrap();
+        assert_eq!(exit, Exit::Park);
+        assert!(!conn.released, "a parked connection lives on");
+    }
+}
