@@ -2,9 +2,10 @@
 //! connection stops reading its socket while a queue it publishes to is
 //! over its high-water mark (until it drains below the low-water mark),
 //! while its consumers are past the flow mark (publishers that consume
-//! nothing only), or while the store has too many writes queued. [`Relief`] wakes paused
-//! publishers when either may have cleared, so nothing polls. Also the wait
-//! on a durability ticket that connection drivers use.
+//! nothing only), or while the store has too many writes queued.
+//! [`Relief`] wakes paused publishers when a reason may have cleared, so
+//! nothing polls. Also the wait on a durability ticket that connection
+//! drivers use.
 
 use crate::queue::Queue;
 use crate::store::{Durable, Store};
