@@ -31,6 +31,11 @@ pub struct Limits {
     /// Simultaneous connections from one source address; further ones are
     /// closed at once.
     pub max_per_address: usize,
+    /// Each accepted socket's kernel receive buffer in bytes (`SO_RCVBUF`);
+    /// `None` leaves Linux's autotuning, which grows it to megabytes. A
+    /// bounded buffer bounds what waits unread while the broker pauses a
+    /// publisher (see `server.tcp_recv_buffer`).
+    pub recv_buffer: Option<usize>,
 }
 
 /// A connection's place under its listener's limits: the connection counts
@@ -127,6 +132,11 @@ pub async fn accept_loop_admitted<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(bytes) = limits.recv_buffer
+            && let Err(e) = socket2::SockRef::from(&stream).set_recv_buffer_size(bytes)
+        {
+            tracing::debug!(protocol, error = %e, "cannot set the receive buffer");
+        }
         let admission = Admission {
             _permit: permit,
             _slot: slot,
@@ -175,6 +185,44 @@ impl Drop for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The receive buffer asked for is what an accepted socket gets (Linux
+    /// doubles the value for its own bookkeeping).
+    #[tokio::test]
+    async fn accepted_sockets_get_the_receive_buffer_asked_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections: 4,
+            max_per_address: 4,
+            recv_buffer: Some(32_768),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let accepting = tokio::spawn(accept_loop(
+            listener,
+            "test",
+            limits,
+            stop,
+            TaskTracker::new(),
+            move |stream, _| {
+                let tx = tx.clone();
+                async move {
+                    let size = socket2::SockRef::from(&stream).recv_buffer_size().unwrap();
+                    let _ = tx.send(size);
+                }
+            },
+        ));
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let size = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("accepted in time")
+            .expect("a size");
+        assert!((32_768..=65_536).contains(&size), "receive buffer {size}");
+        shutdown.cancel();
+        accepting.await.unwrap();
+    }
 
     #[test]
     fn per_address_slots_are_counted_and_freed() {

@@ -77,6 +77,7 @@ pub(crate) struct ServerFile {
     pub(crate) max_queues_per_vhost: Option<usize>,
     pub(crate) consumer_timeout_ms: Option<u64>,
     pub(crate) flow_backlog: Option<usize>,
+    pub(crate) tcp_recv_buffer: Option<usize>,
 }
 
 /// `[amqp]`.
@@ -142,6 +143,9 @@ pub(crate) struct ServerConfig {
     /// Ready messages above which a queue with consumers pauses its
     /// publishers that consume nothing (0: never).
     pub(crate) flow_backlog: usize,
+    /// Accepted sockets' kernel receive buffer in bytes; `None`: the OS's
+    /// autotuning.
+    pub(crate) tcp_recv_buffer: Option<usize>,
 }
 
 /// The AMQP 0-9-1 listener and the limits it offers each connection.
@@ -415,6 +419,7 @@ impl Config {
             server.flow_backlog,
             switchyard_engine::DEFAULT_FLOW_BACKLOG,
         );
+        let recv_buffer = r.pick(None, server.tcp_recv_buffer, 0);
         let at_least_one = |key: Key, v: (usize, Origin)| {
             NonZeroUsize::new(v.0).ok_or_else(|| r.error(key, v.1, 0, "must be at least 1"))
         };
@@ -428,6 +433,7 @@ impl Config {
                 consumer_timeout: (consumer_timeout.0 > 0)
                     .then(|| Duration::from_millis(consumer_timeout.0)),
                 flow_backlog: flow_backlog.0,
+                tcp_recv_buffer: (recv_buffer.0 > 0).then_some(recv_buffer.0),
             },
             amqp: AmqpListenerConfig {
                 listen,
@@ -482,6 +488,7 @@ impl Config {
                 max_queues_per_vhost: Some(self.server.max_queues_per_vhost.get()),
                 consumer_timeout_ms: Some(self.server.consumer_timeout.map_or(0, millis)),
                 flow_backlog: Some(self.server.flow_backlog),
+                tcp_recv_buffer: Some(self.server.tcp_recv_buffer.unwrap_or(0)),
             },
             amqp: AmqpFile {
                 listen: Some(

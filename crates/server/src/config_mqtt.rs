@@ -148,6 +148,8 @@ impl MqttListenerConfig {
             max_connections_per_ip: self.max_connections_per_ip.get(),
             park_after: self.park_after,
             max_keep_alive: self.max_keep_alive,
+            // Set from `server.tcp_recv_buffer` by the caller.
+            recv_buffer: None,
         }
     }
 }

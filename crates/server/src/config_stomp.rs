@@ -200,8 +200,10 @@ impl StompListenerConfig {
             max_subscriptions: self.max_subscriptions.get(),
             min_heartbeat_ms: millis(self.min_heartbeat),
             max_unacked: self.max_unacked_per_subscription,
-            // Set from `server.consumer_timeout_ms` by the caller.
+            // Set from `server.consumer_timeout_ms` and
+            // `server.tcp_recv_buffer` by the caller.
             consumer_timeout: None,
+            recv_buffer: None,
         }
     }
 }

@@ -61,6 +61,7 @@ fn shipped_file_sets_every_key() {
                 max_queues_per_vhost,
                 consumer_timeout_ms,
                 flow_backlog,
+                tcp_recv_buffer,
             },
         amqp:
             AmqpFile {
@@ -116,7 +117,7 @@ fn shipped_file_sets_every_key() {
     assert!(mqtt_listen.is_some() && max_packet_size.is_some() && max_inflight.is_some());
     assert!(connect_timeout_ms.is_some() && mqtt_max_connections.is_some());
     assert!(max_queues_per_vhost.is_some() && consumer_timeout_ms.is_some());
-    assert!(flow_backlog.is_some());
+    assert!(flow_backlog.is_some() && tcp_recv_buffer.is_some());
     assert!(max_connections_per_ip.is_some() && max_consumers_per_channel.is_some());
     assert!(max_unacked_per_channel.is_some());
     assert!(data_dir.is_some() && shutdown_timeout_ms.is_some());

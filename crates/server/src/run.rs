@@ -9,7 +9,7 @@
 //! broker; stop the runtime, dropping tasks that outlived the deadline; close
 //! the store last, which commits what is left and joins its writer thread.
 
-use crate::config::{AmqpListenerConfig, Config};
+use crate::config::{AmqpListenerConfig, Config, ServerConfig};
 use crate::websocket::{self, Backend};
 use anyhow::{Context as _, anyhow};
 use std::ffi::OsString;
@@ -125,7 +125,7 @@ async fn run(
         let accept = switchyard_amqp::serve(
             listener,
             Arc::clone(broker),
-            amqp_config(&config.amqp, config.server.consumer_timeout),
+            amqp_config(&config.amqp, &config.server),
             shutdown.clone(),
             tracker.clone(),
         );
@@ -144,7 +144,7 @@ async fn run(
         let accept = switchyard_mqtt::serve(
             listener,
             mqtt_shared.clone(),
-            config.mqtt.protocol(),
+            mqtt_config(config),
             shutdown.clone(),
             tracker.clone(),
         );
@@ -173,7 +173,7 @@ async fn run(
             web_stomp,
             Backend::Stomp(stomp_shared, stomp_config(config)),
         ),
-        (web_mqtt, Backend::Mqtt(mqtt_shared, config.mqtt.protocol())),
+        (web_mqtt, Backend::Mqtt(mqtt_shared, mqtt_config(config))),
     ];
     for (bound, backend) in web {
         let Some((listener, _)) = bound else { continue };
@@ -231,10 +231,7 @@ async fn run(
 }
 
 /// The protocol crate's settings from the validated listener section.
-fn amqp_config(
-    c: &AmqpListenerConfig,
-    consumer_timeout: Option<Duration>,
-) -> switchyard_amqp::AmqpConfig {
+fn amqp_config(c: &AmqpListenerConfig, server: &ServerConfig) -> switchyard_amqp::AmqpConfig {
     switchyard_amqp::AmqpConfig {
         frame_max: c.frame_max,
         channel_max: c.channel_max.get(),
@@ -245,7 +242,8 @@ fn amqp_config(
         max_connections_per_ip: c.max_connections_per_ip.get(),
         max_consumers_per_channel: c.max_consumers_per_channel.get(),
         max_unacked_per_channel: c.max_unacked_per_channel.get(),
-        consumer_timeout,
+        consumer_timeout: server.consumer_timeout,
+        recv_buffer: server.tcp_recv_buffer,
     }
 }
 
@@ -351,6 +349,13 @@ impl Signals {
 fn stomp_config(config: &Config) -> switchyard_stomp::StompConfig {
     let mut c = config.stomp.protocol();
     c.consumer_timeout = config.server.consumer_timeout;
+    c.recv_buffer = config.server.tcp_recv_buffer;
+    c
+}
+
+fn mqtt_config(config: &Config) -> switchyard_mqtt::MqttConfig {
+    let mut c = config.mqtt.protocol();
+    c.recv_buffer = config.server.tcp_recv_buffer;
     c
 }
 

@@ -70,6 +70,13 @@ impl Backend {
         }
     }
 
+    fn recv_buffer(&self) -> Option<usize> {
+        match self {
+            Self::Stomp(_, c) => c.recv_buffer,
+            Self::Mqtt(_, c) => c.recv_buffer,
+        }
+    }
+
     fn connect_timeout(&self) -> Duration {
         match self {
             Self::Stomp(_, c) => c.connect_timeout,
@@ -121,6 +128,7 @@ pub(crate) async fn serve(
     let limits = switchyard_listener::Limits {
         max_connections: backend.max_connections(),
         max_per_address: backend.max_connections_per_ip(),
+        recv_buffer: backend.recv_buffer(),
     };
     let stop = shutdown.clone();
     let name = backend.name();

@@ -47,6 +47,8 @@ pub struct AmqpConfig {
     /// A delivery unacknowledged this long closes its channel with 406, its
     /// messages requeued (RabbitMQ's `consumer_timeout`); `None` never.
     pub consumer_timeout: Option<Duration>,
+    /// Accepted sockets' receive buffer (see [`Limits::recv_buffer`]).
+    pub recv_buffer: Option<usize>,
 }
 
 impl Default for AmqpConfig {
@@ -62,6 +64,7 @@ impl Default for AmqpConfig {
             max_consumers_per_channel: 65_536,
             max_unacked_per_channel: 65_536,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            recv_buffer: None,
         }
     }
 }
@@ -92,6 +95,7 @@ pub async fn serve(
     let limits = Limits {
         max_connections: config.max_connections,
         max_per_address: config.max_connections_per_ip,
+        recv_buffer: config.recv_buffer,
     };
     let stop = shutdown.clone();
     accept_loop(listener, "amqp", limits, stop, tracker, |stream, peer| {

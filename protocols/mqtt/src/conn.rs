@@ -56,6 +56,8 @@ pub struct MqttConfig {
     /// Longest keep-alive accepted, in seconds (0: no limit); see
     /// [`SessionConfig::max_keep_alive`].
     pub max_keep_alive: u16,
+    /// Accepted sockets' receive buffer (see [`Limits::recv_buffer`]).
+    pub recv_buffer: Option<usize>,
 }
 
 impl Default for MqttConfig {
@@ -68,6 +70,7 @@ impl Default for MqttConfig {
             max_connections_per_ip: 4096,
             park_after: Some(DEFAULT_PARK_AFTER),
             max_keep_alive: 0,
+            recv_buffer: None,
         }
     }
 }
@@ -139,6 +142,7 @@ pub async fn serve(
     let limits = Limits {
         max_connections: config.max_connections,
         max_per_address: config.max_connections_per_ip,
+        recv_buffer: config.recv_buffer,
     };
     let ctx = Arc::new(Listener {
         shared: shared.clone(),

@@ -39,6 +39,9 @@ pub struct StompConfig {
     pub max_unacked: u32,
     /// A MESSAGE unacknowledged this long ends the connection (ERROR).
     pub consumer_timeout: Option<Duration>,
+    /// Accepted sockets' receive buffer (see
+    /// [`switchyard_listener::Limits::recv_buffer`]).
+    pub recv_buffer: Option<usize>,
 }
 
 impl Default for StompConfig {
@@ -52,6 +55,7 @@ impl Default for StompConfig {
             min_heartbeat_ms: 100,
             max_unacked: 65_536,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            recv_buffer: None,
         }
     }
 }
@@ -67,6 +71,7 @@ pub async fn serve(
     let limits = switchyard_listener::Limits {
         max_connections: config.max_connections,
         max_per_address: config.max_connections_per_ip,
+        recv_buffer: config.recv_buffer,
     };
     let stop = shutdown.clone();
     accept_loop(listener, "stomp", limits, stop, tracker, |stream, peer| {
