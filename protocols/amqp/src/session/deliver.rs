@@ -6,7 +6,6 @@ use super::Session;
 use crate::codec::{Deliver, Encoder};
 use crate::convert::delivery_out;
 use amq_protocol::protocol::{AMQPClass, basic};
-use amq_protocol::types::ShortString;
 use std::sync::Arc;
 use switchyard_engine::{Durable, OutboxEvent, Settle};
 use switchyard_model::Properties;
@@ -36,46 +35,45 @@ impl Session {
                         continue;
                     };
                     let tag = ch.next_delivery_tag();
-                    if !d.consumer.spec.no_ack {
-                        ch.unacked.insert(tag, (d.unsettled(), now));
-                    }
                     let m = &d.message;
                     // Most messages carry no properties and a short key:
                     // nothing to convert. Otherwise convert and encode once.
                     let plain = m.routing_key.len() <= usize::from(u8::MAX)
                         && m.properties == Properties::default();
-                    let mut cut = ShortString::from(String::new());
-                    if plain {
+                    let cut = if plain {
                         self.props.clear();
                         self.props.extend_from_slice(&[0, 0]);
+                        None
                     } else {
                         let (key, properties) = delivery_out(m);
-                        cut = key;
                         self.enc.properties(properties, &mut self.props);
-                    }
+                        Some(key)
+                    };
                     let deliver = Deliver {
                         consumer_tag: &d.consumer.spec.tag,
                         delivery_tag: tag,
                         redelivered: d.redelivered,
                         exchange: &m.exchange,
-                        routing_key: if plain { &m.routing_key } else { cut.as_str() },
+                        routing_key: cut.as_ref().map_or(&m.routing_key, |k| k.as_str()),
                     };
                     if Encoder::deliver(id, &deliver, &mut self.out).is_none() {
-                        // A name too long for AMQP (another protocol's
-                        // exchange): the generic encoder logs and drops it.
-                        let deliver = basic::Deliver {
-                            consumer_tag: deliver.consumer_tag.into(),
-                            delivery_tag: tag,
-                            redelivered: d.redelivered,
-                            exchange: deliver.exchange.into(),
-                            routing_key: deliver.routing_key.into(),
-                        };
-                        self.send(id, AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)));
+                        // A name no AMQP short string holds (another
+                        // protocol's exchange): nothing is written, not even
+                        // the content, and the message is rejected.
+                        tracing::error!(
+                            exchange = %m.exchange,
+                            "delivery not encodable as basic.deliver; rejected"
+                        );
+                        d.settle(Settle::Reject);
+                        continue;
+                    }
+                    if !d.consumer.spec.no_ack {
+                        ch.unacked.insert(tag, (d.unsettled(), now));
                     }
                     Encoder::content_encoded(
                         id,
                         &self.props,
-                        &m.body,
+                        &d.message.body,
                         self.frame_max,
                         &mut self.out,
                     );
