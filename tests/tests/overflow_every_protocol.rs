@@ -11,12 +11,14 @@
 #[macro_use]
 #[path = "common/stomp.rs"]
 mod stomp;
+
+use stomp::amqp;
 #[path = "common/mqtt.rs"]
 mod mqtt;
 
+use lapin::Channel;
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties};
 use mqtt::{Client as Mqtt, PUBACK, PUBREC, connect, connect5, publish, publish5};
 use stomp::{Client as Stomp, Version};
 use switchyard_tests::Broker;
@@ -39,16 +41,6 @@ async fn full_queue(ch: &Channel, name: &str, key: &str) {
         FieldTable::default()
     ))
     .expect("bind");
-}
-
-async fn amqp(broker: &Broker) -> (Connection, Channel) {
-    let conn = w!(Connection::connect(
-        &broker.amqp_uri(),
-        ConnectionProperties::default()
-    ))
-    .expect("AMQP connect");
-    let ch = w!(conn.create_channel()).expect("channel");
-    (conn, ch)
 }
 
 /// The bodies in `queue`, drained.

@@ -12,6 +12,8 @@
 #[path = "common/stomp.rs"]
 mod stomp;
 
+use stomp::amqp;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, ByteArray, FieldArray, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
 use stomp::{Client, Frame, QUIET, STEP, Version};
 use switchyard_tests::Broker;
@@ -38,16 +40,6 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 // ---------------------------------------------------------------------------
 // AMQP side (lapin)
-
-async fn amqp(broker: &Broker) -> (Connection, Channel) {
-    let conn = w!(Connection::connect(
-        &broker.amqp_uri(),
-        ConnectionProperties::default()
-    ))
-    .expect("AMQP connect");
-    let ch = w!(conn.create_channel()).expect("channel");
-    (conn, ch)
-}
 
 /// An exclusive server-named queue bound to amq.topic with `key`.
 async fn topic_queue(ch: &Channel, key: &str) -> String {

@@ -9,9 +9,11 @@
 #[path = "common/stomp.rs"]
 mod stomp;
 
+use stomp::amqp;
+
+use lapin::ExchangeKind;
 use lapin::options::{BasicGetOptions, ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::net::SocketAddr;
 use stomp::{Client, Frame, QUIET, STEP, Version};
 use switchyard_tests::Broker;
@@ -33,16 +35,6 @@ fn assert_error(e: &Frame, message: &str, body: &str) {
     assert_eq!(e.body_str(), body, "{e:?}");
     assert_eq!(e.get("version"), Some("1.0,1.1,1.2"), "{e:?}");
     assert_eq!(e.get("content-type"), Some("text/plain"), "{e:?}");
-}
-
-async fn amqp(broker: &Broker) -> (Connection, Channel) {
-    let conn = w!(Connection::connect(
-        &broker.amqp_uri(),
-        ConnectionProperties::default()
-    ))
-    .expect("AMQP connect");
-    let ch = w!(conn.create_channel()).expect("channel");
-    (conn, ch)
 }
 
 fn passive() -> QueueDeclareOptions {

@@ -8,6 +8,8 @@
 #[path = "common/stomp.rs"]
 mod stomp;
 
+use stomp::amqp;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use stomp::{Client, Frame, Parser, STEP, Version, encode};
 use switchyard_tests::Broker;
 use tokio::net::TcpStream;
@@ -158,16 +160,6 @@ impl WsStomp {
 
 // ---------------------------------------------------------------------------
 // AMQP helpers
-
-async fn amqp(broker: &Broker) -> (Connection, Channel) {
-    let conn = w!(Connection::connect(
-        &broker.amqp_uri(),
-        ConnectionProperties::default()
-    ))
-    .expect("AMQP connect");
-    let ch = w!(conn.create_channel()).expect("channel");
-    (conn, ch)
-}
 
 async fn amqp_publish(ch: &Channel, key: &str, body: &[u8]) {
     w!(ch.confirm_select(ConfirmSelectOptions::default())).expect("confirm.select");

@@ -621,3 +621,15 @@ pub(crate) fn assert_broker_serves(addr: SocketAddr) {
     assert_eq!(m.get("subscription"), Some("hc"), "{m:?}");
     c.disconnect();
 }
+
+/// The AMQP side of a cross-protocol test: a lapin connection to `broker`
+/// and a channel on it.
+pub(crate) async fn amqp(broker: &switchyard_tests::Broker) -> (lapin::Connection, lapin::Channel) {
+    let conn = w!(lapin::Connection::connect(
+        &broker.amqp_uri(),
+        lapin::ConnectionProperties::default()
+    ))
+    .expect("AMQP connect");
+    let ch = w!(conn.create_channel()).expect("channel");
+    (conn, ch)
+}
