@@ -56,6 +56,12 @@ def _kill_leftovers() -> None:
                 pass
 
 
+def track_process(proc: subprocess.Popen) -> None:
+    """Kill `proc` when pytest exits, if it is still running (a test that
+    ended abnormally did not stop it)."""
+    _STARTED.append(proc)
+
+
 def stop_process(proc: subprocess.Popen | None, grace: float) -> int | None:
     """Stop a process this test suite started: SIGTERM, wait up to `grace`
     seconds, then SIGKILL. Returns its exit code (None if never started)."""
@@ -174,7 +180,7 @@ class BrokerProcess:
                 # first; we stop it ourselves in teardown.
                 start_new_session=True,
             )
-        _STARTED.append(self.proc)
+        track_process(self.proc)
         self.endpoint = self._wait_ready()
         return self.endpoint
 

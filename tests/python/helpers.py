@@ -81,6 +81,18 @@ def get_all(ch: BlockingChannel, queue: str, limit: int = 100_000) -> list[bytes
     raise AssertionError(f"queue {queue!r} still not empty after {limit} gets")
 
 
+def wait_get(ch: BlockingChannel, queue: str, timeout: float = DEFAULT_TIMEOUT_S):
+    """basic_get (auto-ack) until a message arrives; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        method, props, body = ch.basic_get(queue=queue, auto_ack=True)
+        if method is not None:
+            return method, props, body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no message in {queue!r} within {timeout:.1f}s")
+        ch.connection.process_data_events(time_limit=0.02)
+
+
 def wait_for(
     cond: Callable[[], bool], timeout: float = DEFAULT_TIMEOUT_S, what: str = "condition"
 ) -> None:

@@ -14,7 +14,6 @@ x-death).  Every wait is bounded; every name carries the test's unique suffix.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import subprocess
@@ -32,28 +31,13 @@ from celery_app import (
     ENV_STATE_DIR,
     make_app,
 )
-from conftest import stop_process
+from conftest import stop_process, track_process
+from helpers import wait_get
 
 TESTS_DIR = Path(__file__).resolve().parent
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
 LOG_TAIL_LINES = 120
-
-# Every worker started by this module, so that an abnormal exit of pytest still
-# stops them (and only them).
-_STARTED: list[subprocess.Popen] = []
-
-
-@atexit.register
-def _kill_leftover_workers() -> None:
-    for proc in _STARTED:
-        if proc.poll() is None:
-            proc.kill()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
 
 class Worker:
     """One `celery worker` process, started and stopped by the fixture only."""
@@ -111,7 +95,7 @@ class Worker:
                 env=self.env,
                 start_new_session=True,
             )
-        _STARTED.append(self.proc)
+        track_process(self.proc)
 
     def log_text(self) -> str:
         try:
@@ -256,18 +240,6 @@ def celery_rig(request, broker, tmp_path, monkeypatch) -> CeleryRig:
         yield rig
     finally:
         rig.close()
-
-
-def wait_get(ch, queue: str, timeout: float):
-    """pika basic_get (auto-ack) until a message arrives; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(queue=queue, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no message in {queue!r} within {timeout:.1f}s")
-        ch.connection.process_data_events(time_limit=0.05)
 
 
 def wait_message_count(ch, queue: str, count: int, timeout: float = 10.0) -> None:

@@ -17,21 +17,9 @@ import kombu
 import pika
 import pytest
 
-from helpers import get_all, process_until, pump
+from helpers import get_all, process_until, pump, wait_get
 
 DEADLINE_S = 5.0
-
-
-def wait_get(ch, queue: str, timeout: float = DEADLINE_S):
-    """basic_get (auto-ack) until a message arrives; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(queue=queue, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no message in {queue!r} within {timeout:.1f}s")
-        ch.connection.process_data_events(time_limit=0.02)
 
 
 def death_entry(props, queue: str, reason: str) -> dict:
@@ -125,7 +113,7 @@ def test_retry_loop_x_death_count_grows(connections, uniq):
     assert props.headers["x-last-death-queue"] == wait
     assert props.headers["x-last-death-reason"] == "expired"
 
-    _, parked, body = wait_get(ch, parking)
+    _, parked, body = wait_get(ch, parking, DEADLINE_S)
     assert body == b"flaky"
     assert parked.message_id == f"job-{uniq}"
     assert parked.headers == {"retries": 3}

@@ -18,6 +18,7 @@ import time
 import pika
 import pytest
 
+from helpers import wait_get
 from stomp_helpers import VERSIONS, WAIT, RawStomp, StompClient, encode_frame, stomp_port
 
 V11_UP = ["1.1", "1.2"]
@@ -98,14 +99,7 @@ def queues(broker):
 
 def amqp_get(ch, queue: str, timeout: float = WAIT):
     """basic_get (auto-ack) until one message arrives; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        method, props, body = ch.basic_get(queue=queue, auto_ack=True)
-        if method is not None:
-            return method, props, body
-        if time.monotonic() > deadline:
-            pytest.fail(f"no message on AMQP queue {queue!r} within {timeout}s")
-        time.sleep(0.02)
+    return wait_get(ch, queue, timeout)
 
 
 def message_count(ch, queue: str) -> int:
