@@ -16,9 +16,11 @@
 //!
 //! lapin announces `connection.blocked` and reports it through
 //! [`Connection::events_listener`], which is how [`Blocks`] watches the
-//! AMQP publishers; [`rawpub`] is a hand-driven AMQP publisher for what
-//! lapin cannot show (a client without the capability, exactly what is on
-//! the wire).
+//! AMQP publishers of most tests; [`rawpub`] is a hand-driven AMQP
+//! publisher for what lapin cannot show (a client without the capability,
+//! exactly what is on the wire) and for the slow-consumer scenario, whose
+//! control needs a publisher faster than the paced consumer however loaded
+//! the machine is (lapin, one await per publish, was not always).
 
 #[macro_use]
 mod common;
@@ -59,6 +61,9 @@ const PACE: u32 = 3_000;
 
 /// Prefetch of the paced consumers.
 const PREFETCH: u16 = 20;
+
+/// Messages the AMQP publisher writes at once.
+const CHUNK: usize = 250;
 
 /// Interval between two depth samples.
 const SAMPLE: Duration = Duration::from_millis(10);
@@ -291,7 +296,8 @@ async fn depth(conn: &Connection, queue: &str) -> u32 {
 /// The protocol the slow-consumer scenario publishes with.
 #[derive(Debug, Clone, Copy)]
 enum Via {
-    /// lapin on its own connection, no confirms.
+    /// The hand-driven publisher ([`rawpub`]) in confirm mode, announcing
+    /// `connection.blocked`.
     Amqp,
     /// STOMP 1.2 SENDs to `/queue/<queue>` (no receipts but the last's).
     Stomp,
@@ -333,17 +339,13 @@ async fn slow_consumer_run(backlog: usize, via: Via) -> Run {
     let mut blocks = Vec::new();
     match via {
         Via::Amqp => {
-            let conn = connect(&broker).await;
-            let mut watch = Blocks::watch(&conn);
-            let ch = channel(&conn).await;
-            // Without confirms each resolves as NotRequested.
-            drop(publish_range(&ch, &queue, 0, N).await);
+            let (addr, q) = (broker.amqp_addr(), queue.clone());
+            let publisher = tokio::task::spawn_blocking(move || amqp_publish(addr, &q));
             join_consumer(drained).await;
-            blocks = watch.settled().await.to_vec();
-            assert!(
-                !conn.status().blocked(),
-                "publisher still blocked after the queue drained"
-            );
+            let publisher = t!(publisher).expect("AMQP publisher panicked");
+            blocks = tokio::task::spawn_blocking(move || amqp_settle(publisher))
+                .await
+                .expect("AMQP publisher panicked");
         }
         Via::Stomp => {
             let (addr, queue) = (broker.stomp_addr(), queue.clone());
@@ -368,6 +370,29 @@ async fn slow_consumer_run(backlog: usize, via: Via) -> Run {
     }
 }
 
+/// Publishes `N` messages to `queue` with the hand-driven publisher (which
+/// announces `connection.blocked`), [`CHUNK`] per write so that the
+/// publisher's own speed cannot decide the result, and waits for their
+/// confirms: the broker has taken them all.
+fn amqp_publish(addr: SocketAddr, queue: &str) -> rawpub::Publisher {
+    let mut p = rawpub::Publisher::connect(addr, true);
+    for from in (0..N).step_by(CHUNK) {
+        p.publish(queue, from..(from + CHUNK).min(N));
+    }
+    p.wait_acked(N as u64);
+    p
+}
+
+/// The blocked/unblocked notifications `p` received, once the queue has
+/// drained: if it was blocked last, the unblocked that must follow too.
+fn amqp_settle(mut p: rawpub::Publisher) -> Vec<bool> {
+    let notes = p.notes();
+    if notes.last() == Some(&true) {
+        p.wait_unblocked();
+    }
+    p.notes()
+}
+
 /// SENDs `N` messages to `/queue/<queue>`, the last with a receipt, which
 /// arrives once the broker has read them all.
 fn stomp_publish(addr: SocketAddr, queue: &str) {
@@ -377,7 +402,9 @@ fn stomp_publish(addr: SocketAddr, queue: &str) {
     for i in 0..N - 1 {
         c.send("SEND", &headers, body(i).as_bytes());
     }
-    c.receipt("SEND", &headers, body(N - 1).as_bytes());
+    // The broker reads the last SEND only as the paced consumer drains the
+    // queue, which takes N / PACE and more on a loaded machine.
+    c.receipt_within("SEND", &headers, body(N - 1).as_bytes(), DRAIN);
     c.disconnect();
 }
 
@@ -388,7 +415,8 @@ fn mqtt_publish(addr: SocketAddr, topic: &str) {
     for i in 0..N {
         c.send(&mqtt::publish(topic, 0, 0, body(i).as_bytes()));
     }
-    c.ping();
+    // Read only as the paced consumer drains the queue (see above).
+    c.ping_within(DRAIN);
     c.disconnect();
 }
 
@@ -763,7 +791,7 @@ mod rawpub {
     pub(crate) const UNBLOCK_WITHIN: Duration = Duration::from_secs(5);
 
     /// Bound on the reader thread, and on waiting for confirms.
-    const LIFETIME: Duration = Duration::from_secs(30);
+    const LIFETIME: Duration = super::DRAIN;
 
     enum Note {
         Blocked(bool),

@@ -297,8 +297,16 @@ impl Client {
     /// PINGREQ → PINGRESP, skipping nothing.
     #[track_caller]
     pub(crate) fn ping(&mut self) {
+        self.ping_within(STEP);
+    }
+
+    /// [`Client::ping`], waiting up to `within` for the PINGRESP.
+    #[track_caller]
+    pub(crate) fn ping_within(&mut self, within: Duration) {
         self.send(&PINGREQ);
-        let p = self.expect_packet();
+        let p = self
+            .read_packet(within)
+            .unwrap_or_else(|e| panic!("no PINGRESP within {within:?}: {e:?}"));
         assert_eq!(p.first, PINGRESP, "expected PINGRESP, got {p:?}");
     }
 

@@ -417,17 +417,33 @@ impl Client {
     /// RECEIPT; frames arriving first are kept for later reads. An ERROR
     /// instead fails the test.
     pub(crate) fn receipt(&mut self, command: &str, headers: &[(&str, &str)], body: &[u8]) {
+        self.receipt_within(command, headers, body, STEP);
+    }
+
+    /// [`Client::receipt`], waiting up to `within` for the RECEIPT.
+    pub(crate) fn receipt_within(
+        &mut self,
+        command: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        within: Duration,
+    ) {
         self.receipts += 1;
         let id = format!("rcpt-{}", self.receipts);
         let mut all = headers.to_vec();
         all.push(("receipt", &id));
         self.send(command, &all, body);
-        self.wait_receipt(&id);
+        self.wait_receipt_within(&id, within);
     }
 
     /// Waits for the RECEIPT `id`, keeping other frames for later reads.
     pub(crate) fn wait_receipt(&mut self, id: &str) {
-        let deadline = Instant::now() + STEP;
+        self.wait_receipt_within(id, STEP);
+    }
+
+    /// [`Client::wait_receipt`], waiting up to `within`.
+    pub(crate) fn wait_receipt_within(&mut self, id: &str, within: Duration) {
+        let deadline = Instant::now() + within;
         let mut held = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -436,7 +452,7 @@ impl Client {
                 Ok(f) if f.command == "ERROR" => panic!("ERROR instead of RECEIPT {id}: {f:?}"),
                 Ok(f) if f.command == "RECEIPT" => panic!("RECEIPT out of order: {f:?}; want {id}"),
                 Ok(f) => held.push(f),
-                Err(e) => panic!("no RECEIPT {id} within {STEP:?}: {e:?}; held {held:?}"),
+                Err(e) => panic!("no RECEIPT {id} within {within:?}: {e:?}; held {held:?}"),
             }
         }
         self.pending.extend(held);
