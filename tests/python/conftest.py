@@ -77,6 +77,11 @@ def stop_process(proc: subprocess.Popen | None, grace: float) -> int | None:
     return proc.returncode
 
 
+# Listeners besides AMQP the broker is started with, as the ready file names
+# them.
+LISTENERS = ("mqtt", "stomp", "web_stomp", "web_mqtt", "management", "prometheus")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     host: str
@@ -87,6 +92,8 @@ class Endpoint:
     stomp_port: int | None = None
     web_stomp_port: int | None = None
     web_mqtt_port: int | None = None
+    management_port: int | None = None
+    prometheus_port: int | None = None
 
     def params(self, heartbeat: int = 30, **kwargs) -> pika.ConnectionParameters:
         return pika.ConnectionParameters(
@@ -159,6 +166,10 @@ class BrokerProcess:
             "127.0.0.1:0",
             "--web-mqtt",
             "127.0.0.1:0",
+            "--management",
+            "127.0.0.1:0",
+            "--prometheus",
+            "127.0.0.1:0",
             "--ready-file",
             str(self.ready_file),
         ]
@@ -204,10 +215,10 @@ class BrokerProcess:
                 key, sep, value = line.partition("=")
                 if sep and key.strip() == "amqp":
                     amqp = _parse_hostport(value)
-                elif sep and key.strip() in ("mqtt", "stomp", "web_stomp", "web_mqtt"):
+                elif sep and key.strip() in LISTENERS:
                     ports[f"{key.strip()}_port"] = _parse_hostport(value)[1]
             # The broker writes the file once every listener is bound.
-            if amqp is not None and len(ports) == 4:
+            if amqp is not None and len(ports) == len(LISTENERS):
                 host, port = amqp
                 if host in ("0.0.0.0", "::", ""):
                     host = "127.0.0.1"
@@ -253,7 +264,7 @@ class BrokerProcess:
 def _external_endpoint() -> Endpoint:
     host, port = _parse_hostport(EXTERNAL)
     ports = {}
-    for name in ("mqtt", "stomp", "web_stomp", "web_mqtt"):
+    for name in LISTENERS:
         value = os.environ.get(f"SWITCHYARD_EXTERNAL_{name.upper()}", "").strip()
         if value:
             ports[f"{name}_port"] = int(value)

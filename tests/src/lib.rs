@@ -229,6 +229,10 @@ impl Broker {
             .arg("127.0.0.1:0")
             .arg("--web-mqtt")
             .arg("127.0.0.1:0")
+            .arg("--management")
+            .arg("127.0.0.1:0")
+            .arg("--prometheus")
+            .arg("127.0.0.1:0")
             .arg("--ready-file")
             .arg(&ready)
             // Hermetic: no config file from the test's working directory
@@ -310,6 +314,28 @@ impl Broker {
     #[must_use]
     pub fn web_mqtt_addr(&self) -> SocketAddr {
         read_ready_line(&self.ready_file(), "web_mqtt=").expect("web_mqtt= line in the ready file")
+    }
+
+    /// The address the management HTTP API (and web UI) is bound to.
+    ///
+    /// # Panics
+    ///
+    /// If the broker is not running or announced no management listener.
+    #[must_use]
+    pub fn management_addr(&self) -> SocketAddr {
+        read_ready_line(&self.ready_file(), "management=")
+            .expect("management= line in the ready file")
+    }
+
+    /// The address the Prometheus metrics endpoint is bound to.
+    ///
+    /// # Panics
+    ///
+    /// If the broker is not running or announced no Prometheus listener.
+    #[must_use]
+    pub fn prometheus_addr(&self) -> SocketAddr {
+        read_ready_line(&self.ready_file(), "prometheus=")
+            .expect("prometheus= line in the ready file")
     }
 
     /// The address the AMQP listener is bound to.

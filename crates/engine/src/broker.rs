@@ -1,5 +1,7 @@
 //! The broker: the set of vhosts over one store, and start-up recovery.
 
+use crate::auth::{Authenticator, GuestOnly, Identity, Refused};
+use crate::connections::Connections;
 use crate::delayed::Delayed;
 use crate::queue::Home;
 use crate::retained::Retained;
@@ -33,6 +35,11 @@ pub struct Broker {
     relief: Arc<crate::Relief>,
     /// See [`Broker::set_flow_backlog`].
     flow_backlog: Arc<AtomicUsize>,
+    /// Answers logins; [`GuestOnly`] until one is set. Weak: the
+    /// authenticator usually holds the broker.
+    authenticator: RwLock<Option<std::sync::Weak<dyn Authenticator>>>,
+    /// Logged-in connections and the adapters' message counters.
+    connections: Arc<Connections>,
 }
 
 /// Default [`Broker::set_flow_backlog`].
@@ -71,6 +78,8 @@ impl Broker {
             delayed: Delayed::new(store.clone(), timers),
             relief,
             flow_backlog: Arc::new(AtomicUsize::new(DEFAULT_FLOW_BACKLOG)),
+            authenticator: RwLock::new(None),
+            connections: Arc::default(),
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -190,6 +199,43 @@ impl Broker {
             .clone()
     }
 
+    /// Let `authenticator` answer every login from now on (the broker
+    /// keeps a weak reference: once it is dropped, every login fails).
+    pub fn set_authenticator(&self, authenticator: &Arc<dyn Authenticator>) {
+        *self.authenticator.write() = Some(Arc::downgrade(authenticator));
+    }
+
+    fn authenticator(&self) -> Option<Arc<dyn Authenticator>> {
+        match &*self.authenticator.read() {
+            None => Some(Arc::new(GuestOnly)),
+            Some(weak) => weak.upgrade(),
+        }
+    }
+
+    /// Checks a login (see [`Authenticator::authenticate`]).
+    ///
+    /// # Errors
+    ///
+    /// Why the login is refused.
+    pub fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        peer: std::net::IpAddr,
+    ) -> Result<Identity, Refused> {
+        match self.authenticator() {
+            Some(auth) => auth.authenticate(user, password, peer),
+            None => Err(Refused::BadCredentials),
+        }
+    }
+
+    /// Whether `user` may use `vhost` (see [`Authenticator::may_use_vhost`]).
+    #[must_use]
+    pub fn may_use_vhost(&self, user: &str, vhost: &str) -> bool {
+        self.authenticator()
+            .is_some_and(|a| a.may_use_vhost(user, vhost))
+    }
+
     /// Ready messages above which a queue with consumers pauses its
     /// publishers until it is back to half (0: never, only the memory
     /// marks pause them). Applies to every queue, existing ones included.
@@ -206,6 +252,18 @@ impl Broker {
     /// Retained messages (MQTT's, today).
     pub fn retained(&self) -> &Retained {
         &self.retained
+    }
+
+    /// Logged-in connections of every protocol, and message counters.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// Every vhost, by name.
+    pub fn vhosts(&self) -> Vec<Arc<Vhost>> {
+        let mut all: Vec<_> = self.vhosts.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// A vhost by name.

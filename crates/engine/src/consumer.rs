@@ -28,6 +28,11 @@ pub struct ChannelCredit {
 }
 
 impl ChannelCredit {
+    /// The channel-wide limit (0 = unlimited).
+    pub fn prefetch(&self) -> u32 {
+        self.prefetch.load(Ordering::Relaxed)
+    }
+
     /// Set the channel-wide limit (0 = unlimited).
     pub fn set_prefetch(&self, n: u32) {
         self.prefetch.store(n, Ordering::Relaxed);
@@ -197,6 +202,9 @@ pub struct Outbox {
     /// Called when an event arrives in an empty outbox, for a connection
     /// that is not waiting on [`Outbox::ready`] (one parked without a task).
     waker: Mutex<Option<OutboxWaker>>,
+    /// The engine id of the connection it belongs to (0: not said), so
+    /// a consumer can be traced to its connection.
+    owner: std::sync::atomic::AtomicU64,
 }
 
 /// See [`Outbox::set_waker`].
@@ -216,6 +224,16 @@ impl std::fmt::Debug for OutboxWaker {
 }
 
 impl Outbox {
+    /// Says which connection (engine id) drains this outbox.
+    pub fn set_owner(&self, connection: u64) {
+        self.owner.store(connection, Ordering::Relaxed);
+    }
+
+    /// The connection that drains this outbox (0: not said).
+    pub fn owner(&self) -> u64 {
+        self.owner.load(Ordering::Relaxed)
+    }
+
     /// Add an event and wake the connection.
     pub fn push(&self, ev: OutboxEvent) {
         let mut events = self.events.lock();

@@ -15,9 +15,11 @@
 //! [`Settle`] ([`Unsettled::settle`], [`Settlement`]).
 
 mod arguments;
+mod auth;
 mod backpressure;
 mod broker;
 mod command;
+pub mod connections;
 mod consumer;
 mod dead_letter;
 mod delayed;
@@ -33,6 +35,7 @@ mod timers;
 mod vhost;
 
 pub use arguments::{Overflow, QUEUE_ARGUMENTS, QueueArguments};
+pub use auth::{Authenticator, Identity, Refused};
 pub use backpressure::{FLOW_STALL, OwedReplies, Relief, StoreFailed, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_FLOW_BACKLOG, DEFAULT_VHOST};
 pub use command::{Command, Outcome};
@@ -43,7 +46,9 @@ pub use consumer::{
 pub use delayed::DELAYED_TYPE;
 pub use error::{EngineError, Result};
 pub use exchange::{Destination, ExchangeKind};
-pub use queue::{Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSpec};
+pub use queue::{
+    Got, QUEUE_HIGH_WATER_BYTES, QUEUE_LOW_WATER_BYTES, Queue, QueueSnapshot, QueueSpec, QueueStats,
+};
 pub use retained::{Retained, RetainedMessage};
 pub use settle::{OutboxDrain, Settle, Settlement, Unsettled};
 pub use store::Durable;

@@ -82,6 +82,9 @@ pub enum StoreOp {
     Batch(Vec<Self>),
     /// Create a vhost.
     PutVhost(String),
+    /// Forget a vhost (its queues, exchanges and bindings are deleted by
+    /// their own operations first).
+    DeleteVhost(String),
     /// Create or replace a durable exchange.
     PutExchange(ExchangeRecord),
     /// Remove a durable exchange.

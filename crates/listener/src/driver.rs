@@ -41,6 +41,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard_engine::connections::Traffic;
 use switchyard_engine::{Durable, Outbox, Relief, wait_durable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -115,6 +116,11 @@ pub trait Connection {
     /// Some output was written at `now`.
     fn handle_written(&mut self, now: Instant) {
         let _ = now;
+    }
+
+    /// Where the driver counts the bytes it reads and writes, if anywhere.
+    fn traffic(&self) -> Option<Arc<Traffic>> {
+        None
     }
 
     /// Whether the connection takes input now (it may still be closing).
@@ -206,6 +212,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let outbox = conn.outbox().clone();
+    let traffic = conn.traffic();
     // Buffers start empty and grow with traffic: an idle device costs as
     // little memory as possible.
     let mut rbuf = BytesMut::new();
@@ -312,7 +319,12 @@ where
             }
             r = wr.write_buf(conn.output()), if out_len > 0 => match r {
                 Ok(0) | Err(_) => return Exit::Closed,
-                Ok(_) => conn.handle_written(Instant::now()),
+                Ok(n) => {
+                    if let Some(t) = &traffic {
+                        t.sent(n);
+                    }
+                    conn.handle_written(Instant::now());
+                }
             },
             ok = wait_durable(&mut ticket) => {
                 ticket = None;
@@ -343,6 +355,9 @@ where
                     // per syscall.
                     if n >= read_room {
                         read_size = (read_size * 2).min(MAX_READ);
+                    }
+                    if let Some(t) = &traffic {
+                        t.received(n);
                     }
                     conn.handle_read(Instant::now());
                 }

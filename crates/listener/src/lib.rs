@@ -23,6 +23,28 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Where a connection came in: the listener's address (which, with the
+/// peer's, names the connection as RabbitMQ names it) and whether it is
+/// carried over WebSocket (listed as `Web STOMP` / `Web MQTT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The address the client connected to, if known.
+    pub local: Option<SocketAddr>,
+    /// Over WebSocket.
+    pub web: bool,
+}
+
+impl Endpoint {
+    /// A plain TCP connection accepted on `stream`.
+    #[must_use]
+    pub fn tcp(stream: &TcpStream) -> Self {
+        Self {
+            local: stream.local_addr().ok(),
+            web: false,
+        }
+    }
+}
+
 /// Connection limits of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

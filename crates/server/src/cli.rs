@@ -1,5 +1,5 @@
 //! The command line: `switchyard [serve] [OPTIONS]` and
-//! `switchyard check-config [OPTIONS]`.
+//! `switchyard check-config [OPTIONS]` and `switchyard ctl ...`.
 //!
 //! This module only declares flags (each with its `SWITCHYARD_*` variable, so
 //! clap applies "flag over environment") and hands raw values to
@@ -27,6 +27,8 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Validate the configuration and print the effective settings as TOML.
     CheckConfig(ConfigArgs),
+    /// Operate a running broker through its management HTTP API.
+    Ctl(switchyard_ctl::CtlArgs),
 }
 
 /// Options of `serve`.

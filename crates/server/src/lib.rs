@@ -33,10 +33,18 @@ const DEFAULT_LOG: &str = "info";
 /// configuration, store or listener error, 2 for a usage error.
 pub fn main_entry() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging();
     let result = match cli.into_command() {
-        cli::Command::Serve(args) => serve(&args),
-        cli::Command::CheckConfig(args) => check_config(&args),
+        // The management API's client: its own output, exit codes and no
+        // broker logging.
+        cli::Command::Ctl(args) => return switchyard_ctl::run(args),
+        cli::Command::Serve(args) => {
+            init_logging();
+            serve(&args)
+        }
+        cli::Command::CheckConfig(args) => {
+            init_logging();
+            check_config(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_listener::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -105,14 +106,16 @@ impl Backend {
         rd: ReadHalf<DuplexStream>,
         wr: WriteHalf<DuplexStream>,
         peer: SocketAddr,
+        endpoint: Endpoint,
         shutdown: CancellationToken,
     ) {
         match self {
             Self::Stomp(shared, config) => {
-                switchyard_stomp::conn::run(rd, wr, peer, shared, &config, shutdown).await;
+                switchyard_stomp::conn::run(rd, wr, peer, endpoint, shared, &config, shutdown)
+                    .await;
             }
             Self::Mqtt(shared, config) => {
-                switchyard_mqtt::conn::run(rd, wr, peer, shared, &config, shutdown).await;
+                switchyard_mqtt::conn::run(rd, wr, peer, endpoint, shared, &config, shutdown).await;
             }
         }
     }
@@ -170,6 +173,10 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let ours = backend.subprotocols();
+    let endpoint = Endpoint {
+        local: stream.local_addr().ok(),
+        web: true,
+    };
     // The error type is tungstenite's (an HTTP response); it cannot be boxed.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| {
@@ -208,7 +215,7 @@ async fn connection(
     let (ours_end, protocol_end) = tokio::io::duplex(PIPE);
     let (prd, pwr) = tokio::io::split(protocol_end);
     let text = backend.text();
-    let protocol = backend.run(prd, pwr, peer, shutdown);
+    let protocol = backend.run(prd, pwr, peer, endpoint, shutdown);
     let bridge = bridge(ws, ours_end, text);
     tokio::join!(protocol, bridge);
 }

@@ -223,6 +223,9 @@ impl<'txn> Tables<'txn> {
             StoreOp::PutVhost(name) => {
                 self.vhosts.insert(name.as_str(), ())?;
             }
+            StoreOp::DeleteVhost(name) => {
+                self.vhosts.remove(name.as_str())?;
+            }
             StoreOp::PutExchange(record) => {
                 let bytes = encode(record, buf)?;
                 self.exchanges

@@ -10,8 +10,9 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard_engine::connections::Traffic;
 use switchyard_engine::{Broker, Durable, Outbox};
-use switchyard_listener::driver::{self, Connection, Status};
+use switchyard_listener::driver::{self, Connection, Status, Wait};
 use switchyard_listener::{Limits, accept_loop};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -116,6 +117,9 @@ pub async fn run(
     let _ = stream.set_nodelay(true);
     let relief = broker.relief().clone();
     let mut conn = AmqpConnection::new(broker, config, peer, Instant::now());
+    if let Ok(local) = stream.local_addr() {
+        conn.set_local(local);
+    }
     let (rd, wr) = stream.into_split();
     driver::run(&mut conn, rd, wr, &shutdown, &relief).await;
 }
@@ -152,6 +156,11 @@ impl AmqpConnection {
         }
     }
 
+    /// The address the client connected to (names the connection).
+    pub fn set_local(&mut self, local: SocketAddr) {
+        self.session.set_local(local);
+    }
+
     fn handshaking(&self) -> bool {
         matches!(
             self.session.phase(),
@@ -174,6 +183,21 @@ impl AmqpConnection {
 impl Connection for AmqpConnection {
     fn handle_read(&mut self, now: Instant) {
         self.last_read = now;
+    }
+
+    fn traffic(&self) -> Option<Arc<Traffic>> {
+        Some(self.session.traffic().clone())
+    }
+
+    fn interrupted(&self) -> Option<Wait> {
+        let kill = self.session.kill().clone();
+        Some(Box::pin(async move { kill.killed().await }))
+    }
+
+    fn handle_interrupt(&mut self, now: Instant) {
+        self.session.set_clock(now);
+        self.session.handle_kill();
+        self.note_phase(now);
     }
 
     fn handle_input(&mut self, rbuf: &mut BytesMut, now: Instant) {
@@ -203,6 +227,7 @@ impl Connection for AmqpConnection {
         if session.phase() == Phase::Closed {
             rbuf.clear();
         }
+        session.sync_registry();
         self.note_phase(now);
     }
 

@@ -19,10 +19,11 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use switchyard_engine::connections::Traffic;
 use switchyard_engine::{Durable, Outbox, OutboxWaker};
 use switchyard_listener::driver::{self, Connection, Exit, Status, Wait};
 use switchyard_listener::park::{ParkKey, ParkingLot, Wake};
-use switchyard_listener::{Admission, Limits, accept_loop_admitted};
+use switchyard_listener::{Admission, Endpoint, Limits, accept_loop_admitted};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -233,7 +234,10 @@ async fn run_tcp(ctx: Arc<Listener>, stream: TcpStream, start: Start, admission:
     // laid out twice in the caller's state.
     let mut conn = match start {
         Start::New(peer) => {
-            MqttConnection::new(ctx.shared.clone(), &ctx.config, peer, Instant::now())
+            let mut conn =
+                MqttConnection::new(ctx.shared.clone(), &ctx.config, peer, Instant::now());
+            conn.set_endpoint(Endpoint::tcp(&stream));
+            conn
         }
         Start::Parked(parked, last_read) => MqttConnection::resumed(
             parked.into_session(&ctx),
@@ -347,6 +351,7 @@ pub async fn run<R, W>(
     rd: R,
     wr: W,
     peer: SocketAddr,
+    endpoint: Endpoint,
     shared: Arc<Shared>,
     config: &MqttConfig,
     shutdown: CancellationToken,
@@ -356,6 +361,7 @@ pub async fn run<R, W>(
 {
     let relief = shared.broker().relief().clone();
     let mut conn = MqttConnection::new(shared, config, peer, Instant::now());
+    conn.set_endpoint(endpoint);
     driver::run(&mut conn, rd, wr, &shutdown, &relief).await;
 }
 
@@ -390,6 +396,13 @@ pub struct MqttConnection {
 }
 
 impl MqttConnection {
+    /// Where the client connected (see [`Endpoint`]).
+    pub fn set_endpoint(&mut self, endpoint: Endpoint) {
+        if let Some(local) = endpoint.local {
+            self.session.set_endpoint(local, endpoint.web);
+        }
+    }
+
     /// A connection from `peer` that has sent nothing yet.
     pub fn new(shared: Arc<Shared>, config: &MqttConfig, peer: SocketAddr, now: Instant) -> Self {
         let session = Session::new(shared.clone(), session_config(config), peer);
@@ -524,13 +537,16 @@ impl Connection for MqttConnection {
     }
 
     fn handle_interrupt(&mut self, _now: Instant) {
-        tracing::info!(peer = %self.session.peer(), "MQTT session taken over by a new connection");
         self.session.handle_stop();
         self.closed = true;
     }
 
     fn throttled(&mut self, now: Instant) -> bool {
         self.session.throttled(now)
+    }
+
+    fn traffic(&self) -> Option<Arc<Traffic>> {
+        Some(self.session.traffic().clone())
     }
 
     fn handle_paused(&mut self, paused: bool, now: Instant) {

@@ -12,9 +12,10 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard_engine::connections::Traffic;
 use switchyard_engine::{Durable, Outbox};
-use switchyard_listener::accept_loop;
-use switchyard_listener::driver::{self, Connection, Status};
+use switchyard_listener::driver::{self, Connection, Status, Wait};
+use switchyard_listener::{Endpoint, accept_loop};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -77,8 +78,9 @@ pub async fn serve(
     accept_loop(listener, "stomp", limits, stop, tracker, |stream, peer| {
         let (shared, config, shutdown) = (shared.clone(), config.clone(), shutdown.clone());
         async move {
+            let endpoint = Endpoint::tcp(&stream);
             let (rd, wr) = stream.into_split();
-            run(rd, wr, peer, shared, &config, shutdown).await;
+            run(rd, wr, peer, endpoint, shared, &config, shutdown).await;
         }
     })
     .await;
@@ -89,6 +91,7 @@ pub async fn run<R, W>(
     rd: R,
     wr: W,
     peer: SocketAddr,
+    endpoint: Endpoint,
     shared: Arc<Shared>,
     config: &StompConfig,
     shutdown: CancellationToken,
@@ -98,6 +101,7 @@ pub async fn run<R, W>(
 {
     let relief = shared.broker().relief().clone();
     let mut conn = StompConnection::new(shared, config, peer, Instant::now());
+    conn.set_endpoint(endpoint);
     driver::run(&mut conn, rd, wr, &shutdown, &relief).await;
 }
 
@@ -120,6 +124,13 @@ pub struct StompConnection {
 }
 
 impl StompConnection {
+    /// Where the client connected (see [`Endpoint`]).
+    pub fn set_endpoint(&mut self, endpoint: Endpoint) {
+        if let Some(local) = endpoint.local {
+            self.session.set_endpoint(local, endpoint.web);
+        }
+    }
+
     /// A connection from `peer` that has sent nothing yet.
     pub fn new(shared: Arc<Shared>, config: &StompConfig, peer: SocketAddr, now: Instant) -> Self {
         let session_config = SessionConfig {
@@ -162,6 +173,20 @@ impl StompConnection {
 impl Connection for StompConnection {
     fn handle_read(&mut self, now: Instant) {
         self.last_read = now;
+    }
+
+    fn traffic(&self) -> Option<Arc<Traffic>> {
+        Some(self.session.traffic().clone())
+    }
+
+    fn interrupted(&self) -> Option<Wait> {
+        let kill = self.session.kill().clone();
+        Some(Box::pin(async move { kill.killed().await }))
+    }
+
+    fn handle_interrupt(&mut self, now: Instant) {
+        self.session.set_clock(now);
+        self.session.handle_kill();
     }
 
     fn handle_input(&mut self, rbuf: &mut BytesMut, now: Instant) {

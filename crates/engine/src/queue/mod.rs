@@ -101,6 +101,23 @@ pub struct Got {
     pub remaining: u32,
 }
 
+/// A queue's state at one moment ([`Queue::snapshot`]).
+#[derive(Debug, Clone)]
+pub struct QueueSnapshot {
+    /// Ready messages.
+    pub ready: u64,
+    /// Their body bytes.
+    pub ready_bytes: u64,
+    /// Delivered, not yet settled.
+    pub unacked: u64,
+    /// Their body bytes.
+    pub unacked_bytes: u64,
+    /// Its consumers.
+    pub consumers: Vec<Arc<Consumer>>,
+    /// When it was last used.
+    pub idle_since: Instant,
+}
+
 /// What became of a message offered to a queue.
 #[derive(Debug)]
 pub(crate) struct Enqueued {
@@ -130,6 +147,8 @@ pub struct Queue {
     behind: AtomicBool,
     /// Deliveries made so far (paused publishers watch it for progress).
     dispatched: AtomicU64,
+    /// Counters for the management API and metrics.
+    pub stats: QueueStats,
     /// Where dead letters are routed and an expired queue deletes itself.
     home: Weak<Vhost>,
     timers: Timers,
@@ -137,6 +156,30 @@ pub struct Queue {
     flow_backlog: Arc<AtomicUsize>,
     /// This queue, for the timers.
     me: Weak<Self>,
+}
+
+/// A queue's message counters since it was declared (or recovered). Each
+/// is changed under the queue's lock, so a bump is a plain store, not a
+/// read-modify-write.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Messages enqueued.
+    pub published: AtomicU64,
+    /// Messages taken by `basic.get` (and its kin).
+    pub got: AtomicU64,
+    /// Deliveries to consumers that settle on write.
+    pub delivered_no_ack: AtomicU64,
+    /// Deliveries and gets of a message delivered before.
+    pub redelivered: AtomicU64,
+    /// Deliveries acknowledged.
+    pub acked: AtomicU64,
+}
+
+impl QueueStats {
+    /// Adds one to `counter`; only under the queue's lock.
+    fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 /// Ready bytes above which a queue asks publishers to pause.
@@ -200,6 +243,7 @@ impl Queue {
             full: AtomicBool::new(false),
             behind: AtomicBool::new(false),
             dispatched: AtomicU64::new(0),
+            stats: QueueStats::default(),
             home: home.vhost,
             timers: home.timers,
             relief: home.relief,
@@ -383,6 +427,7 @@ impl Queue {
                 },
             );
         }
+        QueueStats::bump(&self.stats.published);
         let persist = self.persistent() && message.is_persistent();
         let e = self.entry(&mut st, message, persist);
         let unused = if persist {
@@ -637,12 +682,14 @@ impl Queue {
             } else {
                 st.unacked.insert(entry.seq, entry);
             }
+            if delivery.redelivered {
+                QueueStats::bump(&self.stats.redelivered);
+            }
+            if consumer.spec.no_ack {
+                QueueStats::bump(&self.stats.delivered_no_ack);
+            }
             consumer.outbox.push(OutboxEvent::Deliver(delivery));
-            // Under the lock: a plain increment, not a read-modify-write.
-            self.dispatched.store(
-                self.dispatched.load(Ordering::Relaxed) + 1,
-                Ordering::Relaxed,
-            );
+            QueueStats::bump(&self.dispatched);
             self.drop_expired_head(st);
         }
     }
@@ -715,6 +762,7 @@ impl Queue {
                 for seq in seqs {
                     if let Some(e) = st.unacked.remove(seq) {
                         self.settle_entry(&e);
+                        QueueStats::bump(&self.stats.acked);
                     }
                 }
             }
@@ -748,6 +796,10 @@ impl Queue {
         };
         self.update_pressure(&st);
         self.arm_head(&mut st);
+        QueueStats::bump(&self.stats.got);
+        if entry.redelivered {
+            QueueStats::bump(&self.stats.redelivered);
+        }
         let got = Got {
             seq: entry.seq,
             message: entry.message.clone(),
@@ -785,6 +837,23 @@ impl Queue {
     /// Unacked messages right now.
     pub fn unacked_count(&self) -> usize {
         self.state.lock().unacked.len()
+    }
+
+    /// Everything the management API shows of the queue, in one lock.
+    pub fn snapshot(&self) -> QueueSnapshot {
+        let st = self.state.lock();
+        QueueSnapshot {
+            ready: st.ready.len() as u64,
+            ready_bytes: st.ready.body_bytes,
+            unacked: st.unacked.len() as u64,
+            unacked_bytes: st
+                .unacked
+                .values()
+                .map(|e| e.message.body.len() as u64)
+                .sum(),
+            consumers: st.consumers.clone(),
+            idle_since: st.last_used,
+        }
     }
 
     /// Check delete preconditions and mark the queue deleted: consumers are

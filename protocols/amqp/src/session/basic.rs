@@ -10,6 +10,7 @@ use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use switchyard_engine::connections::MessageCounters;
 use switchyard_engine::{Consumer, ConsumerSpec, QueueSpec, Settle, Unsettled};
 use switchyard_model::{FieldTable, Message};
 
@@ -243,6 +244,15 @@ impl Session {
             .publish(message, confirm)
             .map_err(|e| AmqpError::from(e).at(60, 40))?;
         self.throttle.note(&published);
+        let counters = &self.registry.counters;
+        MessageCounters::bump(&counters.published);
+        if published.queues == 0 {
+            MessageCounters::bump(if returned.is_some() {
+                &counters.returned
+            } else {
+                &counters.dropped
+            });
+        }
         if published.queues == 0
             && let Some((exchange, routing_key, props, body)) = returned
         {
@@ -414,6 +424,7 @@ impl Session {
             message_count: got.remaining,
         };
         self.send(id, AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)));
+        MessageCounters::bump(&self.registry.counters.delivered);
         let frame_max = self.frame_max;
         self.enc
             .content(id, properties, &got.message.body, frame_max, &mut self.out);
@@ -438,6 +449,13 @@ impl Session {
             tx.settles.push((tags, how));
             return Ok(());
         }
+        if matches!(how, Settle::Ack) {
+            self.registry
+                .counters
+                .acked
+                .fetch_add(tags.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let ch = self.channel_mut(id)?;
         ch.settle(&tags, how);
         Ok(())
     }

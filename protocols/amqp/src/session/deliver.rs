@@ -7,6 +7,7 @@ use crate::codec::{Deliver, Encoder};
 use crate::convert::delivery_out;
 use amq_protocol::protocol::{AMQPClass, basic};
 use std::sync::Arc;
+use switchyard_engine::connections::MessageCounters;
 use switchyard_engine::{Durable, OutboxEvent, Settle};
 use switchyard_model::Properties;
 use tokio::sync::oneshot::error::TryRecvError;
@@ -67,6 +68,7 @@ impl Session {
                         d.settle(Settle::Reject);
                         continue;
                     }
+                    MessageCounters::bump(&self.registry.counters.delivered);
                     if !d.consumer.spec.no_ack {
                         ch.unacked.insert(tag, (d.unsettled(), now));
                     }
@@ -181,6 +183,12 @@ impl Session {
         // starts right after the last confirmed tag, which holds because
         // confirms leave in publish order per channel.
         let multiple = first != last;
+        if !nack {
+            self.registry
+                .counters
+                .confirmed
+                .fetch_add(last + 1 - first, std::sync::atomic::Ordering::Relaxed);
+        }
         let m = if nack {
             basic::AMQPMethod::Nack(basic::Nack {
                 delivery_tag: last,

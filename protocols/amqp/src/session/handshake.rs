@@ -7,6 +7,7 @@ use crate::codec::{Encoder, MIN_FRAME_MAX, PROTOCOL_HEADER};
 use crate::error::{AmqpError, ReplyCode};
 use amq_protocol::protocol::{AMQPClass, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use switchyard_engine::Refused;
 
 const PRODUCT: &str = "Switchyard";
 
@@ -119,6 +120,13 @@ impl Session {
             self.cancel_notify = has("consumer_cancel_notify");
             self.blocked_notify = has("connection.blocked");
         }
+        self.client_name = match ok.client_properties.inner().get("connection_name") {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+            _ => None,
+        };
         let credentials = match ok.mechanism.as_str() {
             "PLAIN" => plain(ok.response.as_bytes()),
             "AMQPLAIN" => amqplain(ok.response.as_bytes()),
@@ -129,17 +137,19 @@ impl Session {
         let Some((user, pass)) = credentials else {
             return self.refuse(format!("malformed {} response", ok.mechanism));
         };
-        // Until users exist: guest/guest, and only from loopback (as RabbitMQ).
-        if user != "guest" || pass != "guest" {
-            return self.refuse(format!(
-                "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-                ok.mechanism
-            ));
+        match self.broker.authenticate(&user, &pass, self.peer.ip()) {
+            Ok(id) => self.user = id.user,
+            Err(Refused::BadCredentials) => {
+                tracing::warn!(peer = %self.peer, %user, "AMQP login refused: invalid credentials");
+                return self.refuse(format!(
+                    "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                    ok.mechanism
+                ));
+            }
+            Err(Refused::LoopbackOnly) => {
+                return self.refuse(format!("user '{user}' can only connect via localhost"));
+            }
         }
-        if !self.peer.ip().is_loopback() {
-            return self.refuse("user 'guest' can only connect via localhost".into());
-        }
-        self.user = user;
         let tune = connection::Tune {
             channel_max: self.config.channel_max,
             frame_max: self.config.frame_max,
@@ -214,7 +224,22 @@ impl Session {
             )
             .at(10, 40));
         };
+        if !self.broker.may_use_vhost(&self.user, name) {
+            return Err(AmqpError::connection(
+                ReplyCode::NOT_ALLOWED,
+                format!("access to vhost '{name}' refused for user '{}'", self.user),
+            )
+            .at(10, 40));
+        }
         self.vhost = Some(vhost);
+        self.registry.register(
+            "AMQP 0-9-1".into(),
+            self.user.clone(),
+            name.to_owned(),
+            self.peer,
+            self.client_name.take(),
+            u64::from(self.heartbeat),
+        );
         self.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),

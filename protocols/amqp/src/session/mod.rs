@@ -23,6 +23,7 @@ use amq_protocol::protocol::{AMQPClass, channel, connection};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchyard_engine::connections::{ChannelSummary, Kill, Listing, Traffic};
 use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{Broker, Outbox, OutboxDrain, Settle, Throttle, Vhost};
 
@@ -114,6 +115,12 @@ pub struct Session {
     /// A queue this connection published into is full: stop reading until
     /// it drains (TCP backpressure on the publisher).
     throttle: Throttle,
+    /// Where it is listed once open, and what it tells the registry.
+    pub(crate) registry: Listing,
+    /// The client's `connection_name` property, until listed.
+    pub(crate) client_name: Option<String>,
+    /// Fingerprint of the channels last written to the registry.
+    channels_print: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -134,6 +141,9 @@ impl Session {
         now: std::time::Instant,
     ) -> Self {
         let conn_id = broker.next_connection_id();
+        let broker_counters = broker.connections().clone();
+        let outbox = Arc::new(Outbox::default());
+        outbox.set_owner(conn_id);
         Self {
             broker,
             clock: now,
@@ -147,7 +157,7 @@ impl Session {
             phase: Phase::Header,
             vhost: None,
             channels: IntMap::default(),
-            outbox: Arc::new(Outbox::default()),
+            outbox,
             out: BytesMut::with_capacity(16 * 1024),
             enc: Encoder::default(),
             props: Vec::new(),
@@ -160,6 +170,93 @@ impl Session {
             released: false,
             next_epoch: 0,
             throttle: Throttle::default(),
+            registry: Listing::new(&broker_counters, conn_id, "amqp"),
+            client_name: None,
+            channels_print: 0,
+        }
+    }
+
+    /// The listener's address (names the connection as RabbitMQ does).
+    pub fn set_local(&mut self, local: SocketAddr) {
+        self.registry.local = Some(local);
+    }
+
+    /// Bytes in and out, counted by the driver.
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.registry.traffic
+    }
+
+    /// Completes when the connection is closed from outside (management).
+    pub fn kill(&self) -> &Arc<Kill> {
+        &self.registry.kill
+    }
+
+    /// Closed from outside: `connection.close` 320 CONNECTION_FORCED with
+    /// the reason given, as RabbitMQ's management plugin closes it.
+    pub fn handle_kill(&mut self) {
+        let reason = self
+            .registry
+            .kill
+            .reason()
+            .unwrap_or_else(|| "Closed via management plugin".into());
+        tracing::info!(conn = self.conn_id, peer = %self.peer, %reason, "connection closed from outside");
+        match self.phase {
+            Phase::Closing | Phase::Closed => {}
+            Phase::Running | Phase::Open => {
+                self.fail(
+                    0,
+                    AmqpError::connection(ReplyCode::CONNECTION_FORCED, reason),
+                );
+            }
+            _ => {
+                self.phase = Phase::Closed;
+                self.release();
+            }
+        }
+    }
+
+    /// Brings the registry's channel summary up to date: a fingerprint of
+    /// the channels is compared first, so an unchanged connection costs
+    /// no allocation and no lock.
+    pub fn sync_registry(&mut self) {
+        if self.registry.registration.is_none() {
+            return;
+        }
+        let print = self
+            .channels
+            .iter()
+            .fold(self.channels.len() as u64, |acc, (n, ch)| {
+                let fields = [
+                    u64::from(*n),
+                    u64::from(ch.consumer_prefetch),
+                    u64::from(ch.credit.prefetch()),
+                    u64::from(ch.confirm),
+                    u64::from(ch.tx.is_some()),
+                    ch.consumers.len() as u64,
+                ];
+                fields
+                    .iter()
+                    .fold(acc, |h, f| (h ^ f).wrapping_mul(0x0100_0000_01b3))
+            });
+        if print == self.channels_print {
+            return;
+        }
+        self.channels_print = print;
+        let mut summary: Vec<ChannelSummary> = self
+            .channels
+            .iter()
+            .map(|(n, ch)| ChannelSummary {
+                number: *n,
+                prefetch_count: ch.consumer_prefetch,
+                global_prefetch_count: ch.credit.prefetch(),
+                confirm: ch.confirm,
+                transactional: ch.tx.is_some(),
+                consumer_count: u32::try_from(ch.consumers.len()).unwrap_or(u32::MAX),
+            })
+            .collect();
+        summary.sort_by_key(|c| c.number);
+        if let Some(reg) = &self.registry.registration {
+            *reg.entry().channels.lock() = summary;
         }
     }
 
@@ -416,6 +513,7 @@ impl Session {
             return;
         }
         self.released = true;
+        self.registry.unregister();
         let mut channels = std::mem::take(&mut self.channels);
         for ch in channels.values_mut() {
             self.release_channel(ch);

@@ -13,7 +13,7 @@ use mqttbytes::v5::{
 use std::sync::Arc;
 use switchyard_engine::exchange::Binding;
 use switchyard_engine::{
-    Command, Consumer, ConsumerSpec, DEFAULT_VHOST, Destination, EngineError, QueueSpec,
+    Command, Consumer, ConsumerSpec, DEFAULT_VHOST, Destination, EngineError, QueueSpec, Refused,
 };
 use switchyard_model::{FieldTable, FieldValue};
 
@@ -63,14 +63,25 @@ impl Session {
             ),
         };
         self.client_id = c.client_id.clone();
-        if user != "guest" || pass != "guest" {
-            return self.refuse(ConnectReturnCode::BadUserNamePassword, "bad credentials");
-        }
-        if !self.peer.ip().is_loopback() {
-            return self.refuse(ConnectReturnCode::NotAuthorized, "guest is loopback-only");
-        }
-        let Some(vhost) = self.shared.broker.vhost(&vhost_name) else {
-            return self.refuse(ConnectReturnCode::NotAuthorized, "no such vhost");
+        let broker = self.shared.broker.clone();
+        let user = match broker.authenticate(&user, &pass, self.peer.ip()) {
+            Ok(id) => id.user,
+            Err(Refused::BadCredentials) => {
+                tracing::warn!(peer = %self.peer, %user, "MQTT login refused: invalid credentials");
+                return self.refuse(ConnectReturnCode::BadUserNamePassword, "bad credentials");
+            }
+            Err(Refused::LoopbackOnly) => {
+                return self.refuse(
+                    ConnectReturnCode::NotAuthorized,
+                    "user can only connect via localhost",
+                );
+            }
+        };
+        let Some(vhost) = broker
+            .vhost(&vhost_name)
+            .filter(|_| broker.may_use_vhost(&user, &vhost_name))
+        else {
+            return self.refuse(ConnectReturnCode::NotAuthorized, "access to vhost refused");
         };
         let mut assigned = None;
         // MQTT 3.1 client identifiers are 1 to 23 characters (3.1 §3.1);
@@ -241,6 +252,7 @@ impl Session {
             ack.properties = Some(p);
         }
         self.send(Packet::ConnAck(ack));
+        self.register();
         if let Some(saved) = saved {
             self.carried_qos2 = saved.inbound_qos2.iter().copied().collect();
             self.carried_qos2.sort_unstable();

@@ -10,6 +10,7 @@ use crate::topic;
 use bytes::Bytes;
 use mqttbytes::QoS;
 use mqttbytes::v5::{self, DisconnectReasonCode, PubAckReason, PubRecReason};
+use switchyard_engine::connections::MessageCounters;
 use switchyard_engine::{Durable, Vhost};
 use switchyard_model::{FieldTable, FieldValue, Message, Properties};
 
@@ -86,6 +87,10 @@ impl Session {
         match vhost.publish(msg, qos != QoS::AtMostOnce) {
             Ok(p) => {
                 self.throttle.note(&p);
+                MessageCounters::bump(&self.counters().published);
+                if p.queues == 0 {
+                    MessageCounters::bump(&self.counters().dropped);
+                }
                 let routed = match p.queues {
                     _ if p.rejected => Routed::Refused,
                     0 => Routed::Nowhere,
@@ -331,6 +336,9 @@ impl Session {
         for p in ready {
             if matches!(p, Packet::PubAck(_)) {
                 self.owed_pubacks = self.owed_pubacks.saturating_sub(1);
+            }
+            if matches!(p, Packet::PubAck(_) | Packet::PubRec(_)) {
+                MessageCounters::bump(&self.counters().confirmed);
             }
             self.send(p);
         }

@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_engine::connections::{Listing, MessageCounters, Traffic};
 use switchyard_engine::exchange::topic::TopicTrie;
 use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{
@@ -499,6 +500,11 @@ pub struct Session {
     released: bool,
     /// Moved into a [`ParkedSession`]: dropping this shell releases nothing.
     parked: bool,
+    /// Its place in the connection registry, and its counters (moved
+    /// into the [`ParkedSession`] when parked).
+    registry: Option<Box<Listing>>,
+    /// Over WebSocket (listed as `Web MQTT`).
+    web: bool,
 }
 
 /// What an idle session keeps while its connection is parked outside the
@@ -522,6 +528,8 @@ pub struct ParkedSession {
     next_pkid: u16,
     receive_max: u16,
     protocol: Protocol,
+    registry: Box<Listing>,
+    web: bool,
 }
 
 impl ParkedSession {
@@ -549,7 +557,8 @@ impl Session {
     /// A session for a client at `peer`.
     pub fn new(shared: Arc<Shared>, config: SessionConfig, peer: SocketAddr) -> Self {
         let conn_id = shared.broker.next_connection_id();
-        Self::blank(shared, config, peer, conn_id, Arc::default())
+        let registry = Box::new(Listing::new(shared.broker.connections(), conn_id, "mqtt"));
+        Self::blank(shared, config, peer, conn_id, Arc::default(), registry)
     }
 
     fn blank(
@@ -558,8 +567,13 @@ impl Session {
         peer: SocketAddr,
         conn_id: u64,
         signal: Arc<Signal>,
+        registry: Box<Listing>,
     ) -> Self {
+        let outbox = Arc::new(Outbox::default());
+        outbox.set_owner(conn_id);
         Self {
+            registry: Some(registry),
+            web: false,
             shared,
             config,
             peer,
@@ -573,7 +587,7 @@ impl Session {
             vhost: None,
             queue: None,
             consumer: None,
-            outbox: Arc::new(Outbox::default()),
+            outbox,
             credit: Arc::default(),
             subs: HashMap::new(),
             shared_subs: HashMap::new(),
@@ -693,12 +707,15 @@ impl Session {
             next_pkid: self.next_pkid,
             receive_max: self.receive_max,
             protocol: self.protocol,
+            registry: self.registry.take().expect("listed until parked"),
+            web: self.web,
         }
     }
 
     /// The session again, as it was when parked.
     pub fn unpark(shared: Arc<Shared>, config: SessionConfig, p: ParkedSession) -> Self {
-        let mut s = Self::blank(shared, config, p.peer, p.conn_id, p.signal);
+        let mut s = Self::blank(shared, config, p.peer, p.conn_id, p.signal, p.registry);
+        s.web = p.web;
         s.phase = Phase::Connected;
         s.client_id = p.client_id.into();
         s.username = p.username.into();
@@ -717,6 +734,67 @@ impl Session {
         s.credit.set_prefetch(s.window());
         s.protocol = p.protocol;
         s
+    }
+
+    /// Where the client connected (the listener's address), and whether
+    /// over WebSocket: names the connection and its protocol as RabbitMQ
+    /// lists them.
+    pub fn set_endpoint(&mut self, local: SocketAddr, web: bool) {
+        self.listing_mut().local = Some(local);
+        self.web = web;
+    }
+
+    /// Bytes in and out, counted by the driver.
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.listing().traffic
+    }
+
+    fn listing(&self) -> &Listing {
+        self.registry.as_deref().expect("listed until parked")
+    }
+
+    fn listing_mut(&mut self) -> &mut Listing {
+        self.registry.as_deref_mut().expect("listed until parked")
+    }
+
+    /// The adapter's message counters.
+    pub(super) fn counters(&self) -> &MessageCounters {
+        &self.listing().counters
+    }
+
+    /// Lists the connection once CONNACK accepted it; a kill from outside
+    /// stops it as a takeover would (waking it if parked).
+    pub(super) fn register(&mut self) {
+        let protocol = if self.web {
+            "Web MQTT"
+        } else {
+            match self.protocol {
+                Protocol::V5 => "MQTT 5.0",
+                Protocol::V4 if self.mqtt31 => "MQTT 3.1",
+                Protocol::V4 => "MQTT 3.1.1",
+            }
+        };
+        let vhost = self
+            .vhost
+            .as_ref()
+            .map_or_else(String::new, |v| v.name.clone());
+        let (username, client_id, peer) =
+            (self.username.clone(), self.client_id.clone(), self.peer);
+        let keep_alive = u64::from(self.keep_alive);
+        self.listing_mut().register(
+            protocol.to_owned(),
+            username,
+            vhost,
+            peer,
+            Some(client_id),
+            keep_alive,
+        );
+        let (shared, signal) = (Arc::downgrade(&self.shared), self.signal.clone());
+        self.listing().kill.set_hook(Some(Box::new(move || {
+            if let Some(shared) = shared.upgrade() {
+                shared.stop_client(&signal);
+            }
+        })));
     }
 
     /// Says the CONNECT about to be handled is MQTT 3.1 (the decoder
@@ -754,6 +832,11 @@ impl Session {
     /// id: the connection ends without DISCONNECT, so the will is
     /// published (MQTT-3.1.2-8).
     pub fn handle_stop(&mut self) {
+        if let Some(reason) = self.listing().kill.reason() {
+            // Closed from outside (management): MQTT 5 clients are told
+            // with DISCONNECT 0x98.
+            return self.close(DisconnectReasonCode::AdministrativeAction, reason);
+        }
         self.close(
             DisconnectReasonCode::SessionTakenOver,
             "connection taken over".into(),
@@ -952,6 +1035,9 @@ impl Session {
         if self.parked {
             return;
         }
+        let listing = self.listing_mut();
+        listing.kill.set_hook(None);
+        listing.unregister();
         if self.released || self.vhost.is_none() {
             self.released = true;
             self.signal.finish();

@@ -9,6 +9,7 @@ use crate::topic;
 use mqttbytes::QoS;
 use mqttbytes::v5::{self, DisconnectReasonCode};
 use std::sync::Arc;
+use switchyard_engine::connections::MessageCounters;
 use switchyard_engine::{Delivery, OutboxDrain, OutboxEvent, Settle};
 use switchyard_model::{FieldValue, Message};
 
@@ -202,6 +203,7 @@ impl Session {
             }
             self.alias_topic(&mut p);
         }
+        MessageCounters::bump(&self.counters().delivered);
         if qos == QoS::AtMostOnce {
             self.send(Packet::Publish(p));
             d.settle(Settle::Ack);
@@ -309,6 +311,7 @@ impl Session {
         if let Some(t) = f.target {
             t.settle(Settle::Ack);
         }
+        MessageCounters::bump(&self.counters().acked);
     }
 
     pub(super) fn pubrec(&mut self, pkid: u16) {

@@ -4,7 +4,7 @@
 use super::{Phase, Session, errors};
 use crate::codec::{Command, Frame, Version};
 use std::net::{IpAddr, SocketAddr};
-use switchyard_engine::DEFAULT_VHOST;
+use switchyard_engine::{DEFAULT_VHOST, Refused};
 
 /// Longest heart-beat interval agreed to (a day), in milliseconds.
 const MAX_HEARTBEAT_MS: u64 = 86_400_000;
@@ -56,16 +56,18 @@ impl Session {
         // No login is the default user, as RabbitMQ's `default_user`.
         let user = frame.get("login").unwrap_or("guest");
         let pass = frame.get("passcode").unwrap_or("guest");
-        if user != "guest" || pass != "guest" {
-            return self.error(&errors::access_refused(user), receipt);
-        }
-        if !self.peer.ip().is_loopback() {
-            return self.error(&errors::loopback_only(), receipt);
-        }
+        let broker = self.shared.broker.clone();
+        let user = match broker.authenticate(user, pass, self.peer.ip()) {
+            Ok(id) => id.user,
+            Err(Refused::BadCredentials) => {
+                tracing::warn!(peer = %self.peer, %user, "STOMP login refused: invalid credentials");
+                return self.error(&errors::access_refused(user), receipt);
+            }
+            Err(Refused::LoopbackOnly) => return self.error(&errors::loopback_only(), receipt),
+        };
         // `host` names a vhost; a host name or address that names none is
         // the server's name (stomp.py and others fill it in) and means the
         // default vhost. Any other name is a vhost that does not exist.
-        let broker = &self.shared.broker;
         let vhost = match frame.get("host") {
             None | Some("") => broker.vhost(DEFAULT_VHOST),
             Some(h) => match broker.vhost(h) {
@@ -74,12 +76,12 @@ impl Session {
                 None => None,
             },
         };
-        let Some(vhost) = vhost else {
+        let Some(vhost) = vhost.filter(|v| broker.may_use_vhost(&user, &v.name)) else {
             let host = frame.get("host").unwrap_or(DEFAULT_VHOST);
             return self.error(&errors::vhost_denied(host), receipt);
         };
         self.vhost = Some(vhost);
-        self.user = user.to_owned();
+        self.user = user;
 
         let (cx, cy) = if version == Version::V1_0 {
             (0, 0)
@@ -94,6 +96,7 @@ impl Session {
         let send_every = if cy > 0 { clamp(cy) } else { 0 };
         let expect_within = if cx > 0 { clamp(cx) } else { 0 };
         self.heartbeat = (send_every, expect_within);
+        self.register();
 
         // Always with `heart-beat`, `0,0` for 1.0, as RabbitMQ answers.
         let connected = Frame::new(Command::Connected)

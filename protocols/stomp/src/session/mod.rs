@@ -22,6 +22,7 @@ pub(crate) use errors::StompError;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchyard_engine::connections::{Kill, Listing, Traffic};
 use switchyard_engine::{
     Broker, ChannelCredit, Consumer, Durable, Outbox, OutboxDrain, OwedReplies, Queue, Throttle,
     Unsettled, Vhost,
@@ -113,6 +114,10 @@ type Outcome = Result<Option<Durable>, StompError>;
 
 /// One STOMP client connection.
 pub struct Session {
+    /// Its place in the connection registry, and its counters.
+    registry: Listing,
+    /// Over WebSocket (listed as `Web STOMP`).
+    web: bool,
     /// The time as the connection driver last said (delivery timestamps
     /// for consumer timeouts); the session never reads the clock itself.
     clock: std::time::Instant,
@@ -176,7 +181,12 @@ impl Session {
         now: std::time::Instant,
     ) -> Self {
         let conn_id = shared.broker.next_connection_id();
+        let registry = Listing::new(shared.broker.connections(), conn_id, "stomp");
+        let outbox = Arc::new(Outbox::default());
+        outbox.set_owner(conn_id);
         Self {
+            registry,
+            web: false,
             clock: now,
             shared,
             config,
@@ -187,7 +197,7 @@ impl Session {
             vhost: None,
             user: String::new(),
             heartbeat: (0, 0),
-            outbox: Arc::new(Outbox::default()),
+            outbox,
             credit: Arc::default(),
             subs: HashMap::new(),
             unacked: BTreeMap::new(),
@@ -201,6 +211,56 @@ impl Session {
             throttle: Throttle::default(),
             released: false,
         }
+    }
+
+    /// Where the client connected (the listener's address), and whether
+    /// over WebSocket: names the connection and its protocol as RabbitMQ
+    /// lists them.
+    pub fn set_endpoint(&mut self, local: SocketAddr, web: bool) {
+        self.registry.local = Some(local);
+        self.web = web;
+    }
+
+    /// Bytes in and out, counted by the driver.
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.registry.traffic
+    }
+
+    /// Completes when the connection is closed from outside (management).
+    pub fn kill(&self) -> &Arc<Kill> {
+        &self.registry.kill
+    }
+
+    /// Closed from outside: an ERROR saying why, then the connection ends.
+    pub fn handle_kill(&mut self) {
+        let reason = self
+            .registry
+            .kill
+            .reason()
+            .unwrap_or_else(|| "Closed via management plugin".into());
+        tracing::info!(peer = %self.peer, %reason, "STOMP connection closed from outside");
+        self.receipts.clear();
+        if self.phase == Phase::Connected {
+            self.error(&StompError::new("Connection closed", reason), None);
+        }
+        self.phase = Phase::Closed;
+        self.release();
+    }
+
+    /// Lists the connection once logged in.
+    pub(super) fn register(&mut self) {
+        let protocol = if self.web {
+            "Web STOMP".to_owned()
+        } else {
+            format!("STOMP {}", self.version.as_str())
+        };
+        let vhost = self
+            .vhost
+            .as_ref()
+            .map_or_else(String::new, |v| v.name.clone());
+        let timeout = self.heartbeat.1 / 1000;
+        self.registry
+            .register(protocol, self.user.clone(), vhost, self.peer, None, timeout);
     }
 
     /// Current phase.
@@ -403,6 +463,7 @@ impl Session {
             return;
         }
         self.released = true;
+        self.registry.unregister();
         self.txs.clear();
         let ids: Vec<String> = self.subs.keys().cloned().collect();
         for id in ids {

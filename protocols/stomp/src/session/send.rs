@@ -7,6 +7,7 @@ use crate::codec::{Command, Frame};
 use crate::convert;
 use crate::destination::Destination;
 use std::sync::Arc;
+use switchyard_engine::connections::MessageCounters;
 use switchyard_engine::{Command as Topology, Consumer, ConsumerSpec, QueueSpec, Vhost};
 use switchyard_model::{FieldTable, Message};
 
@@ -98,6 +99,10 @@ impl Session {
         };
         let published = vhost.publish(message, persistent)?;
         self.throttle.note(&published);
+        MessageCounters::bump(&self.registry.counters.published);
+        if published.queues == 0 {
+            MessageCounters::bump(&self.registry.counters.dropped);
+        }
         // A full queue refused it (`x-overflow: reject-publish`): a client
         // waiting for a RECEIPT must not take silence for success.
         if published.rejected && frame.get("receipt").is_some() {

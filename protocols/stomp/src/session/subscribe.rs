@@ -7,6 +7,7 @@ use crate::codec::{Command, Frame, FrameWriter, Version, boolean};
 use crate::convert;
 use crate::destination::Destination as StompDestination;
 use std::sync::Arc;
+use switchyard_engine::connections::MessageCounters;
 use switchyard_engine::exchange::Binding;
 use switchyard_engine::{
     Command as Topology, Consumer, ConsumerSpec, Delivery, Destination, OutboxEvent,
@@ -312,6 +313,9 @@ impl Session {
         let mut settlement = Settlement::default();
         for k in ids {
             if let Some((u, _)) = self.unacked.remove(&k) {
+                if matches!(how, Settle::Ack) {
+                    MessageCounters::bump(&self.registry.counters.acked);
+                }
                 settlement.add(u);
             }
         }
@@ -363,6 +367,7 @@ impl Session {
         let ack_id = format_args!("{}-{}", self.conn_id, self.next_ack_id);
         let auto = sub.ack == AckMode::Auto;
         let m = &d.message;
+        MessageCounters::bump(&self.registry.counters.delivered);
         let mut w = FrameWriter::begin(Command::Message, self.version, &mut self.out);
         w.header("subscription", &d.consumer.spec.tag);
         if sub.fixed_destination {
