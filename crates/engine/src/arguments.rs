@@ -67,6 +67,25 @@ pub const QUEUE_ARGUMENTS: &[&str] = &[
     "x-queue-mode",
 ];
 
+/// The queue argument a policy definition key sets (`message-ttl` →
+/// `x-message-ttl`, ...), for the keys RabbitMQ's policies may set on
+/// classic queues; `None` for others (exchange keys such as
+/// `alternate-exchange`, or keys this build does not apply).
+#[must_use]
+pub fn policy_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "message-ttl" => "x-message-ttl",
+        "expires" => "x-expires",
+        "max-length" => "x-max-length",
+        "max-length-bytes" => "x-max-length-bytes",
+        "overflow" => "x-overflow",
+        "dead-letter-exchange" => "x-dead-letter-exchange",
+        "dead-letter-routing-key" => "x-dead-letter-routing-key",
+        "queue-mode" => "x-queue-mode",
+        _ => return None,
+    })
+}
+
 /// Queue types: only `classic` is built.
 const QUEUE_TYPES_LATER: &[&str] = &["quorum", "stream"];
 

@@ -40,6 +40,8 @@ pub struct Broker {
     authenticator: RwLock<Option<std::sync::Weak<dyn Authenticator>>>,
     /// Logged-in connections and the adapters' message counters.
     connections: Arc<Connections>,
+    /// Policies of every vhost.
+    policies: Arc<crate::policy::Policies>,
 }
 
 /// Default [`Broker::set_flow_backlog`].
@@ -80,6 +82,7 @@ impl Broker {
             flow_backlog: Arc::new(AtomicUsize::new(DEFAULT_FLOW_BACKLOG)),
             authenticator: RwLock::new(None),
             connections: Arc::default(),
+            policies: Arc::default(),
         };
         broker.add_vhost(DEFAULT_VHOST);
         for v in snapshot.vhosts {
@@ -131,6 +134,7 @@ impl Broker {
                 .delayed
                 .recover(key, &value, |name| broker.add_vhost(name));
         }
+        broker.recover_policies();
         tracing::info!(
             queues = by_id.len(),
             messages = recovered,
@@ -192,6 +196,8 @@ impl Broker {
                             delayed: self.delayed.clone(),
                             relief: self.relief.clone(),
                             flow_backlog: self.flow_backlog.clone(),
+                            policies: self.policies.clone(),
+                            counters: self.connections.engine.clone(),
                         },
                     )
                 })
@@ -252,6 +258,45 @@ impl Broker {
     /// Retained messages (MQTT's, today).
     pub fn retained(&self) -> &Retained {
         &self.retained
+    }
+
+    /// Deletes a vhost and everything in it (its queues with their
+    /// messages, its exchanges and bindings); returns whether it existed.
+    /// The default vhost can be deleted too, as in RabbitMQ.
+    pub fn delete_vhost(&self, name: &str) -> bool {
+        let Some(vhost) = self.vhosts.write().remove(name) else {
+            return false;
+        };
+        for q in vhost.queues() {
+            let _ = vhost.apply(
+                crate::Command::DeleteQueue {
+                    name: q.spec.name.clone(),
+                    if_unused: false,
+                    if_empty: false,
+                },
+                crate::OPERATOR,
+            );
+        }
+        for x in vhost.exchanges_info() {
+            if crate::BUILTIN_EXCHANGES.iter().any(|(b, _)| *b == x.name) {
+                continue;
+            }
+            let _ = vhost.apply(
+                crate::Command::DeleteExchange {
+                    name: x.name,
+                    if_unused: false,
+                },
+                crate::OPERATOR,
+            );
+        }
+        self.store
+            .submit(crate::store::StoreOp::DeleteVhost(name.to_owned()), None);
+        true
+    }
+
+    /// Every policy.
+    pub fn policies(&self) -> &Arc<crate::policy::Policies> {
+        &self.policies
     }
 
     /// Logged-in connections of every protocol, and message counters.

@@ -198,11 +198,27 @@ impl MessageCounters {
     }
 }
 
+/// Counters of what the engine does on its own: dead-lettering, by
+/// reason (`rejected`, `expired`, `maxlen`, in [`EngineCounters::REASONS`]
+/// order).
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// Messages handed to a dead-letter exchange, per reason.
+    pub dead_lettered: [AtomicU64; 3],
+}
+
+impl EngineCounters {
+    /// The reasons of [`EngineCounters::dead_lettered`], in order.
+    pub const REASONS: [&'static str; 3] = ["rejected", "expired", "maxlen"];
+}
+
 /// Every registered connection, and the adapters' message counters.
 #[derive(Debug, Default)]
 pub struct Connections {
     map: RwLock<HashMap<u64, Arc<ConnectionEntry>>>,
     counters: RwLock<Vec<(&'static str, Arc<MessageCounters>)>>,
+    /// The engine's own counters.
+    pub engine: Arc<EngineCounters>,
 }
 
 impl Connections {

@@ -144,7 +144,8 @@ fn is_cycle(m: &Message, target: &str) -> bool {
 impl Vhost {
     /// Republish `letters` from `from` to its dead-letter exchange.
     pub(crate) fn dead_letter(&self, from: &Queue, letters: Vec<Letter>) {
-        let Some(dlx) = from.args.dead_letter_exchange.as_deref() else {
+        let (dlx, dlrk) = from.dead_letter_target();
+        let Some(dlx) = dlx.as_deref() else {
             // No exchange (any more): they are simply gone.
             for l in letters {
                 if let Some(seq) = l.stored_seq {
@@ -154,9 +155,15 @@ impl Vhost {
             return;
         };
         for l in letters {
+            let slot = match l.reason {
+                Reason::Rejected => 0,
+                Reason::Expired => 1,
+                Reason::Maxlen => 2,
+            };
+            self.counters().dead_lettered[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut m = Message::clone(&l.message);
             record(&mut m, from.name(), l.reason);
-            if let Some(key) = &from.args.dead_letter_routing_key {
+            if let Some(key) = &dlrk {
                 m.routing_key.clone_from(key);
             }
             m.exchange = dlx.to_owned();

@@ -25,7 +25,9 @@ mod dead_letter;
 mod delayed;
 mod error;
 pub mod exchange;
+pub mod inspect;
 pub mod inthash;
+pub mod policy;
 mod queue;
 mod retained;
 mod route;
@@ -34,7 +36,7 @@ pub mod store;
 mod timers;
 mod vhost;
 
-pub use arguments::{Overflow, QUEUE_ARGUMENTS, QueueArguments};
+pub use arguments::{Overflow, QUEUE_ARGUMENTS, QueueArguments, policy_key};
 pub use auth::{Authenticator, Identity, Refused};
 pub use backpressure::{FLOW_STALL, OwedReplies, Relief, StoreFailed, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_FLOW_BACKLOG, DEFAULT_VHOST};
@@ -52,7 +54,7 @@ pub use queue::{
 pub use retained::{Retained, RetainedMessage};
 pub use settle::{OutboxDrain, Settle, Settlement, Unsettled};
 pub use store::Durable;
-pub use vhost::{BUILTIN_EXCHANGES, Published, Vhost};
+pub use vhost::{BUILTIN_EXCHANGES, OPERATOR, Published, Vhost};
 
 #[cfg(test)]
 mod tests;

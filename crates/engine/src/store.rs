@@ -9,6 +9,7 @@
 use crate::exchange::ExchangeKind;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use switchyard_model::{FieldTable, Message};
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -209,6 +210,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// Block until everything submitted so far is committed.
     fn flush(&self);
+
+    /// Commit latencies and batch sizes, for a store that measures them.
+    fn metrics(&self) -> Option<&StoreMetrics> {
+        None
+    }
+}
+
+/// Upper bounds of the commit latency histogram, in seconds.
+pub const COMMIT_SECONDS_BUCKETS: [f64; 12] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+/// Upper bounds of the batch size histogram, in operations.
+pub const BATCH_SIZE_BUCKETS: [u64; 10] = [1, 2, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000];
+
+/// A store's commit histograms: counts per bucket (not cumulative; the
+/// last slot counts what is above every bound), sums and the number of
+/// commits. Atomics, bumped once per batch by the store's writer.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Commits (each one durable: the file is synced).
+    pub commits: AtomicU64,
+    /// Commit latency counts per [`COMMIT_SECONDS_BUCKETS`] bucket.
+    pub commit_buckets: [AtomicU64; 13],
+    /// Sum of commit latencies, in microseconds.
+    pub commit_micros: AtomicU64,
+    /// Batch size counts per [`BATCH_SIZE_BUCKETS`] bucket.
+    pub batch_buckets: [AtomicU64; 11],
+    /// Sum of batch sizes, in operations.
+    pub batch_ops: AtomicU64,
+}
+
+impl StoreMetrics {
+    /// One commit of `ops` operations that took `took`.
+    pub fn observe(&self, took: std::time::Duration, ops: usize) {
+        let secs = took.as_secs_f64();
+        let i = COMMIT_SECONDS_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(COMMIT_SECONDS_BUCKETS.len());
+        self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let n = ops as u64;
+        let j = BATCH_SIZE_BUCKETS
+            .iter()
+            .position(|b| n <= *b)
+            .unwrap_or(BATCH_SIZE_BUCKETS.len());
+        self.batch_buckets[j].fetch_add(1, Ordering::Relaxed);
+        self.batch_ops.fetch_add(n, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A store that keeps nothing: every op is "durable" immediately. Used by

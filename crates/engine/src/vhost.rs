@@ -17,6 +17,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use switchyard_model::Message;
 use tokio::sync::oneshot;
 
+/// The connection id of the operator (management API, ctl): it may delete,
+/// purge and inspect exclusive queues of any connection, as RabbitMQ's
+/// management plugin may.
+pub const OPERATOR: u64 = u64::MAX;
+
 /// Exchanges every vhost has.
 pub const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 6] = [
     ("", ExchangeKind::Direct),
@@ -146,7 +151,25 @@ impl Vhost {
             )));
         }
         let mut topo = self.topology.write();
-        self.declare_queue(&mut topo, spec, conn, true)
+        let out = self.declare_queue(&mut topo, spec, conn, true);
+        drop(topo);
+        self.apply_policy(&out);
+        out
+    }
+
+    /// The broker's own counters.
+    pub(crate) fn counters(&self) -> &crate::connections::EngineCounters {
+        &self.home.counters
+    }
+
+    /// Gives a declared queue the policy that matches it (outside the
+    /// topology lock: applying may dead-letter).
+    fn apply_policy(&self, declared: &Result<Outcome>) {
+        if let Ok(Outcome::Queue { name, .. }) = declared
+            && let Some(q) = self.find_queue(name)
+        {
+            crate::policy::apply(&self.home.policies, &q);
+        }
     }
 
     pub fn apply(&self, cmd: Command, conn: u64) -> Result<Outcome> {
@@ -224,7 +247,12 @@ impl Vhost {
                 self.remove_exchange(&mut topo, &name);
                 Ok(Outcome::Done)
             }
-            Command::DeclareQueue(spec) => self.declare_queue(&mut topo, spec, conn, false),
+            Command::DeclareQueue(spec) => {
+                let out = self.declare_queue(&mut topo, spec, conn, false);
+                drop(topo);
+                self.apply_policy(&out);
+                out
+            }
             Command::DeleteQueue {
                 name,
                 if_unused,
@@ -730,7 +758,9 @@ impl Vhost {
 
 fn check_owner(q: &Queue, conn: u64) -> Result<()> {
     match q.spec.exclusive_owner {
-        Some(owner) if owner != conn => Err(EngineError::QueueLocked(q.name().to_owned())),
+        Some(owner) if owner != conn && conn != OPERATOR => {
+            Err(EngineError::QueueLocked(q.name().to_owned()))
+        }
         _ => Ok(()),
     }
 }

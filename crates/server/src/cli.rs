@@ -89,6 +89,30 @@ pub(crate) struct ConfigArgs {
     /// [file: web_mqtt.listen; default: 127.0.0.1:15675].
     #[arg(long, env = "SWITCHYARD_WEB_MQTT", value_name = "ADDR")]
     pub(crate) web_mqtt: Option<String>,
+
+    /// Management HTTP API and web UI address, or `none`
+    /// [file: management.listen; default: 127.0.0.1:15672].
+    #[arg(long, env = "SWITCHYARD_MANAGEMENT", value_name = "ADDR")]
+    pub(crate) management: Option<String>,
+
+    /// Prometheus metrics (/metrics) address, or `none`
+    /// [file: prometheus.listen; default: 127.0.0.1:15692].
+    #[arg(long, env = "SWITCHYARD_PROMETHEUS", value_name = "ADDR")]
+    pub(crate) prometheus: Option<String>,
+
+    /// Name of the administrator made on a fresh store, instead of guest
+    /// [file: auth.default_user; default: guest].
+    #[arg(long, env = "SWITCHYARD_DEFAULT_USER", value_name = "NAME")]
+    pub(crate) default_user: Option<String>,
+
+    /// Its password [file: auth.default_pass; default: guest].
+    #[arg(
+        long,
+        env = "SWITCHYARD_DEFAULT_PASS",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub(crate) default_pass: Option<String>,
 }
 
 impl Cli {
@@ -110,6 +134,10 @@ impl ConfigArgs {
             stomp: self.stomp.clone(),
             web_stomp: self.web_stomp.clone(),
             web_mqtt: self.web_mqtt.clone(),
+            management: self.management.clone(),
+            prometheus: self.prometheus.clone(),
+            default_user: self.default_user.clone(),
+            default_pass: self.default_pass.clone(),
         }
     }
 }

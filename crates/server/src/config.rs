@@ -19,6 +19,9 @@ use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use crate::config_admin::{
+    AuthConfig, AuthFile, HttpFile, HttpKind, HttpListenerConfig,
+};
 pub(crate) use crate::config_mqtt::{MqttFile, MqttListenerConfig};
 pub(crate) use crate::config_stomp::{
     StompFile, StompListenerConfig, WebFile, WebKind, WebListenerConfig,
@@ -66,6 +69,12 @@ pub(crate) struct FileConfig {
     pub(crate) web_stomp: WebFile,
     #[serde(default)]
     pub(crate) web_mqtt: WebFile,
+    #[serde(default)]
+    pub(crate) management: HttpFile,
+    #[serde(default)]
+    pub(crate) prometheus: HttpFile,
+    #[serde(default)]
+    pub(crate) auth: AuthFile,
 }
 
 /// `[server]`.
@@ -107,6 +116,10 @@ pub(crate) struct Overrides {
     pub(crate) stomp: Option<String>,
     pub(crate) web_stomp: Option<String>,
     pub(crate) web_mqtt: Option<String>,
+    pub(crate) management: Option<String>,
+    pub(crate) prometheus: Option<String>,
+    pub(crate) default_user: Option<String>,
+    pub(crate) default_pass: Option<String>,
 }
 
 /// A parsed config file and where it came from (`None`: no file, built-in
@@ -126,6 +139,9 @@ pub(crate) struct Config {
     pub(crate) stomp: StompListenerConfig,
     pub(crate) web_stomp: WebListenerConfig,
     pub(crate) web_mqtt: WebListenerConfig,
+    pub(crate) management: HttpListenerConfig,
+    pub(crate) prometheus: HttpListenerConfig,
+    pub(crate) auth: AuthConfig,
 }
 
 /// Process-wide settings.
@@ -474,6 +490,23 @@ impl Config {
                 &file.config.web_mqtt,
                 overrides.web_mqtt.clone(),
             )?,
+            management: HttpListenerConfig::resolve(
+                &r,
+                HttpKind::Management,
+                &file.config.management,
+                overrides.management.clone(),
+            )?,
+            prometheus: HttpListenerConfig::resolve(
+                &r,
+                HttpKind::Prometheus,
+                &file.config.prometheus,
+                overrides.prometheus.clone(),
+            )?,
+            auth: AuthConfig::resolve(
+                &file.config.auth,
+                overrides.default_user.clone(),
+                overrides.default_pass.clone(),
+            ),
         })
     }
 
@@ -509,6 +542,9 @@ impl Config {
             stomp: self.stomp.to_file(),
             web_stomp: self.web_stomp.to_file(),
             web_mqtt: self.web_mqtt.to_file(),
+            management: self.management.to_file(),
+            prometheus: self.prometheus.to_file(),
+            auth: self.auth.to_file(),
         }
     }
 

@@ -129,7 +129,7 @@ fn at_least_one(
     NonZeroUsize::new(v.0).ok_or_else(|| r.error(key, v.1, 0, "must be at least 1"))
 }
 
-fn listen_text(addr: Option<SocketAddr>) -> String {
+pub(crate) fn listen_text(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| DISABLED.to_owned(), |a| a.to_string())
 }
 

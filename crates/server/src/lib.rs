@@ -11,6 +11,7 @@
 
 mod cli;
 mod config;
+mod config_admin;
 mod config_mqtt;
 mod config_stomp;
 mod run;

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_access::Access;
 use switchyard_engine::Broker;
 use switchyard_engine::store::Store;
 use switchyard_store::RedbStore;
@@ -51,8 +52,10 @@ pub(crate) fn serve(config: &Config, ready_file: Option<&Path>) -> anyhow::Resul
     };
     broker.set_max_queues_per_vhost(config.server.max_queues_per_vhost.get());
     broker.set_flow_backlog(config.server.flow_backlog);
+    let access = Access::open(Arc::clone(&broker), &config.auth.defaults());
 
-    let outcome = runtime.block_on(run(config, &broker, ready_file));
+    let outcome = runtime.block_on(run(config, &broker, &access, ready_file));
+    drop(access);
 
     broker.flush();
     drop(broker);
@@ -68,6 +71,7 @@ pub(crate) fn serve(config: &Config, ready_file: Option<&Path>) -> anyhow::Resul
 async fn run(
     config: &Config,
     broker: &Arc<Broker>,
+    access: &Arc<Access>,
     ready_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     // Installed before binding so a signal sent once the ready file exists is
@@ -99,6 +103,14 @@ async fn run(
         Some(addr) => Some(bind("web_mqtt", addr).await?),
         None => None,
     };
+    let management = match config.management.listen {
+        Some(addr) => Some(bind("management", addr).await?),
+        None => None,
+    };
+    let prometheus = match config.prometheus.listen {
+        Some(addr) => Some(bind("prometheus", addr).await?),
+        None => None,
+    };
     let mut bound = Vec::new();
     for (name, l) in [
         ("amqp", &amqp),
@@ -106,6 +118,8 @@ async fn run(
         ("stomp", &stomp),
         ("web_stomp", &web_stomp),
         ("web_mqtt", &web_mqtt),
+        ("management", &management),
+        ("prometheus", &prometheus),
     ] {
         if let Some((_, addr)) = l {
             bound.push((name, *addr));
@@ -185,6 +199,42 @@ async fn run(
         let accept = tracker.track_future(accept);
         listeners.spawn(async move {
             accept.await;
+            name
+        });
+    }
+
+    // The overview lists listeners with RabbitMQ's protocol names.
+    let listed = bound
+        .iter()
+        .map(|(name, addr)| {
+            let protocol = match *name {
+                "management" => "http",
+                "web_stomp" => "http/web-stomp",
+                "web_mqtt" => "http/web-mqtt",
+                other => other,
+            };
+            (protocol.to_owned(), *addr)
+        })
+        .collect();
+    let admin = switchyard_admin::Admin::new(Arc::clone(broker), Arc::clone(access), listed);
+    for (bound, name) in [(management, "management"), (prometheus, "prometheus")] {
+        let Some((listener, _)) = bound else { continue };
+        let serve = if name == "management" {
+            tokio::spawn(switchyard_admin::serve_management(
+                listener,
+                Arc::clone(&admin),
+                shutdown.clone(),
+            ))
+        } else {
+            tokio::spawn(switchyard_admin::serve_prometheus(
+                listener,
+                Arc::clone(&admin),
+                shutdown.clone(),
+            ))
+        };
+        let serve = tracker.track_future(serve);
+        listeners.spawn(async move {
+            let _ = serve.await;
             name
         });
     }

@@ -130,6 +130,10 @@ impl Store for RedbStore {
         }
     }
 
+    fn metrics(&self) -> Option<&switchyard_engine::store::StoreMetrics> {
+        Some(&self.shared.metrics)
+    }
+
     fn flush(&self) {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         if self.tx.send(Item::Flush(done_tx)).is_ok() {

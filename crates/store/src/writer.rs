@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     /// Called after each batch leaves the backlog (see
     /// `Store::set_commit_hook`).
     pub(crate) commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Commit latency and batch size histograms.
+    pub(crate) metrics: switchyard_engine::store::StoreMetrics,
 }
 
 impl std::fmt::Debug for Shared {
@@ -127,8 +129,10 @@ pub(crate) fn run(db: &Database, rx: &Receiver<Item>, shared: &Shared) {
 fn commit(db: &Database, batch: &mut Batch, shared: &Shared, buf: &mut Vec<u8>) {
     let n = batch.ops.len();
     if n > 0 {
+        let started = std::time::Instant::now();
         match write(db, &mut batch.ops, buf) {
             Ok(()) => {
+                shared.metrics.observe(started.elapsed(), n);
                 shared.commits.fetch_add(1, Ordering::Relaxed);
                 shared.backlog.fetch_sub(n, Ordering::Relaxed);
                 trace!(ops = n, bytes = batch.bytes, "store batch committed");

@@ -67,6 +67,9 @@ pub(crate) fn expires_at(message: &Message, ttl_ms: Option<u64>) -> Option<Insta
 
 #[derive(Debug)]
 struct State {
+    /// The arguments in force: the declared ones over the policy's
+    /// ([`Queue::set_policy`]).
+    effective: QueueArguments,
     ready: Ready,
     unacked: IntMap<u64, Entry>,
     next_seq: u64,
@@ -209,6 +212,10 @@ pub(crate) struct Home {
     /// Ready messages above which a queue with consumers pauses its
     /// publishers (0: never); see [`crate::Broker::set_flow_backlog`].
     pub(crate) flow_backlog: Arc<AtomicUsize>,
+    /// The broker's policies (applied to queues as they are declared).
+    pub(crate) policies: Arc<crate::policy::Policies>,
+    /// The broker's own counters (dead-lettering).
+    pub(crate) counters: Arc<crate::connections::EngineCounters>,
 }
 
 impl Queue {
@@ -221,6 +228,7 @@ impl Queue {
         home: Home,
     ) -> Arc<Self> {
         let levels = args.max_priority.map_or(1, |p| usize::from(p) + 1);
+        let effective = args.clone();
         let q = Arc::new_cyclic(|me| Self {
             vhost: vhost.to_owned(),
             spec,
@@ -228,6 +236,7 @@ impl Queue {
             id,
             store,
             state: Mutex::new(State {
+                effective,
                 ready: Ready::with_levels(levels),
                 unacked: IntMap::default(),
                 next_seq: 0,
@@ -330,7 +339,7 @@ impl Queue {
     fn entry(&self, st: &mut State, message: Arc<Message>, persisted: bool) -> Entry {
         let seq = st.next_seq;
         st.next_seq += 1;
-        let expires_at = expires_at(&message, self.args.message_ttl);
+        let expires_at = expires_at(&message, st.effective.message_ttl);
         let priority = if self.args.max_priority.is_some() {
             st.ready.level(message.properties.priority)
         } else {
@@ -363,10 +372,10 @@ impl Queue {
 
     /// Whether `len` ready messages holding `body_bytes` exceed a length
     /// limit.
-    fn exceeds(&self, len: usize, body_bytes: u64) -> bool {
-        self.args.max_length.is_some_and(|max| len as u64 > max)
-            || self
-                .args
+    fn exceeds(st: &State, len: usize, body_bytes: u64) -> bool {
+        st.effective.max_length.is_some_and(|max| len as u64 > max)
+            || st
+                .effective
                 .max_length_bytes
                 .is_some_and(|max| body_bytes > max)
     }
@@ -400,8 +409,9 @@ impl Queue {
     ) -> Enqueued {
         let mut st = self.state.lock();
         let rejected = !st.deleted
-            && self.args.overflow != Overflow::DropHead
-            && self.exceeds(
+            && st.effective.overflow != Overflow::DropHead
+            && Self::exceeds(
+                &st,
                 st.ready.len() + 1,
                 st.ready.body_bytes + message.body.len() as u64,
             );
@@ -410,8 +420,8 @@ impl Queue {
                 self.submit(op);
             }
             if rejected
-                && self.args.overflow == Overflow::RejectPublishDlx
-                && self.args.dead_letter_exchange.is_some()
+                && st.effective.overflow == Overflow::RejectPublishDlx
+                && st.effective.dead_letter_exchange.is_some()
             {
                 st.letters.push(Letter {
                     message,
@@ -468,7 +478,7 @@ impl Queue {
         st.ready.push_back(e);
         self.dispatch_from(st, !fresh_head);
         self.drop_expired_head(st);
-        while self.exceeds(st.ready.len(), st.ready.body_bytes) {
+        while Self::exceeds(st, st.ready.len(), st.ready.body_bytes) {
             let Some(head) = st.ready.pop_front() else {
                 break;
             };
@@ -505,7 +515,7 @@ impl Queue {
     /// A message leaves without an ack: dead-lettered if the queue has a
     /// dead-letter exchange, else forgotten.
     fn discard(&self, st: &mut State, e: Entry, reason: Reason) {
-        if self.args.dead_letter_exchange.is_some() {
+        if st.effective.dead_letter_exchange.is_some() {
             st.letters.push(Letter {
                 message: e.message,
                 reason,
@@ -561,7 +571,7 @@ impl Queue {
         self.update_pressure(&st);
         self.arm_head(&mut st);
         let mut expire = false;
-        if let Some(ms) = self.args.expires {
+        if let Some(ms) = st.effective.expires {
             let at = st.last_used + Duration::from_millis(ms);
             if st.consumers.is_empty() && Instant::now() >= at {
                 expire = true;
@@ -577,7 +587,7 @@ impl Queue {
 
     /// Note a use of the queue (`x-expires` counts from the last one).
     fn used(&self, st: &mut State) {
-        if let Some(ms) = self.args.expires {
+        if let Some(ms) = st.effective.expires {
             st.last_used = Instant::now();
             if st.consumers.is_empty() {
                 self.arm(st, st.last_used + Duration::from_millis(ms));
@@ -887,6 +897,69 @@ impl Queue {
         Ok(count)
     }
 
+    /// Applies a policy's definition (`None`: no policy applies any
+    /// more). Keys the queue was declared with win; the length limits,
+    /// TTL, expiry and dead-lettering in force change at once (a queue now
+    /// over a lower limit is trimmed as a publish would trim it).
+    /// `max-priority` and single-active-consumer stay as declared.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::InvalidArgument`] if the merged arguments are not
+    /// valid; the queue keeps what it had.
+    pub fn set_policy(self: &Arc<Self>, definition: Option<&FieldTable>) -> Result<()> {
+        let mut merged = FieldTable::new();
+        if let Some(def) = definition {
+            for (key, value) in def {
+                if let Some(arg) = crate::arguments::policy_key(key) {
+                    merged.insert(arg.to_owned(), value.clone());
+                }
+            }
+        }
+        for (key, value) in &self.spec.arguments {
+            merged.insert(key.clone(), value.clone());
+        }
+        let mut parsed = QueueArguments::parse(&merged)?;
+        parsed.max_priority = self.args.max_priority;
+        parsed.single_active_consumer = self.args.single_active_consumer;
+        let mut st = self.state.lock();
+        if st.deleted || st.effective == parsed {
+            return Ok(());
+        }
+        st.effective = parsed;
+        self.drop_expired_head(&mut st);
+        while Self::exceeds(&st, st.ready.len(), st.ready.body_bytes) {
+            let Some(head) = st.ready.pop_front() else {
+                break;
+            };
+            self.discard(&mut st, head, Reason::Maxlen);
+        }
+        self.update_pressure(&st);
+        self.arm_head(&mut st);
+        if let Some(ms) = st.effective.expires
+            && st.consumers.is_empty()
+        {
+            let at = st.last_used + Duration::from_millis(ms);
+            self.arm(&mut st, at);
+        }
+        self.unlock_and_send(st, ());
+        Ok(())
+    }
+
+    /// The dead-letter exchange and routing key in force.
+    pub(crate) fn dead_letter_target(&self) -> (Option<String>, Option<String>) {
+        let st = self.state.lock();
+        (
+            st.effective.dead_letter_exchange.clone(),
+            st.effective.dead_letter_routing_key.clone(),
+        )
+    }
+
+    /// The arguments in force (declared over policy).
+    pub fn effective_arguments(&self) -> QueueArguments {
+        self.state.lock().effective.clone()
+    }
+
     /// Whether the queue has been deleted.
     pub fn is_deleted(&self) -> bool {
         self.state.lock().deleted
@@ -896,7 +969,7 @@ impl Queue {
     /// checks again under its topology lock before deleting).
     pub(crate) fn unused_for_expiry(&self) -> bool {
         let st = self.state.lock();
-        self.args.expires.is_some_and(|ms| {
+        st.effective.expires.is_some_and(|ms| {
             st.consumers.is_empty() && Instant::now() >= st.last_used + Duration::from_millis(ms)
         })
     }

@@ -1,0 +1,430 @@
+//! Exchanges and bindings: list, declare, delete, bind and unbind.
+
+use super::{created, no_content};
+use crate::Admin;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::{ListQuery, arguments, flag, table_to_json, text};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use switchyard_engine::exchange::Binding;
+use switchyard_engine::inspect::{BindingInfo, ExchangeInfo, destination};
+use switchyard_engine::store::DestinationKind;
+use switchyard_engine::{Command, DELAYED_TYPE, ExchangeKind, OPERATOR, Vhost};
+use switchyard_model::FieldValue;
+
+pub(crate) use super::queues::{
+    delete_queue, get_messages, publish, purge, put_queue, queue, queue_bindings, queues, queues_in,
+};
+
+/// The API's name of the default exchange in paths.
+const DEFAULT_EXCHANGE: &str = "amq.default";
+
+/// The engine's name for an exchange named in a path.
+pub(crate) fn exchange_name(name: &str) -> &str {
+    if name == DEFAULT_EXCHANGE { "" } else { name }
+}
+
+/// A vhost the caller may read, or 404.
+pub(crate) fn vhost(admin: &Admin, caller: &Caller, name: &str) -> ApiResult<Arc<Vhost>> {
+    let v = admin.broker.vhost(name).ok_or_else(ApiError::not_found)?;
+    caller.require_read(name)?;
+    Ok(v)
+}
+
+/// Every vhost the caller may read.
+pub(crate) fn visible(admin: &Admin, caller: &Caller) -> Vec<Arc<Vhost>> {
+    admin
+        .broker
+        .vhosts()
+        .into_iter()
+        .filter(|v| caller.may_see(&v.name))
+        .collect()
+}
+
+fn exchange_json(vhost: &str, x: &ExchangeInfo) -> Value {
+    json!({
+        "name": x.name,
+        "vhost": vhost,
+        "type": if x.arguments.contains_key(DELAYED_TYPE) {
+            "x-delayed-message"
+        } else {
+            x.kind.as_str()
+        },
+        "durable": x.durable,
+        "auto_delete": x.auto_delete,
+        "internal": x.internal,
+        "arguments": table_to_json(&x.arguments),
+        "user_who_performed_action": "",
+    })
+}
+
+pub(crate) async fn exchanges(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let items = visible(&admin, &caller)
+        .iter()
+        .flat_map(|v| {
+            v.exchanges_info()
+                .iter()
+                .map(|x| exchange_json(&v.name, x))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(Json(q.respond(items)?))
+}
+
+pub(crate) async fn exchanges_in(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(vh): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&admin, &caller, &vh)?;
+    let items = v
+        .exchanges_info()
+        .iter()
+        .map(|x| exchange_json(&v.name, x))
+        .collect();
+    Ok(Json(q.respond(items)?))
+}
+
+pub(crate) async fn exchange(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&admin, &caller, &vh)?;
+    let x = v
+        .exchange_info(exchange_name(&name))
+        .ok_or_else(ApiError::not_found)?;
+    let mut body = exchange_json(&v.name, &x);
+    body["incoming"] = json!([]);
+    body["outgoing"] = json!([]);
+    Ok(Json(q.columns_of(body)))
+}
+
+pub(crate) async fn put_exchange(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let v = admin
+        .broker
+        .vhost(&vh)
+        .ok_or_else(|| ApiError::not_found_because("vhost_not_found"))?;
+    caller.require_write(&vh)?;
+    if name.starts_with("amq.") {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    let kind_name = text(&body, "type").unwrap_or("direct");
+    let args = arguments(body.get("arguments"))?;
+    let delayed = args.get(DELAYED_TYPE).and_then(FieldValue::as_str);
+    let kind = match (kind_name, delayed) {
+        ("x-delayed-message", Some(t)) => ExchangeKind::parse(t),
+        ("x-delayed-message", None) => None,
+        (_, Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "'x-delayed-type' applies to exchanges of type 'x-delayed-message', not '{kind_name}'"
+            )));
+        }
+        (k, None) => ExchangeKind::parse(k),
+    }
+    .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind_name}'")))?;
+    let new = !v.has_exchange(&name);
+    v.apply(
+        Command::DeclareExchange {
+            name,
+            kind,
+            durable: flag(&body, "durable", true)?,
+            auto_delete: flag(&body, "auto_delete", false)?,
+            internal: flag(&body, "internal", false)?,
+            arguments: args,
+        },
+        OPERATOR,
+    )?;
+    Ok(created(new))
+}
+
+pub(crate) async fn delete_exchange(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, name)): Path<(String, String)>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let v = admin.broker.vhost(&vh).ok_or_else(ApiError::not_found)?;
+    caller.require_write(&vh)?;
+    if name.starts_with("amq.") || name == DEFAULT_EXCHANGE {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    if !v.has_exchange(&name) {
+        return Err(ApiError::not_found());
+    }
+    v.apply(
+        Command::DeleteExchange {
+            name,
+            if_unused: params.get("if-unused").is_some_and(|s| s == "true"),
+        },
+        OPERATOR,
+    )?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------------------
+// Bindings
+
+/// RabbitMQ's `properties_key`: the key (`~` when empty), and a digest of
+/// the arguments when there are any.
+pub(crate) fn properties_key(b: &BindingInfo) -> String {
+    let key = if b.routing_key.is_empty() {
+        "~".to_owned()
+    } else {
+        b.routing_key.clone()
+    };
+    if b.arguments.is_empty() {
+        return key;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for byte in table_to_json(&b.arguments).to_string().bytes() {
+        h = (h ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    let key = if b.routing_key.is_empty() {
+        ""
+    } else {
+        &b.routing_key
+    };
+    format!("{key}~{h:08x}")
+}
+
+pub(crate) fn binding_json(vhost: &str, b: &BindingInfo) -> Value {
+    json!({
+        "source": b.source,
+        "vhost": vhost,
+        "destination": b.destination,
+        "destination_type": match b.destination_kind {
+            DestinationKind::Queue => "queue",
+            DestinationKind::Exchange => "exchange",
+        },
+        "routing_key": b.routing_key,
+        "arguments": table_to_json(&b.arguments),
+        "properties_key": properties_key(b),
+    })
+}
+
+fn bindings_of(v: &Vhost) -> Vec<Value> {
+    v.bindings_info()
+        .iter()
+        .map(|b| binding_json(&v.name, b))
+        .collect()
+}
+
+pub(crate) async fn bindings(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let items: Vec<Value> = visible(&admin, &caller)
+        .iter()
+        .flat_map(|v| bindings_of(v))
+        .collect();
+    let total = items.len();
+    Ok(Json(q.page_of(items, total)?))
+}
+
+pub(crate) async fn bindings_in(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(vh): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&admin, &caller, &vh)?;
+    Ok(Json(Value::Array(q.columns(bindings_of(&v)))))
+}
+
+fn kind_of(segment: &str) -> ApiResult<DestinationKind> {
+    match segment {
+        "q" => Ok(DestinationKind::Queue),
+        "e" => Ok(DestinationKind::Exchange),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+fn between(v: &Vhost, source: &str, kind: DestinationKind, dest: &str) -> Vec<BindingInfo> {
+    v.bindings_info()
+        .into_iter()
+        .filter(|b| b.source == source && b.destination_kind == kind && b.destination == dest)
+        .collect()
+}
+
+pub(crate) async fn bindings_between(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, source, kind, dest)): Path<(String, String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&admin, &caller, &vh)?;
+    let kind = kind_of(&kind)?;
+    let items = between(&v, exchange_name(&source), kind, &dest)
+        .iter()
+        .map(|b| binding_json(&v.name, b))
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+pub(crate) async fn binding(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, source, kind, dest, props)): Path<(String, String, String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&admin, &caller, &vh)?;
+    let kind = kind_of(&kind)?;
+    between(&v, exchange_name(&source), kind, &dest)
+        .iter()
+        .find(|b| properties_key(b) == props)
+        .map(|b| Json(binding_json(&v.name, b)))
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub(crate) async fn bind(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, source, kind, dest)): Path<(String, String, String, String)>,
+    body: Option<Json<Value>>,
+) -> ApiResult<Response> {
+    let v = admin.broker.vhost(&vh).ok_or_else(ApiError::not_found)?;
+    caller.require_write(&vh)?;
+    let kind = kind_of(&kind)?;
+    if source == DEFAULT_EXCHANGE || source.is_empty() {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    let body = body.map_or(Value::Null, |Json(b)| b);
+    if !v.has_exchange(&source) {
+        return Err(ApiError::not_found_because(format!(
+            "no exchange '{source}' in vhost '{vh}'"
+        )));
+    }
+    match kind {
+        DestinationKind::Queue if v.find_queue(&dest).is_none() => {
+            return Err(ApiError::not_found_because(format!(
+                "no queue '{dest}' in vhost '{vh}'"
+            )));
+        }
+        DestinationKind::Exchange if !v.has_exchange(&dest) => {
+            return Err(ApiError::not_found_because(format!(
+                "no exchange '{dest}' in vhost '{vh}'"
+            )));
+        }
+        _ => {}
+    }
+    let routing_key = text(&body, "routing_key").unwrap_or("").to_owned();
+    let args = arguments(body.get("arguments"))?;
+    let info = BindingInfo {
+        source: source.clone(),
+        destination: dest.clone(),
+        destination_kind: kind,
+        routing_key: routing_key.clone(),
+        arguments: args.clone(),
+    };
+    v.apply(
+        Command::Bind {
+            source,
+            binding: Binding {
+                destination: destination(kind, &dest),
+                routing_key,
+                arguments: args,
+            },
+        },
+        OPERATOR,
+    )?;
+    let location = format!("{}/{}", pct(&dest), pct(&pct(&properties_key(&info))));
+    let mut r = StatusCode::CREATED.into_response();
+    if let Ok(h) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, h);
+    }
+    Ok(r)
+}
+
+pub(crate) async fn unbind(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, source, kind, dest, props)): Path<(String, String, String, String, String)>,
+) -> ApiResult<Response> {
+    let v = admin.broker.vhost(&vh).ok_or_else(ApiError::not_found)?;
+    caller.require_write(&vh)?;
+    let kind = kind_of(&kind)?;
+    let source = exchange_name(&source).to_owned();
+    let Some(b) = between(&v, &source, kind, &dest)
+        .into_iter()
+        .find(|b| properties_key(b) == props)
+    else {
+        return Err(ApiError::not_found());
+    };
+    if source.is_empty() {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    v.apply(
+        Command::Unbind {
+            source,
+            binding: Binding {
+                destination: destination(kind, &dest),
+                routing_key: b.routing_key,
+                arguments: b.arguments,
+            },
+        },
+        OPERATOR,
+    )?;
+    Ok(no_content())
+}
+
+pub(crate) async fn exchange_bindings_source(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&admin, &caller, &vh)?;
+    let name = exchange_name(&name);
+    v.exchange_info(name).ok_or_else(ApiError::not_found)?;
+    let items = v
+        .bindings_info()
+        .iter()
+        .filter(|b| b.source == name)
+        .map(|b| binding_json(&v.name, b))
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+pub(crate) async fn exchange_bindings_destination(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vh, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(&admin, &caller, &vh)?;
+    let name = exchange_name(&name);
+    v.exchange_info(name).ok_or_else(ApiError::not_found)?;
+    let items = v
+        .bindings_info()
+        .iter()
+        .filter(|b| b.destination_kind == DestinationKind::Exchange && b.destination == name)
+        .map(|b| binding_json(&v.name, b))
+        .collect();
+    Ok(Json(Value::Array(items)))
+}

@@ -1,0 +1,555 @@
+//! Vhosts, users, permissions, topic permissions and policies.
+
+use super::overview::NODE;
+use super::{created, no_content};
+use crate::Admin;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::json::{ListQuery, object_to_table, rate, table_to_json, text};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use switchyard_access::{ChangeError, PasswordSpec, Permission, TopicPermission, User, parse_tags};
+use switchyard_engine::policy::{ApplyTo, Policy};
+
+// ---------------------------------------------------------------------------
+// Vhosts
+
+fn vhost_json(admin: &Admin, name: &str) -> Value {
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    if let Some(v) = admin.broker.vhost(name) {
+        for q in v.queues() {
+            ready += u64::from(q.counts().0);
+            unacked += q.unacked_count() as u64;
+        }
+    }
+    json!({
+        "name": name,
+        "description": "",
+        "tags": [],
+        "metadata": {"description": "", "tags": []},
+        "default_queue_type": "classic",
+        "tracing": false,
+        "cluster_state": {NODE: "running"},
+        "messages": ready + unacked,
+        "messages_details": rate(0.0),
+        "messages_ready": ready,
+        "messages_ready_details": rate(0.0),
+        "messages_unacknowledged": unacked,
+        "messages_unacknowledged_details": rate(0.0),
+    })
+}
+
+pub(crate) async fn vhosts(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let items = admin
+        .broker
+        .vhosts()
+        .iter()
+        .filter(|v| caller.may_see(&v.name))
+        .map(|v| vhost_json(&admin, &v.name))
+        .collect();
+    Ok(Json(q.respond(items)?))
+}
+
+pub(crate) async fn vhost(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    if !caller.may_see(&name) {
+        return Err(ApiError::not_authorised("Not administrator user"));
+    }
+    admin.broker.vhost(&name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(vhost_json(&admin, &name)))
+}
+
+pub(crate) async fn put_vhost(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if name.is_empty() {
+        return Err(ApiError::bad_request("a vhost needs a name"));
+    }
+    let new = admin.broker.vhost(&name).is_none();
+    admin.broker.add_vhost(&name);
+    if new {
+        // As RabbitMQ: the creating user gets every permission there.
+        let _ = admin.access.set_permission(Permission {
+            user: caller.id.user.clone(),
+            vhost: name,
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        });
+    }
+    Ok(created(new))
+}
+
+pub(crate) async fn delete_vhost(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    for c in admin.broker.connections().list() {
+        if c.vhost == name {
+            c.kill.kill("vhost deleted");
+        }
+    }
+    if !admin.broker.delete_vhost(&name) {
+        return Err(ApiError::not_found());
+    }
+    for p in admin.broker.policies().list() {
+        if p.vhost == name {
+            admin.broker.clear_policy(&name, &p.name);
+        }
+    }
+    admin.access.forget_vhost(&name);
+    Ok(no_content())
+}
+
+pub(crate) async fn vhost_permissions(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    admin.broker.vhost(&name).ok_or_else(ApiError::not_found)?;
+    let items = admin
+        .access
+        .permissions()
+        .iter()
+        .filter(|p| p.vhost == name)
+        .map(permission_json)
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+// ---------------------------------------------------------------------------
+// Users
+
+pub(crate) fn user_json(u: &User) -> Value {
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": u.hashing_algorithm,
+        "tags": u.tags,
+        "limits": {},
+    })
+}
+
+pub(crate) async fn users(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let items = admin.access.users().iter().map(user_json).collect();
+    Ok(Json(q.respond(items)?))
+}
+
+pub(crate) async fn user(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    admin
+        .access
+        .user(&name)
+        .map(|u| Json(user_json(&u)))
+        .ok_or_else(ApiError::not_found)
+}
+
+/// How a user body gives its password.
+pub(crate) fn password_of(body: &Value) -> ApiResult<PasswordSpec> {
+    if let Some(p) = text(body, "password") {
+        return Ok(PasswordSpec::Clear(p.to_owned()));
+    }
+    if let Some(h) = text(body, "password_hash") {
+        if h.is_empty() {
+            return Ok(PasswordSpec::None);
+        }
+        let algorithm = text(body, "hashing_algorithm")
+            .unwrap_or(switchyard_access::password::RABBIT_SHA256)
+            .to_owned();
+        return Ok(PasswordSpec::Hash {
+            hash: h.to_owned(),
+            algorithm,
+        });
+    }
+    Ok(PasswordSpec::Keep)
+}
+
+fn change_error(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::NoUser(_) => ApiError::bad_request("vhost_or_user_not_found"),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+pub(crate) async fn put_user(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let password = password_of(&body)?;
+    let tags_given = body.get("tags");
+    if matches!(password, PasswordSpec::Keep) && tags_given.is_none() {
+        return Err(ApiError::bad_request(
+            "[{key_missing,password_hash},{key_missing,password}]",
+        ));
+    }
+    let tags = match tags_given {
+        Some(t) => {
+            parse_tags(t).ok_or_else(|| ApiError::bad_request("tags must be a string or a list"))?
+        }
+        None => admin.access.user(&name).map(|u| u.tags).unwrap_or_default(),
+    };
+    let new = admin
+        .access
+        .put_user(&name, password, tags)
+        .map_err(change_error)?;
+    Ok(created(new))
+}
+
+pub(crate) async fn delete_user(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if admin.access.delete_user(&name) {
+        Ok(no_content())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+pub(crate) async fn user_permissions(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    admin.access.user(&name).ok_or_else(ApiError::not_found)?;
+    let items = admin
+        .access
+        .permissions()
+        .iter()
+        .filter(|p| p.user == name)
+        .map(permission_json)
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+// ---------------------------------------------------------------------------
+// Permissions
+
+pub(crate) fn permission_json(p: &Permission) -> Value {
+    json!({"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read})
+}
+
+pub(crate) fn topic_json(p: &TopicPermission) -> Value {
+    json!({"user": p.user, "vhost": p.vhost, "exchange": p.exchange, "write": p.write, "read": p.read})
+}
+
+/// The listed keys that `body` lacks, worded as RabbitMQ words them.
+fn missing(body: &Value, keys: &[&str]) -> ApiResult<()> {
+    let gone: Vec<String> = keys
+        .iter()
+        .filter(|k| body.get(**k).and_then(Value::as_str).is_none())
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if gone.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("[{}]", gone.join(","))))
+    }
+}
+
+pub(crate) async fn permissions(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(Value::Array(
+        admin
+            .access
+            .permissions()
+            .iter()
+            .map(permission_json)
+            .collect(),
+    )))
+}
+
+pub(crate) async fn permission(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    admin
+        .access
+        .permission(&vhost, &user)
+        .map(|p| Json(permission_json(&p)))
+        .ok_or_else(ApiError::not_found)
+}
+
+pub(crate) async fn put_permission(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    missing(&body, &["configure", "write", "read"])?;
+    if admin.broker.vhost(&vhost).is_none() || admin.access.user(&user).is_none() {
+        return Err(ApiError::bad_request("vhost_or_user_not_found"));
+    }
+    let field = |k: &str| text(&body, k).unwrap_or_default().to_owned();
+    let new = admin
+        .access
+        .set_permission(Permission {
+            user,
+            vhost,
+            configure: field("configure"),
+            write: field("write"),
+            read: field("read"),
+        })
+        .map_err(change_error)?;
+    Ok(created(new))
+}
+
+pub(crate) async fn delete_permission(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if admin.access.clear_permission(&vhost, &user) {
+        Ok(no_content())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+pub(crate) async fn topic_permissions(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(Value::Array(
+        admin
+            .access
+            .topic_permissions()
+            .iter()
+            .map(topic_json)
+            .collect(),
+    )))
+}
+
+pub(crate) async fn topic_permission(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let items: Vec<Value> = admin
+        .access
+        .topic_permissions()
+        .iter()
+        .filter(|p| p.vhost == vhost && p.user == user)
+        .map(topic_json)
+        .collect();
+    if items.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(Value::Array(items)))
+}
+
+pub(crate) async fn put_topic_permission(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    missing(&body, &["exchange", "write", "read"])?;
+    if admin.broker.vhost(&vhost).is_none() || admin.access.user(&user).is_none() {
+        return Err(ApiError::bad_request("vhost_or_user_not_found"));
+    }
+    let field = |k: &str| text(&body, k).unwrap_or_default().to_owned();
+    let new = admin
+        .access
+        .set_topic_permission(TopicPermission {
+            user,
+            vhost,
+            exchange: field("exchange"),
+            write: field("write"),
+            read: field("read"),
+        })
+        .map_err(change_error)?;
+    Ok(created(new))
+}
+
+pub(crate) async fn delete_topic_permission(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let exchange = params.get("exchange").map(String::as_str);
+    if admin
+        .access
+        .clear_topic_permissions(&vhost, &user, exchange)
+        > 0
+    {
+        Ok(no_content())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Policies
+
+pub(crate) fn policy_json(p: &Policy) -> Value {
+    json!({
+        "vhost": p.vhost,
+        "name": p.name,
+        "pattern": p.pattern,
+        "apply-to": p.apply_to.as_str(),
+        "definition": table_to_json(&p.definition),
+        "priority": p.priority,
+    })
+}
+
+/// A policy from its API body (also a definitions file's entry).
+pub(crate) fn policy_from(vhost: &str, name: &str, body: &Value) -> ApiResult<Policy> {
+    let mut gone = Vec::new();
+    for k in ["pattern", "definition"] {
+        if body.get(k).is_none() {
+            gone.push(format!("{{key_missing,{k}}}"));
+        }
+    }
+    if !gone.is_empty() {
+        return Err(ApiError::bad_request(format!("[{}]", gone.join(","))));
+    }
+    let pattern = text(body, "pattern")
+        .ok_or_else(|| ApiError::bad_request("pattern must be a string"))?
+        .to_owned();
+    let definition = match body.get("definition") {
+        Some(Value::Object(o)) => object_to_table(o),
+        _ => return Err(ApiError::bad_request("definition must be an object")),
+    };
+    let apply_to = match text(body, "apply-to") {
+        None => ApplyTo::All,
+        Some(s) => ApplyTo::parse(s)
+            .ok_or_else(|| ApiError::bad_request(format!("'{s}' is not a valid apply-to value")))?,
+    };
+    let priority = match body.get("priority") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("priority must be an integer"))?,
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| ApiError::bad_request("priority must be an integer"))?,
+        Some(_) => return Err(ApiError::bad_request("priority must be an integer")),
+    };
+    Ok(Policy {
+        vhost: vhost.to_owned(),
+        name: name.to_owned(),
+        pattern,
+        apply_to,
+        priority,
+        definition,
+    })
+}
+
+pub(crate) async fn policies(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    let items = admin
+        .broker
+        .policies()
+        .list()
+        .iter()
+        .filter(|p| caller.may_see(&p.vhost))
+        .map(policy_json)
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+pub(crate) async fn policies_in(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_read(&vhost)?;
+    admin.broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
+    let items = admin
+        .broker
+        .policies()
+        .list()
+        .iter()
+        .filter(|p| p.vhost == vhost)
+        .map(policy_json)
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
+pub(crate) async fn policy(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require_read(&vhost)?;
+    admin
+        .broker
+        .policies()
+        .get(&vhost, &name)
+        .map(|p| Json(policy_json(&p)))
+        .ok_or_else(ApiError::not_found)
+}
+
+pub(crate) async fn put_policy(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    if admin.broker.vhost(&vhost).is_none() {
+        return Err(ApiError::not_found_because("vhost_not_found"));
+    }
+    caller.require_policymaker(&vhost)?;
+    let policy = policy_from(&vhost, &name, &body)?;
+    let new = admin.broker.set_policy(policy)?;
+    Ok(created(new))
+}
+
+pub(crate) async fn delete_policy(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_policymaker(&vhost)?;
+    if admin.broker.clear_policy(&vhost, &name) {
+        Ok(no_content())
+    } else {
+        Err(ApiError::not_found())
+    }
+}

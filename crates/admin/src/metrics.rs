@@ -1,0 +1,419 @@
+//! `/metrics` in the Prometheus text exposition format: message counters
+//! by protocol and by queue, queue depths and consumers, connections and
+//! channels by protocol, the store's commit latency and batch size
+//! histograms, process memory, file descriptors and CPU, and the alarms.
+//! Built from atomics in one pass; no authentication (as RabbitMQ's
+//! Prometheus endpoint).
+
+use crate::Admin;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use switchyard_engine::connections::EngineCounters;
+use switchyard_engine::store::{BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
+
+/// Estimated bytes a message costs beyond its body (see the API's
+/// `memory`).
+const PER_MESSAGE_OVERHEAD: u64 = 160;
+
+/// `/metrics`.
+pub(crate) fn router() -> Router<Arc<Admin>> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&admin),
+    )
+}
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes a family's HELP and TYPE lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The protocol family and version of a connection's protocol label
+/// (`"MQTT 5.0"` → `("mqtt", "5.0")`, `"Web STOMP"` → `("stomp", "web")`).
+fn protocol_labels(protocol: &str) -> (String, String) {
+    match protocol.split_once(' ') {
+        Some(("Web", family)) => (family.to_lowercase(), "web".into()),
+        Some((family, version)) => (family.to_lowercase(), version.to_owned()),
+        None => (protocol.to_lowercase(), String::new()),
+    }
+}
+
+/// Resident memory of this process, in bytes.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Open file descriptors of this process.
+pub(crate) fn open_fds() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
+/// CPU seconds (user + system) of this process.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The whole exposition.
+pub(crate) fn render(admin: &Admin) -> String {
+    let broker = &admin.broker;
+    let mut out = String::with_capacity(64 * 1024);
+
+    // Messages by protocol.
+    let counters = broker.connections().all_counters();
+    let message_families: [(
+        &str,
+        &str,
+        fn(&switchyard_engine::connections::MessageCounters) -> u64,
+    ); 6] = [
+        (
+            "switchyard_messages_published_total",
+            "Messages received from publishers.",
+            |c| c.published.load(Ordering::Relaxed),
+        ),
+        (
+            "switchyard_messages_delivered_total",
+            "Messages delivered to consumers (and fetched by get).",
+            |c| c.delivered.load(Ordering::Relaxed),
+        ),
+        (
+            "switchyard_messages_acked_total",
+            "Deliveries acknowledged by consumers.",
+            |c| c.acked.load(Ordering::Relaxed),
+        ),
+        (
+            "switchyard_messages_confirmed_total",
+            "Publishes confirmed to their publishers (confirm, PUBACK, PUBREC).",
+            |c| c.confirmed.load(Ordering::Relaxed),
+        ),
+        (
+            "switchyard_messages_unroutable_returned_total",
+            "Unroutable publishes returned to the publisher.",
+            |c| c.returned.load(Ordering::Relaxed),
+        ),
+        (
+            "switchyard_messages_unroutable_dropped_total",
+            "Unroutable publishes dropped.",
+            |c| c.dropped.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, get) in message_families {
+        family(&mut out, name, "counter", help);
+        for protocol in ["amqp", "mqtt", "stomp"] {
+            let v = counters
+                .iter()
+                .find(|(l, _)| *l == protocol)
+                .map_or(0, |(_, c)| get(c));
+            let _ = writeln!(out, "{name}{{protocol=\"{protocol}\"}} {v}");
+        }
+    }
+    family(
+        &mut out,
+        "switchyard_messages_dead_lettered_total",
+        "counter",
+        "Messages handed to a dead-letter exchange, by reason.",
+    );
+    let engine = &broker.connections().engine;
+    for (i, reason) in EngineCounters::REASONS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "switchyard_messages_dead_lettered_total{{reason=\"{reason}\"}} {}",
+            engine.dead_lettered[i].load(Ordering::Relaxed)
+        );
+    }
+
+    // Queues.
+    let queue_families = [
+        (
+            "switchyard_queue_messages_ready",
+            "gauge",
+            "Messages ready for delivery.",
+        ),
+        (
+            "switchyard_queue_messages_unacked",
+            "gauge",
+            "Messages delivered and not yet acknowledged.",
+        ),
+        (
+            "switchyard_queue_consumers",
+            "gauge",
+            "Consumers of the queue.",
+        ),
+        (
+            "switchyard_queue_messages_published_total",
+            "counter",
+            "Messages enqueued.",
+        ),
+        (
+            "switchyard_queue_messages_delivered_total",
+            "counter",
+            "Messages delivered or fetched.",
+        ),
+        (
+            "switchyard_queue_messages_acked_total",
+            "counter",
+            "Deliveries acknowledged.",
+        ),
+    ];
+    let mut rows: [String; 6] = Default::default();
+    let mut queue_memory = 0u64;
+    let mut queues = 0usize;
+    for v in broker.vhosts() {
+        let vl = label(&v.name);
+        for q in v.queues() {
+            queues += 1;
+            let snap = q.snapshot();
+            queue_memory += snap.ready_bytes
+                + snap.unacked_bytes
+                + (snap.ready + snap.unacked) * PER_MESSAGE_OVERHEAD;
+            let ql = label(&q.spec.name);
+            let values = [
+                snap.ready,
+                snap.unacked,
+                snap.consumers.len() as u64,
+                q.stats.published.load(Ordering::Relaxed),
+                q.dispatched() + q.stats.got.load(Ordering::Relaxed),
+                q.stats.acked.load(Ordering::Relaxed),
+            ];
+            for ((row, (name, _, _)), value) in rows.iter_mut().zip(&queue_families).zip(values) {
+                let _ = writeln!(row, "{name}{{vhost=\"{vl}\",queue=\"{ql}\"}} {value}");
+            }
+        }
+    }
+    for ((name, kind, help), row) in queue_families.iter().zip(&rows) {
+        family(&mut out, name, kind, help);
+        out.push_str(row);
+    }
+    family(&mut out, "switchyard_queues", "gauge", "Queues.");
+    let _ = writeln!(out, "switchyard_queues {queues}");
+    family(
+        &mut out,
+        "switchyard_queue_memory_bytes",
+        "gauge",
+        "Memory the broker accounts to queued messages (bodies plus an estimated per-message overhead).",
+    );
+    let _ = writeln!(out, "switchyard_queue_memory_bytes {queue_memory}");
+
+    // Connections and channels.
+    let mut conns: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for family_name in ["amqp", "mqtt", "stomp"] {
+        conns
+            .entry((family_name.into(), String::new()))
+            .or_default();
+    }
+    for c in broker.connections().list() {
+        let key = protocol_labels(&c.protocol);
+        let channels = c.channels.lock().len().max(1) as u64;
+        let e = conns.entry(key).or_default();
+        e.0 += 1;
+        e.1 += channels;
+    }
+    conns.retain(|(_, version), (n, _)| *n > 0 || version.is_empty());
+    family(
+        &mut out,
+        "switchyard_connections",
+        "gauge",
+        "Open client connections, by protocol.",
+    );
+    for ((p, version), (n, _)) in &conns {
+        let _ = writeln!(
+            out,
+            "switchyard_connections{{protocol=\"{p}\",version=\"{version}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "switchyard_channels",
+        "gauge",
+        "Open channels (one per MQTT or STOMP connection), by protocol.",
+    );
+    for ((p, version), (n, ch)) in &conns {
+        let value = if *n == 0 { 0 } else { *ch };
+        let _ = writeln!(
+            out,
+            "switchyard_channels{{protocol=\"{p}\",version=\"{version}\"}} {value}"
+        );
+    }
+
+    // Store.
+    if let Some(m) = broker.store().metrics() {
+        family(
+            &mut out,
+            "switchyard_store_commit_seconds",
+            "histogram",
+            "Time to commit (and sync) one batch.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in COMMIT_SECONDS_BUCKETS.iter().enumerate() {
+            cumulative += m.commit_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "switchyard_store_commit_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += m.commit_buckets[COMMIT_SECONDS_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "switchyard_store_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = m.commit_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "switchyard_store_commit_seconds_sum {sum}");
+        let _ = writeln!(out, "switchyard_store_commit_seconds_count {cumulative}");
+
+        family(
+            &mut out,
+            "switchyard_store_batch_size",
+            "histogram",
+            "Operations committed per batch.",
+        );
+        let mut cumulative = 0;
+        for (i, bound) in BATCH_SIZE_BUCKETS.iter().enumerate() {
+            cumulative += m.batch_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "switchyard_store_batch_size_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += m.batch_buckets[BATCH_SIZE_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "switchyard_store_batch_size_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_store_batch_size_sum {}",
+            m.batch_ops.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "switchyard_store_batch_size_count {cumulative}");
+
+        family(
+            &mut out,
+            "switchyard_store_fsyncs_total",
+            "counter",
+            "Durable commits, each of which syncs the store file.",
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_store_fsyncs_total {}",
+            m.commits.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "switchyard_store_backlog",
+        "gauge",
+        "Store operations accepted and not yet committed.",
+    );
+    let _ = writeln!(out, "switchyard_store_backlog {}", broker.store().backlog());
+
+    // Process.
+    family(
+        &mut out,
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+    );
+    let _ = writeln!(
+        out,
+        "process_resident_memory_bytes {}",
+        resident_bytes().unwrap_or(0)
+    );
+    family(
+        &mut out,
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+    );
+    let _ = writeln!(out, "process_open_fds {}", open_fds().unwrap_or(0));
+    if let Some(max) = fd_limit() {
+        family(
+            &mut out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        );
+        let _ = writeln!(out, "process_max_fds {max}");
+    }
+    if let Some(cpu) = cpu_seconds() {
+        family(
+            &mut out,
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent in seconds.",
+        );
+        let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+    }
+    if let Ok(d) = admin.started.duration_since(std::time::UNIX_EPOCH) {
+        family(
+            &mut out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch in seconds.",
+        );
+        let _ = writeln!(out, "process_start_time_seconds {}", d.as_secs());
+    }
+
+    // Alarms: none exist yet (memory and disk alarms are planned), so
+    // both are always 0; see docs/management.md.
+    family(
+        &mut out,
+        "switchyard_alarm",
+        "gauge",
+        "Whether a resource alarm is in effect (1) or not (0).",
+    );
+    for resource in ["memory", "disk"] {
+        let _ = writeln!(out, "switchyard_alarm{{resource=\"{resource}\"}} 0");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_protocols_split() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(protocol_labels("MQTT 5.0"), ("mqtt".into(), "5.0".into()));
+        assert_eq!(protocol_labels("Web STOMP"), ("stomp".into(), "web".into()));
+        assert_eq!(
+            protocol_labels("AMQP 0-9-1"),
+            ("amqp".into(), "0-9-1".into())
+        );
+    }
+}

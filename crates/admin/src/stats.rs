@@ -1,0 +1,208 @@
+//! Message rates: the engine keeps plain counters (atomics, always on);
+//! this samples them every [`INTERVAL`] and keeps the rate between the
+//! last two samples, for the API's `*_details.rate` fields (RabbitMQ's
+//! management plugin samples every 5 s by default too).
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use switchyard_engine::{Broker, Queue};
+
+/// Time between two samples.
+pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
+
+/// A queue's counters, in [`QueueCounters::NAMES`] order.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct QueueCounters(pub [u64; 6]);
+
+impl QueueCounters {
+    /// The `message_stats` field of each counter.
+    pub(crate) const NAMES: [&'static str; 6] = [
+        "publish",
+        "deliver_get",
+        "deliver_no_ack",
+        "get",
+        "redeliver",
+        "ack",
+    ];
+
+    /// Reads a queue's counters.
+    pub(crate) fn of(q: &Queue) -> Self {
+        let s = &q.stats;
+        let got = s.got.load(Ordering::Relaxed);
+        Self([
+            s.published.load(Ordering::Relaxed),
+            q.dispatched() + got,
+            s.delivered_no_ack.load(Ordering::Relaxed),
+            got,
+            s.redelivered.load(Ordering::Relaxed),
+            s.acked.load(Ordering::Relaxed),
+        ])
+    }
+}
+
+/// The broker-wide counters, in [`Totals::NAMES`] order.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Totals(pub [u64; 6]);
+
+impl Totals {
+    /// The overview's `message_stats` field of each counter.
+    pub(crate) const NAMES: [&'static str; 6] = [
+        "publish",
+        "deliver_get",
+        "ack",
+        "confirm",
+        "return_unroutable",
+        "drop_unroutable",
+    ];
+
+    /// Sums every adapter's counters.
+    pub(crate) fn of(broker: &Broker) -> Self {
+        let mut t = [0u64; 6];
+        for (_, c) in broker.connections().all_counters() {
+            for (slot, v) in t.iter_mut().zip([
+                &c.published,
+                &c.delivered,
+                &c.acked,
+                &c.confirmed,
+                &c.returned,
+                &c.dropped,
+            ]) {
+                *slot += v.load(Ordering::Relaxed);
+            }
+        }
+        Self(t)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Sample {
+    at: Option<Instant>,
+    totals: Totals,
+    queues: HashMap<u64, QueueCounters>,
+    /// Connection id → (bytes in, bytes out).
+    traffic: HashMap<u64, (u64, u64)>,
+}
+
+/// Rates per second between the last two samples.
+#[derive(Debug, Default)]
+struct Current {
+    totals: [f64; 6],
+    queues: HashMap<u64, [f64; 6]>,
+    traffic: HashMap<u64, (f64, f64)>,
+}
+
+/// The sampler's state.
+#[derive(Debug, Default)]
+pub(crate) struct Rates {
+    last: Mutex<Sample>,
+    current: Mutex<Current>,
+}
+
+fn per_second(now: u64, before: u64, secs: f64) -> f64 {
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    now.saturating_sub(before) as f64 / secs
+}
+
+impl Rates {
+    /// Takes a sample now and updates the rates.
+    pub(crate) fn sample(&self, broker: &Broker) {
+        let now = Instant::now();
+        let totals = Totals::of(broker);
+        let mut queues = HashMap::new();
+        for v in broker.vhosts() {
+            for q in v.queues() {
+                queues.insert(q.id, QueueCounters::of(&q));
+            }
+        }
+        let traffic: HashMap<u64, (u64, u64)> = broker
+            .connections()
+            .list()
+            .iter()
+            .map(|c| {
+                (
+                    c.id,
+                    (
+                        c.traffic.recv_oct.load(Ordering::Relaxed),
+                        c.traffic.send_oct.load(Ordering::Relaxed),
+                    ),
+                )
+            })
+            .collect();
+        let mut last = self.last.lock();
+        if let Some(at) = last.at {
+            let secs = now.duration_since(at).as_secs_f64();
+            let mut cur = Current::default();
+            for (i, r) in cur.totals.iter_mut().enumerate() {
+                *r = per_second(totals.0[i], last.totals.0[i], secs);
+            }
+            for (id, c) in &queues {
+                let before = last.queues.get(id).copied().unwrap_or_default();
+                let mut r = [0.0; 6];
+                for (i, slot) in r.iter_mut().enumerate() {
+                    *slot = per_second(c.0[i], before.0[i], secs);
+                }
+                cur.queues.insert(*id, r);
+            }
+            for (id, (rx, tx)) in &traffic {
+                let (brx, btx) = last.traffic.get(id).copied().unwrap_or((*rx, *tx));
+                cur.traffic.insert(
+                    *id,
+                    (per_second(*rx, brx, secs), per_second(*tx, btx, secs)),
+                );
+            }
+            *self.current.lock() = cur;
+        }
+        *last = Sample {
+            at: Some(now),
+            totals,
+            queues,
+            traffic,
+        };
+    }
+
+    /// Broker-wide rates, in [`Totals::NAMES`] order.
+    pub(crate) fn totals(&self) -> [f64; 6] {
+        self.current.lock().totals
+    }
+
+    /// A queue's rates, in [`QueueCounters::NAMES`] order.
+    pub(crate) fn queue(&self, id: u64) -> [f64; 6] {
+        self.current
+            .lock()
+            .queues
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// A connection's bytes in and out per second.
+    pub(crate) fn traffic(&self, id: u64) -> (f64, f64) {
+        self.current
+            .lock()
+            .traffic
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Samples every [`INTERVAL`] until `shutdown`.
+pub(crate) async fn run(
+    broker: Arc<Broker>,
+    rates: Arc<Rates>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => rates.sample(&broker),
+        }
+    }
+}
