@@ -4,8 +4,10 @@
 //! Only declares and parses; what a command sends is decided in
 //! [`crate::request`]. Values that cannot be valid (a non-object policy
 //! definition, `--arg` without `=`, a non-`http://` URL) are rejected here, so
-//! they are usage errors (exit code 2) like any other clap error.
+//! they are usage errors (exit code 2) like any other clap error; so are
+//! empty names, which would turn a path into a listing's (`/api/users/`).
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -92,11 +94,13 @@ pub(crate) enum Command {
     /// Remove every ready message from a queue.
     Purge {
         /// Queue name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         queue: String,
     },
     /// Create a user, or replace its password and tags.
     AddUser {
         /// User name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
         /// Password. (Field names must not repeat a global option's: clap
         /// would merge the two.)
@@ -109,12 +113,13 @@ pub(crate) enum Command {
     /// Delete a user.
     DeleteUser {
         /// User name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
     },
     /// Grant a user permissions in --vhost (regular expressions on names).
     SetPermissions {
         /// User name.
-        #[arg(value_name = "USER")]
+        #[arg(value_parser = NonEmptyStringValueParser::new(), value_name = "USER")]
         username: String,
         /// Names the user may declare and delete.
         #[arg(long, default_value = ".*")]
@@ -129,6 +134,7 @@ pub(crate) enum Command {
     /// Create or replace a policy in --vhost.
     SetPolicy {
         /// Policy name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
         /// Regular expression on queue/exchange names.
         pattern: String,
@@ -145,6 +151,7 @@ pub(crate) enum Command {
     /// Delete a policy in --vhost.
     ClearPolicy {
         /// Policy name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
     },
     /// Write the broker's definitions (users, vhosts, queues, ...) as JSON.
@@ -160,6 +167,7 @@ pub(crate) enum Command {
     /// Close a client connection (names as `list connections` shows them).
     CloseConnection {
         /// Connection name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
         /// Reason given to the client.
         #[arg(long, value_parser = parse_reason)]
@@ -179,6 +187,7 @@ pub(crate) enum Command {
     /// Fetch messages from a queue (acknowledged, so removed, unless --requeue).
     Get {
         /// Queue name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         queue: String,
         /// How many messages at most.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -210,6 +219,7 @@ pub(crate) enum Declare {
     /// Declare a queue (a no-op if it exists with the same properties).
     Queue {
         /// Queue name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
         #[command(flatten)]
         props: Props,
@@ -217,6 +227,7 @@ pub(crate) enum Declare {
     /// Declare an exchange.
     Exchange {
         /// Exchange name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
         /// Exchange type: direct, fanout, topic, headers, ...
         #[arg(long = "type", value_name = "TYPE")]
@@ -247,11 +258,13 @@ pub(crate) enum Delete {
     /// Delete a queue and its messages.
     Queue {
         /// Queue name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
     },
     /// Delete an exchange and its bindings.
     Exchange {
         /// Exchange name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         name: String,
     },
 }
@@ -260,10 +273,10 @@ pub(crate) enum Delete {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BindArgs {
     /// Source exchange.
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyStringValueParser::new())]
     pub(crate) source: String,
     /// Destination queue or exchange.
-    #[arg(long)]
+    #[arg(long, value_parser = NonEmptyStringValueParser::new())]
     pub(crate) destination: String,
     /// What the destination is.
     #[arg(long, value_enum, default_value_t = DestinationType::Queue)]

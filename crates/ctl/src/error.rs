@@ -22,8 +22,9 @@ pub enum CtlError {
         /// The reply's `reason` field, if any.
         reason: Option<String>,
     },
-    /// The server answered 401: wrong user or password.
-    #[error("authentication failed for user {user:?} (401){}", detail(.error, .reason))]
+    /// The server answered 401: wrong user or password, or (RabbitMQ answers
+    /// access refusals with 401 too) the user may not do this.
+    #[error("not authorised as user {user:?} (401){}", detail(.error, .reason))]
     Unauthorized {
         /// The user that was tried.
         user: String,
@@ -97,7 +98,7 @@ pub enum CtlError {
 }
 
 impl CtlError {
-    /// 1 refused or failed, 3 unreachable, 4 authentication failed (2, usage
+    /// 1 refused or failed, 3 unreachable, 4 not authorised (401) (2, usage
     /// errors, comes from clap before a command runs).
     pub fn exit_code(&self) -> ExitCode {
         match self {
@@ -147,7 +148,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "authentication failed for user \"guest\" (401): not_authorized"
+            "not authorised as user \"guest\" (401): not_authorized"
         );
         assert_eq!(e.exit_code(), ExitCode::from(4));
         assert_eq!(detail(&None, &None), "");

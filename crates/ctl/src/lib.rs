@@ -17,7 +17,7 @@
 //! | 1 | the server refused the request (HTTP 4xx/5xx; its `error` and `reason` are printed on stderr), or the command failed locally (a file, no such binding) |
 //! | 2 | usage error (bad arguments) |
 //! | 3 | cannot reach the server (connection refused, unknown host, timeout, not HTTP) |
-//! | 4 | authentication failed (HTTP 401) |
+//! | 4 | authentication failed: HTTP 401 (also what RabbitMQ answers when a valid user may not do something, such as declaring an `amq.*` exchange) |
 //!
 //! It does not: speak TLS, retry, or talk AMQP (`publish` and `get` go
 //! through the API's own endpoints).
@@ -49,7 +49,8 @@ Exit codes:
      printed on stderr), or the command failed locally (a file, no such binding)
   2  usage error
   3  cannot reach the server (connection refused, unknown host, timeout)
-  4  authentication failed (HTTP 401)";
+  4  authentication failed: HTTP 401 (wrong user or password; RabbitMQ also
+     answers 401 when the user may not do this, e.g. declare amq.* names)";
 
 /// Options of `switchyard ctl`: global options and the command.
 #[derive(Debug, Clone, Args)]

@@ -137,6 +137,12 @@ fn declare_and_delete() {
     usage_error(&["declare", "exchange", "ex"]);
     usage_error(&["declare", "queue", "q", "--arg", "nokey"]);
     usage_error(&["delete", "binding", "x"]);
+    // An empty name would address the listing (`/api/queues/%2F/`).
+    usage_error(&["declare", "queue", ""]);
+    usage_error(&["delete", "exchange", ""]);
+    usage_error(&["purge", ""]);
+    usage_error(&["add-user", "", "pw"]);
+    usage_error(&["bind", "--source", "", "--destination", "q"]);
 }
 
 #[test]
