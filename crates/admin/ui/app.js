@@ -82,6 +82,11 @@
   }
 
   const frag = (...kids) => add(document.createDocumentFragment(), kids);
+  // replaceChildren() would turn a null into the text "null"
+  function setKids(el, ...kids) {
+    el.replaceChildren();
+    return add(el, kids);
+  }
 
   // ---------------------------------------------------------------------
   // formatting
@@ -370,7 +375,7 @@
   function startApp(who) {
     whoami = who;
     const tags = tagsOf(who.tags);
-    $("#user-info").replaceChildren(
+    setKids($("#user-info"), 
       h("span", { class: "user-name" }, who.name),
       tags.length ? h("span", { class: "muted" }, ` (${tags.join(", ")})`) : null,
     );
@@ -435,7 +440,7 @@
   function updateNodeInfo(ov) {
     const product = ov.product_name || "Switchyard";
     const version = ov.product_version || ov.rabbitmq_version || "";
-    $("#node-info").replaceChildren(
+    setKids($("#node-info"), 
       h("span", { title: "node" }, ov.node || ""),
       ov.cluster_name && ov.cluster_name !== ov.node ? h("span", { class: "muted", title: "cluster" }, ` · ${ov.cluster_name}`) : null,
       h("span", { class: "muted" }, ` · ${product} ${version}`),
@@ -566,7 +571,7 @@
     function update() {
       drawChart(canvas, chartHistory, series);
       const last = chartHistory[chartHistory.length - 1] || {};
-      legend.replaceChildren(
+      setKids(legend, 
         ...series.map((k) =>
           h(
             "span",
@@ -671,8 +676,9 @@
     return h("a", { href: `#/exchanges/${enc(vhost)}/${enc(exchangeSeg(name))}`, class: "name", title: exchangeLabel(name) }, exchangeLabel(name));
   }
 
-  function features(o) {
+  function features(o, withType) {
     const out = [];
+    if (withType && o.type && o.type !== "classic") out.push(badge(o.type, "feat qtype", `${o.type} queue`));
     if (o.durable) out.push(badge("D", "feat", "durable"));
     if (o.auto_delete) out.push(badge("AD", "feat", "auto-delete"));
     if (o.exclusive) out.push(badge("Excl", "feat", "exclusive"));
@@ -826,14 +832,14 @@
       try {
         const node = await loader();
         if (ctx.alive) {
-          el.replaceChildren(node);
+          setKids(el, node);
           el.dataset.state = "loaded";
           clearMessage(errKey);
         }
       } catch (e) {
         if (ctx.alive && !e.silent) {
           reportError(e, errKey);
-          if (el.dataset.state !== "loaded") el.replaceChildren(h("p", { class: "load-error" }, "Could not load: ", errorText(e)));
+          if (el.dataset.state !== "loaded") setKids(el, h("p", { class: "load-error" }, "Could not load: ", errorText(e)));
           el.dataset.state = el.dataset.state === "loaded" ? "loaded" : "error";
         }
       } finally {
@@ -845,7 +851,7 @@
       }
     };
     el.dataset.state = "loading";
-    el.replaceChildren(h("p", { class: "muted loading" }, "Loading…"));
+    setKids(el, h("p", { class: "muted loading" }, "Loading…"));
     run();
     ctx.every(run, state.refresh * 1000);
     return run;
@@ -1005,7 +1011,7 @@
     const qt = ov.queue_totals || {};
     const tile = (label, value, href, id) =>
       h(href ? "a" : "div", { class: "tile", href, dataset: { total: id } }, h("span", { class: "tile-value" }, fmtNum(value || 0)), h("span", { class: "tile-label" }, label));
-    el.replaceChildren(
+    setKids(el, 
       h(
         "div",
         { class: "tile-group" },
@@ -1027,14 +1033,14 @@
 
   function renderNode(el, ov) {
     const version = ov.product_version || ov.rabbitmq_version;
-    el.replaceChildren(
+    setKids(el, 
       kvTable([
         ["Node", ov.node],
         ["Cluster", ov.cluster_name],
         ["Product", [ov.product_name || "", version || ""].join(" ").trim()],
         ["Management", ov.management_version],
         ["Compatible with", ov.rabbitmq_version && ov.product_name && ov.product_name !== "RabbitMQ" ? `RabbitMQ ${ov.rabbitmq_version}` : null],
-        ["Erlang", ov.erlang_version],
+        ["Erlang", ov.product_name === "RabbitMQ" || !ov.product_name ? ov.erlang_version : null],
         ["Rates mode", ov.rates_mode],
       ]),
     );
@@ -1042,7 +1048,7 @@
 
   function renderListeners(el, ov) {
     const ls = (ov.listeners || []).slice().sort((a, b) => (a.port || 0) - (b.port || 0));
-    el.replaceChildren(
+    setKids(el, 
       table(
         [
           { label: "Protocol", render: (l) => l.protocol },
@@ -1254,15 +1260,14 @@
       if (!state.vhost) cols.push({ label: "Vhost", render: (r) => vhostLabel(r.vhost) });
       cols.push(
         { label: "Name", sort: "name", render: (r) => queueLink(r.vhost, r.name) },
-        { label: "Type", render: (r) => r.type || "classic" },
-        { label: "Features", render: features },
+        { label: "Features", title: "type (when not classic), D durable, AD auto-delete, Excl exclusive, Args arguments, policy", render: (r) => features(r, true) },
         { label: "State", render: (r) => stateBadge(r.state) },
         { label: "Ready", cls: "num", sort: "messages_ready", render: (r) => fmtNum(r.messages_ready ?? 0) },
         { label: "Unacked", cls: "num", sort: "messages_unacknowledged", render: (r) => fmtNum(r.messages_unacknowledged ?? 0) },
         { label: "Total", cls: "num", sort: "messages", render: (r) => h("span", { class: "q-messages" }, fmtNum(r.messages ?? 0)) },
         { label: "Consumers", cls: "num", sort: "consumers", render: (r) => fmtNum(r.consumers ?? 0) },
         { label: "Incoming", cls: "num", sort: "message_stats.publish_details.rate", render: (r) => fmtRate(rateOf(r, "publish") || 0) },
-        { label: "Deliver / get", cls: "num", render: (r) => fmtRate(rateOf(r, "deliver_get") || 0) },
+        { label: "Deliver", cls: "num", title: "deliver / get rate", render: (r) => fmtRate(rateOf(r, "deliver_get") || 0) },
         { label: "Ack", cls: "num", render: (r) => fmtRate(rateOf(r, "ack") || 0) },
       );
       return table(cols, paged.items, {
@@ -1330,7 +1335,7 @@
     });
     const size = select([20, 50, 100, 200, 500].map((n) => [String(n), `${n} per page`]), String(p.page_size), { "aria-label": "Page size" });
     size.addEventListener("change", () => setSize(Number(size.value)));
-    el.replaceChildren(
+    setKids(el, 
       btn("«", 1, "First page"),
       btn("‹", p.page - 1, "Previous page"),
       h("span", { class: "page-of" }, "Page ", pageInput, ` of ${fmtNum(pc)}`),
@@ -1420,7 +1425,7 @@
 
     reloadStats = live(ctx, stats, async () => {
       const qd = await apiGet(qpath);
-      consumers.replaceChildren(
+      setKids(consumers, 
         table(
           [
             { label: "Channel", render: (c) => h("span", { class: "conn-name", title: get(c, "channel_details.name") }, get(c, "channel_details.name") || "") },
@@ -1503,7 +1508,7 @@
       async () => {
         const n = Math.max(1, parseInt(count.value, 10) || 1);
         const msgs = await api("POST", `${qpath}/get`, { count: n, ackmode: ack.value, encoding: encoding.value, truncate: 50000 });
-        out.replaceChildren(renderMessages(msgs || []));
+        setKids(out, renderMessages(msgs || []));
         out.dataset.state = "loaded";
         after();
       },
@@ -1582,10 +1587,10 @@
         result.replaceChildren();
         const res = await api("POST", `api/exchanges/${enc(vhost)}/${enc(exchangeSeg(exchange))}/publish`, body);
         if (res && res.routed) {
-          result.replaceChildren(h("span", { class: "ok-text", dataset: { routed: "true" } }, "✓ Message published and routed."));
+          setKids(result, h("span", { class: "ok-text", dataset: { routed: "true" } }, "✓ Message published and routed."));
           info("Message published.");
         } else {
-          result.replaceChildren(h("span", { class: "warn-text", dataset: { routed: "false" } }, "Message published, but not routed to any queue."));
+          setKids(result, h("span", { class: "warn-text", dataset: { routed: "false" } }, "Message published, but not routed to any queue."));
           warn("Message published, but not routed.");
         }
         after();
@@ -1641,7 +1646,7 @@
     const args = h("textarea", { rows: 1, class: "kv-input", placeholder: "key=value" });
     const names = h("datalist", { id: "exchange-names" });
     apiGet(`api/exchanges/${enc(vhost)}`)
-      .then((list) => names.replaceChildren(...list.filter((e) => e.name !== "").map((e) => h("option", { value: e.name }))))
+      .then((list) => setKids(names, ...list.filter((e) => e.name !== "").map((e) => h("option", { value: e.name }))))
       .catch(() => {});
     return h(
       "details",
@@ -1872,7 +1877,7 @@
     sync();
     const loadNames = () =>
       apiGet(`api/exchanges/${enc(vsel.value)}`)
-        .then((list) => names.replaceChildren(...list.map((e) => h("option", { value: exchangeSeg(e.name) }, e.type))))
+        .then((list) => setKids(names, ...list.map((e) => h("option", { value: exchangeSeg(e.name) }, e.type))))
         .catch(() => {});
     vsel.addEventListener("change", loadNames);
     loadNames();
@@ -1905,14 +1910,14 @@
           body.stomp_destination = stomp.value;
         }
         out.dataset.state = "loading";
-        out.replaceChildren(h("p", { class: "muted" }, "Asking the broker…"));
+        setKids(out, h("p", { class: "muted" }, "Asking the broker…"));
         try {
           const res = await api("POST", "api/switchyard/route", body);
-          out.replaceChildren(renderRoutes(res, body));
+          setKids(out, renderRoutes(res, body));
           out.dataset.state = "loaded";
         } catch (e) {
           out.dataset.state = "error";
-          out.replaceChildren(
+          setKids(out, 
             h("div", { class: "route-error", role: "alert" }, h("b", null, "The broker could not test this route"), h("div", null, errorText(e))),
           );
           throw e;
@@ -1937,6 +1942,8 @@
       h("span", null, "exchange ", h("code", null, exchangeLabel(res.exchange ?? asked.exchange ?? "")), " with routing key ", h("code", null, res.routing_key ?? asked.routing_key ?? "")),
     );
     const summary = h("div", { class: "route-summary" }, heads);
+    const alternates = (res && Array.isArray(res.alternate_exchanges) ? res.alternate_exchanges : []).map((a) => (typeof a === "string" ? a : a && a.name ? a.name : jsonText(a)));
+    if (alternates.length) summary.append(h("div", { class: "muted" }, "Through alternate exchange", alternates.length > 1 ? "s " : " ", alternates.map((a, i) => [i ? ", " : "", h("code", null, a)])));
     if (res.unroutable || !routes.length) {
       return frag(
         summary,
@@ -1957,12 +1964,18 @@
           { class: "route", dataset: { queue: rt.queue, vhost: rt.vhost || asked.vhost } },
           h("div", { class: "route-head" }, badge("queue", "kind-badge"), " ", queueLink(rt.vhost || asked.vhost, rt.queue)),
           h("div", { class: "chain" }, chainView(rt, asked)),
+          (rt.path || [])
+            .filter((b) => b.arguments && Object.keys(b.arguments).length)
+            .map((b) => h("div", { class: "hop-args-line" }, "binding ", h("b", null, exchangeLabel(b.source)), " → ", h("b", null, b.destination), ": ", argsView(b.arguments))),
           rt.consumers && rt.consumers.length
             ? table(
                 [
                   { label: "Protocol", render: (c) => protoBadge(c.protocol) },
-                  { label: "Kind", render: (c) => h("span", { class: "consumer-kind" }, c.kind || "") },
-                  { label: "Connection", render: (c) => h("span", { class: "conn-name", title: c.connection }, c.connection || "") },
+                  {
+                    label: "Kind",
+                    render: (c) => h("span", { class: "consumer-kind" }, c.kind || "", c.client_id ? h("span", { class: "muted" }, ` · ${c.client_id}`) : null),
+                  },
+                  { label: "Connection", render: (c) => h("span", { class: "conn-name", title: c.user ? `${c.connection} (user ${c.user})` : c.connection }, c.connection || "") },
                   { label: "Consumer tag", render: (c) => h("span", { class: "mono clip", title: c.consumer_tag || "" }, c.consumer_tag || "") },
                 ],
                 rt.consumers,
@@ -1989,7 +2002,6 @@
           { class: "hop-edge", title: Object.keys(b.arguments || {}).length ? JSON.stringify(b.arguments) : "binding" },
           h("span", { class: "hop-key" }, b.routing_key === "" ? "(empty key)" : b.routing_key),
           h("span", { class: "hop-arrow" }, "→"),
-          argsView(b.arguments),
         ),
       );
       nodes.push(node(b.destination_type === "exchange" ? "exchange" : "queue", b.destination));
@@ -2114,7 +2126,7 @@
     const sel = h("select", { "aria-label": "User" }, h("option", { value: "" }, "Loading users…"));
     apiGet("api/users")
       .then((users) => {
-        sel.replaceChildren(...users.map((u) => h("option", { value: u.name }, u.name)));
+        setKids(sel, ...users.map((u) => h("option", { value: u.name }, u.name)));
         if (whoami && users.some((u) => u.name === whoami.name)) sel.value = whoami.name;
       })
       .catch((e) => reportError(e, "users"));
@@ -2323,7 +2335,7 @@
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 10000);
-      dlResult.replaceChildren(h("p", null, `Downloaded ${fmtBytes(text.length)}:`), defSummary(defs));
+      setKids(dlResult, h("p", null, `Downloaded ${fmtBytes(text.length)}:`), defSummary(defs));
       dlResult.dataset.state = "loaded";
     }, { id: "download-definitions" });
     const upload = asyncForm(
@@ -2343,7 +2355,7 @@
         const v = vsel.value;
         await api("POST", v ? `api/definitions/${enc(v)}` : "api/definitions", defs);
         forgetVhosts();
-        upResult.replaceChildren(h("p", { class: "ok-text" }, `✓ Imported ${f.name}:`), defSummary(defs));
+        setKids(upResult, h("p", { class: "ok-text" }, `✓ Imported ${f.name}:`), defSummary(defs));
         upResult.dataset.state = "loaded";
         info(`Definitions from ${f.name} imported.`);
       },
