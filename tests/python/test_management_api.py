@@ -158,6 +158,16 @@ def rabbit_hash(password: str, salt: bytes = b"\x90\x8d\xb4\x3b") -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
+def assert_password_hash(user: dict) -> None:
+    """RabbitMQ hashes with salted SHA-256; Switchyard stores new passwords
+    with Argon2id (and accepts RabbitMQ's hashes on import / PUT)."""
+    algo, h = user["hashing_algorithm"], user["password_hash"]
+    if algo == "rabbit_password_hashing_sha256":
+        assert len(base64.b64decode(h)) == 36, user
+    else:
+        assert algo == "switchyard_argon2id" and h.startswith("$argon2id$"), user
+
+
 def _oracle_api() -> Api:
     host, _, port = ORACLE.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
@@ -335,7 +345,7 @@ def test_overview_has_totals_stats_listeners_and_node(api, clients, uniq):
         for key in ("channels", "connections", "consumers", "exchanges", "queues"):
             assert isinstance(totals[key], int) and totals[key] >= 0, totals
         assert totals["connections"] >= 1 and totals["channels"] >= 1 and totals["queues"] >= 1
-        assert totals["exchanges"] >= 7, "the default exchanges count"
+        assert totals["exchanges"] == len(api.json("/api/exchanges")), "object_totals.exchanges vs the list"
         qt = ov["queue_totals"]
         for key in ("messages", "messages_ready", "messages_unacknowledged"):
             assert isinstance(qt[key], int), qt
@@ -422,8 +432,7 @@ def test_user_crud_and_amqp_login(api, uniq):
     try:
         got = api.json(f"/api/users/{q(u)}")
         assert got["name"] == u and sorted(got["tags"]) == ["administrator", "monitoring"], got
-        assert got["hashing_algorithm"] == "rabbit_password_hashing_sha256", got
-        assert isinstance(got["password_hash"], str) and len(base64.b64decode(got["password_hash"])) == 36
+        assert_password_hash(got)
         assert u in [x["name"] for x in api.json("/api/users")]
         # Update: tags as a JSON list, a new password.
         pw2 = pw + "-2"
@@ -763,11 +772,17 @@ def test_bindings_create_list_delete(api, clients, uniq):
                           ("routing_key", "plant.*.temp"), ("arguments", {})):
             assert b[key] == want, (key, b)
         props = b["properties_key"]
-        assert urllib.parse.unquote(loc.rstrip("/").rsplit("/", 1)[-1]) == props, (loc, props)
+        # Location is relative to the POSTed URL ("q/<encoded props key>"):
+        # following it finds the binding.
+        followed = requests.get(urllib.parse.urljoin(api.url(base), loc), auth=GUEST, timeout=HTTP_TIMEOUT)
+        assert followed.status_code == 200, (loc, followed.url, followed.status_code, followed.text[:300])
+        assert followed.json()["routing_key"] == "plant.*.temp", followed.json()
         assert api.json(f"{base}/{q(props)}")["routing_key"] == "plant.*.temp"
         assert any(e["source"] == x and e["destination"] == name for e in api.json("/api/bindings/%2F"))
         assert any(e["source"] == x and e["destination"] == name for e in api.json("/api/bindings"))
         assert any(e["source"] == x for e in api.json(f"/api/queues/%2F/{q(name)}/bindings"))
+        assert [e["destination"] for e in api.json(f"/api/exchanges/%2F/{q(x)}/bindings/source")] == [name]
+        assert api.json(f"/api/exchanges/%2F/{q(x)}/bindings/destination") == []
         # The binding routes.
         pub = {"properties": {}, "routing_key": "plant.7.temp", "payload": "t", "payload_encoding": "string"}
         assert api.post(f"/api/exchanges/%2F/{q(x)}/publish", pub).json() == {"routed": True}
@@ -815,21 +830,28 @@ def test_connections_list_protocols(api, clients, uniq):
         one = api.json(f"/api/connections/{q(c['name'])}")
         assert one["protocol"] == proto and one["peer_port"] == port, one
     amqp = find_connection(api, amqp_local_port(conn))
-    assert amqp["client_properties"]["connection_name"] == f"amqp-{uniq}", amqp
+    assert amqp["user_provided_name"] == f"amqp-{uniq}", amqp
+    props = amqp["client_properties"]
+    assert props.get("connection_name") == f"amqp-{uniq}", props
+    assert props.get("product") == "Pika Python Client Library", props
+    assert props.get("capabilities", {}).get("publisher_confirms") is True, props
     expect(api.get(f"/api/connections/{q('no such connection ' + uniq)}"), 404)
 
 
-def test_delete_connection_forces_amqp_close_320(api, clients, uniq):
+@pytest.mark.parametrize("reason", [None, "maintenance window"])
+def test_delete_connection_forces_amqp_close_320(api, clients, uniq, reason):
     conn = clients.amqp(name=f"victim-{uniq}")
     conn.channel()
     c = find_connection(api, amqp_local_port(conn))
-    expect(api.delete(f"/api/connections/{q(c['name'])}"), 204)
+    headers = {"X-Reason": reason} if reason else {}
+    expect(api.delete(f"/api/connections/{q(c['name'])}", headers=headers), 204)
     deadline = time.monotonic() + WAIT
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
         while time.monotonic() < deadline:
             conn.process_data_events(time_limit=0.1)
     assert info.value.reply_code == 320, info.value
-    assert info.value.reply_text.startswith("CONNECTION_FORCED"), info.value
+    text = reason or "Closed via management plugin"
+    assert info.value.reply_text == f"CONNECTION_FORCED - {text}", info.value
     poll(lambda: api.get(f"/api/connections/{q(c['name'])}").status_code, lambda s: s == 404,
          "the deleted connection to disappear")
 
@@ -904,7 +926,7 @@ def test_definitions_export_import_round_trip(api, request, clients, uniq):
     for key in ("users", "vhosts", "permissions", "queues", "exchanges", "bindings", "policies"):
         assert isinstance(defs[key], list), key
     [user] = [x_ for x_ in defs["users"] if x_["name"] == u]
-    assert user["password_hash"] and user["hashing_algorithm"] == "rabbit_password_hashing_sha256", user
+    assert_password_hash(user)
     assert {"name": name, "vhost": v, "durable": True, "auto_delete": False,
             "arguments": {"x-max-length": 50}}.items() <= [x_ for x_ in defs["queues"] if x_["name"] == name][0].items()
     assert any(b["source"] == x and b["destination"] == name and b["routing_key"] == "rk" for b in defs["bindings"])
@@ -1154,6 +1176,9 @@ def test_rabbitmqadmin_list_exchanges_and_connections(api, clients, uniq):
         cname = find_connection(api, amqp_local_port(conn))["name"]
         crows = {r["name"]: r for r in table(admin(api, "list", "connections").stdout)}
         assert crows[cname]["user"] == "guest" and crows[cname]["channels"] in ("0", "1"), crows.get(cname)
+        [ov] = table(admin(api, "show", "overview").stdout)
+        assert set(ov) == {"rabbitmq_version", "cluster_name", "queue_totals.messages", "object_totals.queues"}, ov
+        assert ov["rabbitmq_version"] and int(ov["object_totals.queues"]) >= 0, ov
         res = admin(api, "-f", "raw_json", "list", "queues", "name")
         assert all(set(r) == {"name"} for r in json.loads(res.stdout))
         res = admin(api, "-u", "guest", "-p", "wrong", "list", "queues", ok=False)
@@ -1210,15 +1235,16 @@ class Metrics:
         return None
 
     def value(self, name: str, **labels) -> float | None:
-        """The sample called `name` with exactly these labels (None if absent,
-        also when its whole family is: `family()` asserts existence)."""
+        """The sum of the samples called `name` that carry these labels (as
+        PromQL's sum by those labels would; other labels are summed over).
+        None if there is no such sample, also when the whole family is
+        missing (`family()` asserts existence)."""
         fam = self.sample_family(name)
         if fam is None:
             return None
-        for s in fam.samples:
-            if s.name == name and s.labels == labels:
-                return s.value
-        return None
+        hits = [s.value for s in fam.samples
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+        return sum(hits) if hits else None
 
 
 def scrape(api: Api) -> Metrics:
@@ -1456,12 +1482,15 @@ def test_route_tester_exchange_to_exchange_path(api, clients, uniq):
     assert body["exchange"] == src and body["routing_key"] == "plant.7.temp" and body["unroutable"] is False, body
     [rt] = body["routes"]
     assert rt["vhost"] == "/" and rt["queue"] == q1, rt
-    assert rt["path"] == [
+    keys = ("source", "destination", "destination_type", "routing_key", "arguments")
+    assert [{k: hop.get(k) for k in keys} for hop in rt["path"]] == [
         {"source": src, "destination": mid, "destination_type": "exchange", "routing_key": "plant.#", "arguments": {}},
         {"source": mid, "destination": q1, "destination_type": "queue", "routing_key": "plant.*.temp", "arguments": {}},
     ], rt["path"]
-    assert rt["consumers"] == [{"protocol": "AMQP 0-9-1", "connection": cname, "consumer_tag": tag,
-                                "kind": "AMQP consumer"}], rt["consumers"]
+    ckeys = ("protocol", "connection", "consumer_tag", "kind")
+    assert [{k: c.get(k) for k in ckeys} for c in rt["consumers"]] == [
+        {"protocol": "AMQP 0-9-1", "connection": cname, "consumer_tag": tag, "kind": "AMQP consumer"}
+    ], rt["consumers"]
     # A key the chain does not match: no routes.
     body = expect(route(api, {"vhost": "/", "exchange": src, "routing_key": "plant.7.humidity.x"}), 200).json()
     assert body["routes"] == [] and body["unroutable"] is True, body
