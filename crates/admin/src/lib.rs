@@ -40,23 +40,33 @@ pub struct Admin {
     started: SystemTime,
     /// Every listener, as `(protocol, address)`, for the overview.
     listeners: Vec<(String, SocketAddr)>,
+    /// Vhosts' descriptions and tags.
+    vhost_meta: api::VhostMeta,
+    /// The store's directory (disk space is reported for it).
+    data_dir: std::path::PathBuf,
 }
 
 impl Admin {
     /// The API's state over `broker` and `access`; `listeners` are shown
     /// in the overview (`("amqp", addr)`, ...).
     #[must_use]
+    /// Call once, after [`Broker::open`]: it takes the vhost descriptions
+    /// recovered from the store.
     pub fn new(
         broker: Arc<Broker>,
         access: Arc<Access>,
         listeners: Vec<(String, SocketAddr)>,
+        data_dir: std::path::PathBuf,
     ) -> Arc<Self> {
+        let vhost_meta = api::VhostMeta::recover(&broker);
         Arc::new(Self {
             broker,
             access,
             rates: Arc::default(),
             started: SystemTime::now(),
             listeners,
+            vhost_meta,
+            data_dir,
         })
     }
 }

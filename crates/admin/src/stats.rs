@@ -13,17 +13,24 @@ use switchyard_engine::{Broker, Queue};
 /// Time between two samples.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
 
+/// How many counters a queue has.
+pub(crate) const QUEUE_COUNTERS: usize = 9;
+
 /// A queue's counters, in [`QueueCounters::NAMES`] order.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct QueueCounters(pub [u64; 6]);
+pub(crate) struct QueueCounters(pub(crate) [u64; QUEUE_COUNTERS]);
 
 impl QueueCounters {
-    /// The `message_stats` field of each counter.
-    pub(crate) const NAMES: [&'static str; 6] = [
+    /// The `message_stats` field of each counter, as RabbitMQ names them:
+    /// `deliver_get` is the sum of deliveries and gets of both ack modes.
+    pub(crate) const NAMES: [&'static str; QUEUE_COUNTERS] = [
         "publish",
-        "deliver_get",
+        "deliver",
         "deliver_no_ack",
         "get",
+        "get_no_ack",
+        "deliver_get",
+        "get_empty",
         "redeliver",
         "ack",
     ];
@@ -31,27 +38,43 @@ impl QueueCounters {
     /// Reads a queue's counters.
     pub(crate) fn of(q: &Queue) -> Self {
         let s = &q.stats;
-        let got = s.got.load(Ordering::Relaxed);
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let (got, got_no_ack) = (load(&s.got), load(&s.got_no_ack));
+        let no_ack = load(&s.delivered_no_ack);
+        let dispatched = q.dispatched();
         Self([
-            s.published.load(Ordering::Relaxed),
-            q.dispatched() + got,
-            s.delivered_no_ack.load(Ordering::Relaxed),
-            got,
-            s.redelivered.load(Ordering::Relaxed),
-            s.acked.load(Ordering::Relaxed),
+            load(&s.published),
+            dispatched.saturating_sub(no_ack),
+            no_ack,
+            got.saturating_sub(got_no_ack),
+            got_no_ack,
+            dispatched + got,
+            load(&s.get_empty),
+            load(&s.redelivered),
+            load(&s.acked),
         ])
+    }
+
+    /// Adds another queue's counters.
+    pub(crate) fn add(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
     }
 }
 
-/// The broker-wide counters, in [`Totals::NAMES`] order.
+/// How many broker-wide counters there are.
+pub(crate) const TOTALS: usize = 5;
+
+/// The broker-wide counters the protocols keep, in [`Totals::NAMES`]
+/// order (deliveries and gets are summed from the queues).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Totals(pub [u64; 6]);
+pub(crate) struct Totals(pub(crate) [u64; TOTALS]);
 
 impl Totals {
     /// The overview's `message_stats` field of each counter.
-    pub(crate) const NAMES: [&'static str; 6] = [
+    pub(crate) const NAMES: [&'static str; TOTALS] = [
         "publish",
-        "deliver_get",
         "ack",
         "confirm",
         "return_unroutable",
@@ -60,11 +83,10 @@ impl Totals {
 
     /// Sums every adapter's counters.
     pub(crate) fn of(broker: &Broker) -> Self {
-        let mut t = [0u64; 6];
+        let mut t = [0u64; TOTALS];
         for (_, c) in broker.connections().all_counters() {
             for (slot, v) in t.iter_mut().zip([
                 &c.published,
-                &c.delivered,
                 &c.acked,
                 &c.confirmed,
                 &c.returned,
@@ -89,8 +111,10 @@ struct Sample {
 /// Rates per second between the last two samples.
 #[derive(Debug, Default)]
 struct Current {
-    totals: [f64; 6],
-    queues: HashMap<u64, [f64; 6]>,
+    totals: [f64; TOTALS],
+    queues: HashMap<u64, [f64; QUEUE_COUNTERS]>,
+    /// The sum of every queue's rates.
+    queue_sum: [f64; QUEUE_COUNTERS],
     traffic: HashMap<u64, (f64, f64)>,
 }
 
@@ -142,9 +166,12 @@ impl Rates {
             }
             for (id, c) in &queues {
                 let before = last.queues.get(id).copied().unwrap_or_default();
-                let mut r = [0.0; 6];
+                let mut r = [0.0; QUEUE_COUNTERS];
                 for (i, slot) in r.iter_mut().enumerate() {
                     *slot = per_second(c.0[i], before.0[i], secs);
+                }
+                for (sum, x) in cur.queue_sum.iter_mut().zip(r) {
+                    *sum += x;
                 }
                 cur.queues.insert(*id, r);
             }
@@ -166,18 +193,23 @@ impl Rates {
     }
 
     /// Broker-wide rates, in [`Totals::NAMES`] order.
-    pub(crate) fn totals(&self) -> [f64; 6] {
+    pub(crate) fn totals(&self) -> [f64; TOTALS] {
         self.current.lock().totals
     }
 
     /// A queue's rates, in [`QueueCounters::NAMES`] order.
-    pub(crate) fn queue(&self, id: u64) -> [f64; 6] {
+    pub(crate) fn queue(&self, id: u64) -> [f64; QUEUE_COUNTERS] {
         self.current
             .lock()
             .queues
             .get(&id)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Every queue's rates summed, in [`QueueCounters::NAMES`] order.
+    pub(crate) fn queue_sum(&self) -> [f64; QUEUE_COUNTERS] {
+        self.current.lock().queue_sum
     }
 
     /// A connection's bytes in and out per second.

@@ -1072,18 +1072,27 @@
   }
   const matches = (filter, ...texts) => !filter || texts.some((t) => String(t || "").toLowerCase().includes(filter.toLowerCase()));
 
+  // what the client calls itself: AMQP connection_name, MQTT client id
+  function clientName(c) {
+    const cp = c.client_properties;
+    const n = cp && typeof cp === "object" && !Array.isArray(cp) ? cp.connection_name : null;
+    return n || c.client_id || "";
+  }
+
   function pageConnections(ctx, view) {
     let filter = "";
     const count = h("span", { class: "muted count" });
     const body = h("div", { id: "connections" });
     let reload = null;
+    const filterInput = filterBox("Filter by name, user, protocol", filter, (v) => ((filter = v), reload()));
+    filterInput.id = "connection-filter";
     view.append(
-      pageHeader("Connections", count, filterBox("Filter by name, user, protocol", filter, (v) => ((filter = v), reload()))),
+      pageHeader("Connections", count, filterInput),
       body,
     );
     reload = live(ctx, body, async () => {
       const conns = await apiGet("api/connections");
-      const rows = conns.filter((c) => matches(filter, c.name, c.user, c.protocol, c.vhost, c.client_properties && c.client_properties.connection_name));
+      const rows = conns.filter((c) => matches(filter, c.name, c.user, c.protocol, c.vhost, clientName(c)));
       count.textContent = filter ? `${fmtNum(rows.length)} of ${fmtNum(conns.length)}` : `${fmtNum(conns.length)} total`;
       return table(
         [
@@ -1094,7 +1103,7 @@
                 "span",
                 { class: "conn-name", title: c.name },
                 c.name,
-                c.client_properties && c.client_properties.connection_name ? h("span", { class: "muted sub" }, c.client_properties.connection_name) : null,
+                clientName(c) ? h("span", { class: "muted sub" }, clientName(c)) : null,
               ),
           },
           { label: "Protocol", render: (c) => protoBadge(c.protocol) },
@@ -1973,7 +1982,7 @@
                   { label: "Protocol", render: (c) => protoBadge(c.protocol) },
                   {
                     label: "Kind",
-                    render: (c) => h("span", { class: "consumer-kind" }, c.kind || "", c.client_id ? h("span", { class: "muted" }, ` · ${c.client_id}`) : null),
+                    render: (c) => h("span", { class: "consumer-kind" }, c.kind || "", c.client_id ? h("span", { class: "muted sub", title: "MQTT client id" }, `client ${c.client_id}`) : null),
                   },
                   { label: "Connection", render: (c) => h("span", { class: "conn-name", title: c.user ? `${c.connection} (user ${c.user})` : c.connection }, c.connection || "") },
                   { label: "Consumer tag", render: (c) => h("span", { class: "mono clip", title: c.consumer_tag || "" }, c.consumer_tag || "") },

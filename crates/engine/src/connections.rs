@@ -144,6 +144,8 @@ pub struct ConnectionEntry {
     pub client_id: Option<String>,
     /// Heartbeat or keep-alive in seconds (0: none).
     pub timeout: u64,
+    /// What the client said about itself (AMQP's client properties).
+    pub client_properties: switchyard_model::FieldTable,
     /// Bytes in and out.
     pub traffic: Arc<Traffic>,
     /// Closes it from outside.
@@ -171,6 +173,8 @@ pub struct NewConnection {
     pub client_id: Option<String>,
     /// Heartbeat or keep-alive, seconds.
     pub timeout: u64,
+    /// What the client said about itself.
+    pub client_properties: switchyard_model::FieldTable,
 }
 
 /// Message counters of one adapter label (`"amqp"`, `"mqtt"`, `"stomp"`).
@@ -248,6 +252,7 @@ impl Connections {
             connected_at,
             client_id: c.client_id,
             timeout: c.timeout,
+            client_properties: c.client_properties,
             traffic,
             kill,
             channels: Mutex::new(Vec::new()),
@@ -343,6 +348,8 @@ pub struct Listing {
     pub local: Option<SocketAddr>,
     /// The adapter's message counters.
     pub counters: Arc<MessageCounters>,
+    /// What the client said about itself, listed with it.
+    pub client_properties: switchyard_model::FieldTable,
     /// Set once logged in.
     pub registration: Option<Registration>,
     registry: Arc<Connections>,
@@ -358,6 +365,7 @@ impl Listing {
             kill: Arc::default(),
             local: None,
             counters: registry.counters(label),
+            client_properties: switchyard_model::FieldTable::new(),
             registration: None,
             registry: registry.clone(),
             id,
@@ -384,6 +392,7 @@ impl Listing {
             local: self.local,
             client_id,
             timeout,
+            client_properties: std::mem::take(&mut self.client_properties),
         };
         self.registration = Some(self.registry.register(
             c,
@@ -412,6 +421,7 @@ mod tests {
             local: Some("127.0.0.1:5672".parse().expect("addr")),
             client_id: None,
             timeout: 60,
+            client_properties: switchyard_model::FieldTable::new(),
         }
     }
 

@@ -106,7 +106,21 @@ fn shipped_file_sets_every_key() {
         web_mqtt: WebFile {
             listen: web_mqtt_listen,
         },
+        management: HttpFile {
+            listen: management_listen,
+        },
+        prometheus: HttpFile {
+            listen: prometheus_listen,
+        },
+        auth:
+            AuthFile {
+                default_user,
+                default_pass,
+                loopback_users,
+            },
     } = file(SHIPPED).config;
+    assert!(management_listen.is_some() && prometheus_listen.is_some());
+    assert!(default_user.is_some() && default_pass.is_some() && loopback_users.is_some());
     assert!(stomp_listen.is_some() && max_body_size.is_some() && max_headers.is_some());
     assert!(max_header_length.is_some() && stomp_connect_timeout_ms.is_some());
     assert!(stomp_max_connections.is_some() && max_subscriptions.is_some());
@@ -186,6 +200,10 @@ fn file_overrides_defaults_and_flags_override_file() {
         stomp: Some("none".to_owned()),
         web_stomp: Some("127.0.0.1:0".to_owned()),
         web_mqtt: None,
+        management: Some("none".to_owned()),
+        prometheus: None,
+        default_user: Some("admin".to_owned()),
+        default_pass: None,
     };
     let c = Config::resolve(&f, &o).expect("valid");
     assert_eq!(c.mqtt.listen, None);
@@ -195,6 +213,10 @@ fn file_overrides_defaults_and_flags_override_file() {
         Some(SocketAddr::from(([127, 0, 0, 1], 0)))
     );
     assert_eq!(c.web_mqtt.listen, defaults().web_mqtt.listen);
+    assert_eq!(c.management.listen, None);
+    assert_eq!(c.prometheus.listen, defaults().prometheus.listen);
+    assert_eq!(c.auth.default_user, "admin");
+    assert_eq!(c.auth.default_pass, "guest");
     assert_eq!(c.server.data_dir, PathBuf::from("here"));
     assert_eq!(c.amqp.listen, Some("[::1]:0".parse().expect("literal")));
     assert_eq!(c.amqp.heartbeat, 0);
@@ -283,7 +305,8 @@ fn unknown_keys_are_rejected() {
     assert!(parse_file("[amqp]\nlisten = \"none\"\nport = 1\n").is_err());
     assert!(parse_file("[mqtt]\nlisten = \"none\"\nqos = 3\n").is_err());
     assert!(parse_file("[stomp]\nlisten = \"none\"\nversion = 2\n").is_err());
-    assert!(parse_file("[management]\nlisten = \"none\"\n").is_err());
+    assert!(parse_file("[management]\nlisten = \"none\"\nport = 1\n").is_err());
+    assert!(parse_file("[auth]\npassword = \"x\"\n").is_err());
     assert!(parse_file("data_dir = \"x\"\n").is_err());
 }
 

@@ -216,7 +216,12 @@ async fn run(
             (protocol.to_owned(), *addr)
         })
         .collect();
-    let admin = switchyard_admin::Admin::new(Arc::clone(broker), Arc::clone(access), listed);
+    let admin = switchyard_admin::Admin::new(
+        Arc::clone(broker),
+        Arc::clone(access),
+        listed,
+        config.server.data_dir.clone(),
+    );
     for (bound, name) in [(management, "management"), (prometheus, "prometheus")] {
         let Some((listener, _)) = bound else { continue };
         let serve = if name == "management" {

@@ -43,7 +43,7 @@ fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
         "timeout": c.timeout,
         "connected_at": c.connected_at,
         "auth_mechanism": if is_amqp { "PLAIN" } else { "" },
-        "client_properties": {},
+        "client_properties": table_to_json(&c.client_properties),
         "recv_oct": c.traffic.recv_oct.load(Ordering::Relaxed),
         "recv_oct_details": rate(rx_rate),
         "recv_cnt": c.traffic.recv_cnt.load(Ordering::Relaxed),
@@ -60,7 +60,7 @@ fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
             "client_id"
         };
         body[key] = json!(id);
-        if !is_amqp {
+        if !is_amqp && c.client_properties.is_empty() {
             body["client_properties"] = json!({"client_id": id});
         }
     }

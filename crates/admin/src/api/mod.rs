@@ -8,6 +8,8 @@ mod route;
 mod topology;
 mod users;
 
+pub(crate) use users::VhostMeta;
+
 use crate::Admin;
 use axum::Router;
 use axum::http::StatusCode;

@@ -4,7 +4,7 @@ use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::json::{ListQuery, rate};
-use crate::stats::Totals;
+use crate::stats::{QueueCounters, Totals};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde_json::{Map, Value, json};
@@ -41,6 +41,26 @@ pub(crate) fn message_stats(names: &[&str], counts: &[u64], rates: &[f64]) -> Va
     Value::Object(m)
 }
 
+/// The overview's `message_stats`: what the protocols count (publishes,
+/// acks, confirms, unroutables) and what the queues count (deliveries and
+/// gets). `disk_reads` and `disk_writes` are not counted yet: always 0.
+fn overview_stats(totals: &Totals, summed: &QueueCounters, admin: &Admin) -> Value {
+    let mut stats = message_stats(&Totals::NAMES, &totals.0, &admin.rates.totals());
+    let queue_side = message_stats(
+        &QueueCounters::NAMES[1..],
+        &summed.0[1..],
+        &admin.rates.queue_sum()[1..],
+    );
+    if let (Some(o), Value::Object(q)) = (stats.as_object_mut(), queue_side) {
+        o.extend(q);
+        for name in ["disk_reads", "disk_writes"] {
+            o.insert(name.into(), json!(0));
+            o.insert(format!("{name}_details"), rate(0.0));
+        }
+    }
+    stats
+}
+
 /// Ready, unacked and total messages of the queues a caller may see.
 pub(crate) fn totals_of(admin: &Admin, caller: &Caller) -> (u64, u64) {
     let (mut ready, mut unacked) = (0, 0);
@@ -65,6 +85,7 @@ pub(crate) async fn overview(
     let broker = &admin.broker;
     let (ready, unacked) = totals_of(&admin, &caller);
     let (mut exchanges, mut queues, mut consumers) = (0, 0, 0);
+    let mut summed = QueueCounters::default();
     for v in broker.vhosts() {
         if !caller.may_see(&v.name) {
             continue;
@@ -73,6 +94,7 @@ pub(crate) async fn overview(
         for queue in v.queues() {
             queues += 1;
             consumers += queue.counts().1;
+            summed.add(&QueueCounters::of(&queue));
         }
     }
     let conns: Vec<_> = broker
@@ -109,7 +131,7 @@ pub(crate) async fn overview(
         "erlang_full_version": "none (Switchyard is written in Rust)",
         "disable_stats": false,
         "enable_queue_totals": true,
-        "message_stats": message_stats(&Totals::NAMES, &totals.0, &admin.rates.totals()),
+        "message_stats": overview_stats(&totals, &summed, &admin),
         "churn_rates": {},
         "queue_totals": {
             "messages": ready + unacked,
@@ -146,6 +168,9 @@ pub(crate) async fn nodes(State(admin): State<Arc<Admin>>, _caller: Caller) -> J
         .map_or(0, |d| d.as_millis());
     let mem = crate::metrics::resident_bytes().unwrap_or(0);
     let fds = crate::metrics::open_fds().unwrap_or(0);
+    let disk_free =
+        rustix::fs::statvfs(&admin.data_dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize));
+    let sockets = admin.broker.connections().len();
     Json(json!([{
         "name": NODE,
         "type": "disc",
@@ -154,9 +179,22 @@ pub(crate) async fn nodes(State(admin): State<Arc<Admin>>, _caller: Caller) -> J
         "uptime": uptime,
         "started_at": started,
         "mem_used": mem,
+        "mem_limit": crate::metrics::memory_total().unwrap_or(0),
         "mem_alarm": false,
+        "mem_calculation_strategy": "rss",
+        "disk_free": disk_free,
+        "disk_free_limit": 0,
         "disk_free_alarm": false,
+        "db_dir": admin.data_dir.display().to_string(),
         "fd_used": fds,
+        "fd_total": crate::metrics::fd_limit().unwrap_or(0),
+        "sockets_used": sockets,
+        "sockets_total": crate::metrics::fd_limit().unwrap_or(0),
+        "proc_used": crate::metrics::threads().unwrap_or(0),
+        "proc_total": crate::metrics::threads().unwrap_or(0),
+        "run_queue": 0,
+        "net_ticktime": 0,
+        "auth_mechanisms": [{"name": "PLAIN", "enabled": true}, {"name": "AMQPLAIN", "enabled": true}],
         "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "exchange_types": exchange_types(),
         "rates_mode": "basic",

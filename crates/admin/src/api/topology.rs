@@ -181,27 +181,48 @@ pub(crate) async fn delete_exchange(
 // ---------------------------------------------------------------------------
 // Bindings
 
-/// RabbitMQ's `properties_key`: the key (`~` when empty), and a digest of
-/// the arguments when there are any.
+/// RabbitMQ's `properties_key`: the routing key percent-encoded (`~`
+/// when empty), and a digest of the arguments when there are any.
 pub(crate) fn properties_key(b: &BindingInfo) -> String {
-    let key = if b.routing_key.is_empty() {
-        "~".to_owned()
-    } else {
-        b.routing_key.clone()
-    };
     if b.arguments.is_empty() {
-        return key;
+        return if b.routing_key.is_empty() {
+            "~".to_owned()
+        } else {
+            pct(&b.routing_key)
+        };
     }
     let mut h: u32 = 0x811c_9dc5;
     for byte in table_to_json(&b.arguments).to_string().bytes() {
         h = (h ^ u32::from(byte)).wrapping_mul(0x0100_0193);
     }
-    let key = if b.routing_key.is_empty() {
-        ""
-    } else {
-        &b.routing_key
-    };
-    format!("{key}~{h:08x}")
+    format!("{}~{h:08x}", pct(&b.routing_key))
+}
+
+/// Whether a properties key from a path names the binding whose key is
+/// `key`: the path may carry it encoded once (as listed) or twice (as the
+/// `Location` of a new binding), as RabbitMQ accepts both.
+fn same_key(from_path: &str, key: &str) -> bool {
+    from_path == key || unpct(from_path) == key || from_path == unpct(key)
+}
+
+/// Decodes `%XX` escapes (anything malformed is kept as is).
+fn unpct(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(crate) fn binding_json(vhost: &str, b: &BindingInfo) -> Value {
@@ -287,7 +308,7 @@ pub(crate) async fn binding(
     let kind = kind_of(&kind)?;
     between(&v, exchange_name(&source), kind, &dest)
         .iter()
-        .find(|b| properties_key(b) == props)
+        .find(|b| same_key(&props, &properties_key(b)))
         .map(|b| Json(binding_json(&v.name, b)))
         .ok_or_else(ApiError::not_found)
 }
@@ -355,7 +376,7 @@ pub(crate) async fn bind(
         },
         OPERATOR,
     )?;
-    let location = format!("{}/{}", pct(&dest), pct(&pct(&properties_key(&info))));
+    let location = format!("{}/{}", pct(&dest), pct(&properties_key(&info)));
     let mut r = StatusCode::CREATED.into_response();
     if let Ok(h) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, h);
@@ -374,7 +395,7 @@ pub(crate) async fn unbind(
     let source = exchange_name(&source).to_owned();
     let Some(b) = between(&v, &source, kind, &dest)
         .into_iter()
-        .find(|b| properties_key(b) == props)
+        .find(|b| same_key(&props, &properties_key(b)))
     else {
         return Err(ApiError::not_found());
     };
@@ -427,4 +448,34 @@ pub(crate) async fn exchange_bindings_destination(
         .map(|b| binding_json(&v.name, b))
         .collect();
     Ok(Json(Value::Array(items)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_model::FieldTable;
+
+    fn b(key: &str) -> BindingInfo {
+        BindingInfo {
+            source: "x".into(),
+            destination: "q".into(),
+            destination_kind: DestinationKind::Queue,
+            routing_key: key.into(),
+            arguments: FieldTable::default(),
+        }
+    }
+
+    #[test]
+    fn properties_keys_are_encoded_as_rabbitmq_encodes_them() {
+        assert_eq!(properties_key(&b("plant.*.temp")), "plant.%2A.temp");
+        assert_eq!(properties_key(&b("")), "~");
+        assert_eq!(properties_key(&b("a.b")), "a.b");
+        let key = properties_key(&b("plant.#"));
+        assert!(same_key("plant.%23", &key));
+        assert!(
+            same_key("plant.%2523", &key),
+            "twice encoded, as Location gives it"
+        );
+        assert!(!same_key("plant.x", &key));
+    }
 }

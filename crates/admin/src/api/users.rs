@@ -17,7 +17,64 @@ use switchyard_engine::policy::{ApplyTo, Policy};
 // ---------------------------------------------------------------------------
 // Vhosts
 
+/// State namespace of vhost descriptions: key = vhost, value = JSON
+/// `{"description", "tags"}`.
+const NS_VHOST_META: &str = "admin.vhost_meta";
+
+/// Vhosts' descriptions and tags (the engine keeps only names).
+#[derive(Debug, Default)]
+pub(crate) struct VhostMeta {
+    all: parking_lot::Mutex<std::collections::BTreeMap<String, (String, Vec<String>)>>,
+}
+
+impl VhostMeta {
+    /// The descriptions recovered from the store (taken once).
+    pub(crate) fn recover(broker: &switchyard_engine::Broker) -> Self {
+        let meta = Self::default();
+        for (key, value) in broker.take_state(NS_VHOST_META) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&value) {
+                let description = text(&v, "description").unwrap_or_default().to_owned();
+                let tags = v.get("tags").and_then(parse_tags).unwrap_or_default();
+                meta.all.lock().insert(key, (description, tags));
+            }
+        }
+        meta
+    }
+
+    fn get(&self, vhost: &str) -> (String, Vec<String>) {
+        self.all.lock().get(vhost).cloned().unwrap_or_else(|| {
+            let default = if vhost == switchyard_engine::DEFAULT_VHOST {
+                "Default virtual host"
+            } else {
+                ""
+            };
+            (default.to_owned(), Vec::new())
+        })
+    }
+
+    fn set(
+        &self,
+        broker: &switchyard_engine::Broker,
+        vhost: &str,
+        description: String,
+        tags: Vec<String>,
+    ) {
+        let json = json!({"description": description, "tags": tags});
+        broker.put_state(NS_VHOST_META, vhost, Some(json.to_string().into_bytes()));
+        self.all
+            .lock()
+            .insert(vhost.to_owned(), (description, tags));
+    }
+
+    fn forget(&self, broker: &switchyard_engine::Broker, vhost: &str) {
+        if self.all.lock().remove(vhost).is_some() {
+            broker.put_state(NS_VHOST_META, vhost, None);
+        }
+    }
+}
+
 fn vhost_json(admin: &Admin, name: &str) -> Value {
+    let (description, tags) = admin.vhost_meta.get(name);
     let (mut ready, mut unacked) = (0u64, 0u64);
     if let Some(v) = admin.broker.vhost(name) {
         for q in v.queues() {
@@ -27,9 +84,9 @@ fn vhost_json(admin: &Admin, name: &str) -> Value {
     }
     json!({
         "name": name,
-        "description": "",
-        "tags": [],
-        "metadata": {"description": "", "tags": []},
+        "description": description,
+        "tags": tags,
+        "metadata": {"description": description, "tags": tags},
         "default_queue_type": "classic",
         "tracing": false,
         "cluster_state": {NODE: "running"},
@@ -73,13 +130,31 @@ pub(crate) async fn put_vhost(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path(name): Path<String>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     if name.is_empty() {
         return Err(ApiError::bad_request("a vhost needs a name"));
     }
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|_| ApiError::bad_request("not_json"))?
+    };
     let new = admin.broker.vhost(&name).is_none();
     admin.broker.add_vhost(&name);
+    if body.get("description").is_some() || body.get("tags").is_some() || new {
+        let (old_description, old_tags) = admin.vhost_meta.get(&name);
+        let description = text(&body, "description").map_or(old_description, str::to_owned);
+        let tags = match body.get("tags") {
+            Some(t) => parse_tags(t)
+                .ok_or_else(|| ApiError::bad_request("tags must be a string or a list"))?,
+            None => old_tags,
+        };
+        admin
+            .vhost_meta
+            .set(&admin.broker, &name, description, tags);
+    }
     if new {
         // As RabbitMQ: the creating user gets every permission there.
         let _ = admin.access.set_permission(Permission {
@@ -113,6 +188,7 @@ pub(crate) async fn delete_vhost(
         }
     }
     admin.access.forget_vhost(&name);
+    admin.vhost_meta.forget(&admin.broker, &name);
     Ok(no_content())
 }
 

@@ -168,8 +168,12 @@ pub struct Queue {
 pub struct QueueStats {
     /// Messages enqueued.
     pub published: AtomicU64,
-    /// Messages taken by `basic.get` (and its kin).
+    /// Messages taken by `basic.get` (and its kin), either ack mode.
     pub got: AtomicU64,
+    /// Of those, taken without an ack.
+    pub got_no_ack: AtomicU64,
+    /// Gets that found the queue empty.
+    pub get_empty: AtomicU64,
     /// Deliveries to consumers that settle on write.
     pub delivered_no_ack: AtomicU64,
     /// Deliveries and gets of a message delivered before.
@@ -802,10 +806,14 @@ impl Queue {
         self.used(&mut st);
         self.drop_expired_head(&mut st);
         let Some(entry) = st.ready.pop_front() else {
+            QueueStats::bump(&self.stats.get_empty);
             return self.unlock_and_send(st, None);
         };
         self.update_pressure(&st);
         self.arm_head(&mut st);
+        if no_ack {
+            QueueStats::bump(&self.stats.got_no_ack);
+        }
         QueueStats::bump(&self.stats.got);
         if entry.redelivered {
             QueueStats::bump(&self.stats.redelivered);
