@@ -355,7 +355,7 @@ impl Access {
     }
 
     fn store_user(&self, user: &User) {
-        let json = serde_json::to_vec(user).expect("a user serialises");
+        let json = encode(user);
         self.broker.put_state(NS_USERS, &user.name, Some(json));
     }
 
@@ -428,7 +428,7 @@ impl Access {
         if !state.users.contains_key(&p.user) {
             return Err(ChangeError::NoUser(p.user));
         }
-        let json = serde_json::to_vec(&p).expect("a permission serialises");
+        let json = encode(&p);
         self.broker.put_state(
             NS_PERMISSIONS,
             &permission_key(&p.vhost, &p.user),
@@ -474,7 +474,7 @@ impl Access {
         if !state.users.contains_key(&p.user) {
             return Err(ChangeError::NoUser(p.user));
         }
-        let json = serde_json::to_vec(&p).expect("a topic permission serialises");
+        let json = encode(&p);
         self.broker.put_state(
             NS_TOPIC_PERMISSIONS,
             &topic_key(&p.vhost, &p.user, &p.exchange),
@@ -535,6 +535,11 @@ impl Authenticator for Access {
     fn may_use_vhost(&self, user: &str, vhost: &str) -> bool {
         Self::may_use_vhost(self, user, vhost)
     }
+}
+
+/// A record as stored: JSON (strings and lists only, so it cannot fail).
+fn encode(record: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(record).expect("records of strings serialise")
 }
 
 fn permission_key(vhost: &str, user: &str) -> String {

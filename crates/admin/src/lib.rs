@@ -73,7 +73,26 @@ impl Admin {
 
 /// The management API and web UI.
 pub fn management_router(admin: Arc<Admin>) -> Router {
-    api::router().merge(ui::router()).with_state(admin)
+    api::router()
+        .layer(axum::middleware::from_fn_with_state(admin.clone(), durable))
+        .merge(ui::router())
+        .with_state(admin)
+}
+
+/// A request that may change something is answered once what it wrote is
+/// on disk: a user, permission, policy or durable queue the API said it
+/// made survives a crash right after.
+async fn durable(
+    axum::extract::State(admin): axum::extract::State<Arc<Admin>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let changes = request.method() != axum::http::Method::GET;
+    let response = next.run(request).await;
+    if changes {
+        let _ = admin.broker.barrier().await;
+    }
+    response
 }
 
 /// Serves the management API and web UI on `listener` until `shutdown`;

@@ -37,6 +37,9 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
     )
 }
 
+/// Reads one counter of an adapter's counters.
+type CounterOf = fn(&switchyard_engine::connections::MessageCounters) -> u64;
+
 /// Escapes a label value.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -122,11 +125,7 @@ pub(crate) fn render(admin: &Admin) -> String {
 
     // Messages by protocol.
     let counters = broker.connections().all_counters();
-    let message_families: [(
-        &str,
-        &str,
-        fn(&switchyard_engine::connections::MessageCounters) -> u64,
-    ); 6] = [
+    let message_families: [(&str, &str, CounterOf); 6] = [
         (
             "switchyard_messages_published_total",
             "Messages received from publishers.",

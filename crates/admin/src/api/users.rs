@@ -158,7 +158,7 @@ pub(crate) async fn put_vhost(
     if new {
         // As RabbitMQ: the creating user gets every permission there.
         let _ = admin.access.set_permission(Permission {
-            user: caller.id.user.clone(),
+            user: caller.id.user,
             vhost: name,
             configure: ".*".into(),
             write: ".*".into(),
