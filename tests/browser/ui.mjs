@@ -2,6 +2,7 @@
 // management listener) in headless Chromium for tests/python/test_management_ui.py.
 //
 //   node ui.mjs --url http://127.0.0.1:<management>/ --out <dir> --uniq <suffix>
+//               --close-connection <name of a connection to close from the UI>
 //               [--queue ui-demo] [--exchange ui-demo.ingress] [--user guest] [--password guest]
 //               [--chromium /usr/bin/chromium]
 //
@@ -31,7 +32,9 @@ function parseArgs(argv) {
     if (argv[i + 1] === undefined) throw new Error(`missing value for ${argv[i]}`);
     out[key] = argv[i + 1];
   }
-  if (!out.url || !out.out || !out.uniq) throw new Error("usage: ui.mjs --url URL --out DIR --uniq SUFFIX [...]");
+  if (!out.url || !out.out || !out.uniq || !out["close-connection"]) {
+    throw new Error("usage: ui.mjs --url URL --out DIR --uniq SUFFIX --close-connection NAME [...]");
+  }
   return out;
 }
 
@@ -248,7 +251,23 @@ async function main() {
     await expectNoErrors("connections");
     const detail = await page.evaluate(() => [...document.querySelectorAll("#connections tr[data-protocol]")].map((r) => r.dataset.protocol));
     await shot("connections");
-    return { protocols: detail };
+
+    // close the connection the test opened for this
+    const victim = args["close-connection"];
+    await page.fill("#connection-filter", victim);
+    await waitFor(`the connection ${victim}, alone`, (v) => {
+      const rows = [...document.querySelectorAll("#connections tr[data-name]")];
+      return rows.length === 1 && rows[0].dataset.name === v;
+    }, victim);
+    const closed = await page.getAttribute("#connections tr[data-name]", "data-name");
+    await page.click("#connections tr[data-name] button"); // confirm() accepted
+    await waitFor(`${victim} gone from the list`, () => {
+      const el = document.querySelector("#connections");
+      return el?.dataset.state === "loaded" && el.querySelectorAll("tr[data-name]").length === 0;
+    });
+    await expectNoErrors("closing a connection");
+    await page.fill("#connection-filter", "");
+    return { protocols: detail, closed };
   });
 
   await step("channels", async () => {
@@ -269,8 +288,16 @@ async function main() {
   await step("queues", async () => {
     await page.click(`#nav a[data-page="queues"]`);
     await waitFor("the queues page", () => document.body.dataset.page === "queues");
-    // a filter left from an earlier visit would hide the other queues
+    // Unfiltered first: the list shows a page of all queues (which need not
+    // include ui-demo on a broker shared with other tests), then only the
+    // ui-* ones (ui-demo, ui-extra-*, and the MQTT session ui-demo-<uniq>).
     await page.fill("#queue-filter", "");
+    await waitFor("the unfiltered queue list", () => {
+      const el = document.querySelector("#queues");
+      return el?.dataset.state === "loaded" && el.querySelectorAll("tr[data-queue]").length >= 1 && !/matching/.test(document.querySelector("#queue-summary").textContent);
+    });
+    const unfiltered = await page.textContent("#queue-summary");
+    await page.fill("#queue-filter", "ui-");
     await waitFor(`${Q} with 3 messages in the queue list`, (q) => {
       const row = [...document.querySelectorAll("#queues tr[data-queue]")].find((r) => r.dataset.queue === q);
       return row && row.dataset.messages === "3" && row.querySelector(".q-messages").textContent.trim() === "3";
@@ -293,7 +320,7 @@ async function main() {
     const after = await page.evaluate(() => [...document.querySelectorAll("#queues tr[data-queue]")].map((r) => r.dataset.queue));
     if (!(after.length < before.length)) throw new Error(`the filter did not narrow the list: ${before.length} rows before, ${after.length} after`);
     await shot("queues-filtered");
-    return { before: before.length, after, summary };
+    return { before: before.length, after, summary, unfiltered };
   });
 
   const added = `ui-added-${args.uniq}`;

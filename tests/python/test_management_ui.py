@@ -10,13 +10,17 @@ Before the browser starts, this test makes the broker busy:
   * a paho-mqtt client (MQTT 3.1.1, clean_session=False) subscribes to
     plant/+/temp with QoS 1;
   * a stomp.py client (STOMP 1.2) subscribes to /topic/plant.#;
+  * one more pika connection, for the UI to close (its name, learnt from
+    GET /api/connections, is passed to the driver);
   * a pika publisher (publisher confirms) sends to amq.topic, key
     plant.7.temp, five messages a second until the end, so the overview's
     rate charts have something to draw and both subscribers receive.
 
 Then tests/browser/ui.mjs (playwright-core, Debian's /usr/bin/chromium) logs
 in as guest/guest on the management listener, visits every page, checks its
-content (connections by protocol, ui-demo with 3 messages, the filter,
+content (connections by protocol, ui-demo with 3 messages among the ui-*
+queues, the name filter narrowing that to ui-demo*, server-side pagination
+and sorting,
 Get and Publish on the queue page, the route tester for MQTT topic
 plant/7/temp reaching the MQTT session and the STOMP subscription, ...),
 keeps a screenshot of each page as target/browser/ui-<page>.png, and ends
@@ -32,6 +36,7 @@ its pid (then its process group) at teardown.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import queue
@@ -40,6 +45,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -237,6 +243,48 @@ class Publisher(threading.Thread):
         self.join(timeout=WAIT_S)
 
 
+class Pump(threading.Thread):
+    """Runs one pika connection's I/O (and nothing else touches it) until
+    it ends; `outcome` is the exception that ended it."""
+
+    def __init__(self, conn) -> None:
+        super().__init__(daemon=True)
+        self.conn = conn
+        self.outcome: BaseException | None = None
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self.conn.process_data_events(time_limit=0.1)
+        except BaseException as e:  # the end we wait for: ConnectionClosedByBroker
+            self.outcome = e
+
+
+def _api_connections(host: str, port: int) -> list[dict]:
+    req = urllib.request.Request(f"http://{host}:{port}/api/connections")
+    req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+    with urllib.request.urlopen(req, timeout=WAIT_S) as resp:
+        return json.load(resp)
+
+
+def _open_victim(connections, host: str, port: int, uniq: str):
+    """An AMQP connection for the UI to close, and its name in the API: the
+    connection with our client-provided name or, as the server may not list
+    client properties, the one whose peer port is our socket's local port."""
+    tag = f"ui-close-{uniq}"
+    victim = connections.open(client_properties={"connection_name": tag})
+    local_port = victim._impl._transport._sock.getsockname()[1]  # pika 1.x internals
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        for c in _api_connections(host, port):
+            props = c.get("client_properties") or {}
+            if (isinstance(props, dict) and props.get("connection_name") == tag) or c.get("peer_port") == local_port:
+                return victim, c["name"]
+        assert time.monotonic() < deadline, f"connection {tag} (local port {local_port}) not in /api/connections"
+        victim.process_data_events(time_limit=0.2)
+
+
 def _queue_exists(endpoint, name: str) -> int | None:
     """Messages in queue `name`, or None if it does not exist."""
     conn = endpoint.connect()
@@ -272,6 +320,11 @@ def test_management_ui(broker, connections, uniq):
     imported = f"ui-imported-{uniq}"
     conn = connections.open()
     ch = conn.channel()
+    # closed from the Connections page; its name is learnt from the API
+    victim, victim_name = _open_victim(connections, host, broker.management_port, uniq)
+    # answers the broker's connection.close (RabbitMQ waits for close-ok)
+    victim_pump = Pump(victim)
+    victim_pump.start()
     mqtt_sub = stomp_sub = publisher = None
     proc = None
     log = None
@@ -314,6 +367,7 @@ def test_management_ui(broker, connections, uniq):
                 "--uniq", uniq,
                 "--queue", QUEUE,
                 "--exchange", EXCHANGE,
+                "--close-connection", victim_name,
                 "--user", "guest",
                 "--password", "guest",
                 "--chromium", str(CHROMIUM),
@@ -389,6 +443,13 @@ def test_management_ui(broker, connections, uniq):
 
         assert "Login failed" in steps["wrong-password"]["text"], steps["wrong-password"]
 
+        # the Close button closed that connection (connection.close 320)
+        assert steps["connections"]["closed"] == victim_name, steps["connections"]
+        victim_pump.join(timeout=WAIT_S)
+        assert victim_pump.outcome is not None, f"connection {victim_name} still open after the UI closed it"
+        assert isinstance(victim_pump.outcome, pika.exceptions.ConnectionClosedByBroker), victim_pump.outcome
+        assert victim_pump.outcome.reply_code == 320, victim_pump.outcome
+
         for name in SCREENSHOTS:
             path = ARTIFACT_DIR / f"ui-{name}.png"
             assert path.is_file() and path.stat().st_size > 5000, f"screenshot {path} missing or empty"
@@ -402,6 +463,8 @@ def test_management_ui(broker, connections, uniq):
     finally:
         if proc is not None:
             _stop_driver(proc)
+        victim_pump.stop_event.set()
+        victim_pump.join(timeout=WAIT_S)
         if log is not None:
             log.close()
         if publisher is not None:
