@@ -558,12 +558,47 @@ fn check_pattern(re: &str) -> Result<(), ChangeError> {
 
 /// Runs the slow `f` so that it does not hold up the runtime's other
 /// tasks: in [`tokio::task::block_in_place`] on a multi-threaded runtime,
-/// directly elsewhere.
+/// directly elsewhere. At most [`KDF_PARALLEL`] run at once (each Argon2
+/// hash takes 19 MiB): a burst of first logins waits its turn instead of
+/// exhausting memory.
 fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    let gated = || {
+        let _turn = KdfTurn::take();
+        f()
+    };
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(gated)
+        }
+        _ => gated(),
+    }
+}
+
+/// Most password hashes computed at once.
+const KDF_PARALLEL: usize = 4;
+
+static KDF_RUNNING: Mutex<usize> = Mutex::new(0);
+static KDF_FREED: parking_lot::Condvar = parking_lot::Condvar::new();
+
+/// One of the [`KDF_PARALLEL`] turns; given back on drop.
+struct KdfTurn;
+
+impl KdfTurn {
+    fn take() -> Self {
+        let mut running = KDF_RUNNING.lock();
+        while *running >= KDF_PARALLEL {
+            KDF_FREED.wait(&mut running);
+        }
+        *running += 1;
+        Self
+    }
+}
+
+impl Drop for KdfTurn {
+    fn drop(&mut self) {
+        *KDF_RUNNING.lock() -= 1;
+        KDF_FREED.notify_one();
     }
 }
 

@@ -263,7 +263,11 @@ pub(crate) fn render(admin: &Admin) -> String {
     }
     for c in broker.connections().list() {
         let key = protocol_labels(&c.protocol);
-        let channels = c.channels.lock().len().max(1) as u64;
+        let channels = if c.protocol.starts_with("AMQP") {
+            c.channels.lock().len() as u64
+        } else {
+            1
+        };
         let e = conns.entry(key).or_default();
         e.0 += 1;
         e.1 += channels;

@@ -106,6 +106,8 @@ struct Sample {
     queues: HashMap<u64, QueueCounters>,
     /// Connection id → (bytes in, bytes out).
     traffic: HashMap<u64, (u64, u64)>,
+    /// (vhost, exchange) → (published in, routed out).
+    exchanges: HashMap<(String, String), (u64, u64)>,
 }
 
 /// Rates per second between the last two samples.
@@ -116,6 +118,7 @@ struct Current {
     /// The sum of every queue's rates.
     queue_sum: [f64; QUEUE_COUNTERS],
     traffic: HashMap<u64, (f64, f64)>,
+    exchanges: HashMap<(String, String), (f64, f64)>,
 }
 
 /// The sampler's state.
@@ -138,9 +141,15 @@ impl Rates {
         let now = Instant::now();
         let totals = Totals::of(broker);
         let mut queues = HashMap::new();
+        let mut exchanges = HashMap::new();
         for v in broker.vhosts() {
             for q in v.queues() {
                 queues.insert(q.id, QueueCounters::of(&q));
+            }
+            for x in v.exchanges_info() {
+                if x.publish_in > 0 {
+                    exchanges.insert((v.name.clone(), x.name), (x.publish_in, x.publish_out));
+                }
             }
         }
         let traffic: HashMap<u64, (u64, u64)> = broker
@@ -182,6 +191,13 @@ impl Rates {
                     (per_second(*rx, brx, secs), per_second(*tx, btx, secs)),
                 );
             }
+            for (key, (i, o)) in &exchanges {
+                let (bi, bo) = last.exchanges.get(key).copied().unwrap_or_default();
+                cur.exchanges.insert(
+                    key.clone(),
+                    (per_second(*i, bi, secs), per_second(*o, bo, secs)),
+                );
+            }
             *self.current.lock() = cur;
         }
         *last = Sample {
@@ -189,6 +205,7 @@ impl Rates {
             totals,
             queues,
             traffic,
+            exchanges,
         };
     }
 
@@ -210,6 +227,16 @@ impl Rates {
     /// Every queue's rates summed, in [`QueueCounters::NAMES`] order.
     pub(crate) fn queue_sum(&self) -> [f64; QUEUE_COUNTERS] {
         self.current.lock().queue_sum
+    }
+
+    /// An exchange's messages in and out per second.
+    pub(crate) fn exchange(&self, vhost: &str, name: &str) -> (f64, f64) {
+        self.current
+            .lock()
+            .exchanges
+            .get(&(vhost.to_owned(), name.to_owned()))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// A connection's bytes in and out per second.

@@ -9,6 +9,7 @@ use crate::queue::Queue;
 use crate::store::DestinationKind;
 use crate::vhost::{Topology, Vhost};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use switchyard_model::{FieldTable, Message};
 
 /// An exchange as operators see it.
@@ -26,6 +27,10 @@ pub struct ExchangeInfo {
     pub internal: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+    /// Messages published to it, and of those routed somewhere.
+    pub publish_in: u64,
+    /// See `publish_in`.
+    pub publish_out: u64,
 }
 
 /// A binding as operators see it.
@@ -76,6 +81,8 @@ impl Vhost {
                 auto_delete: x.auto_delete,
                 internal: x.internal,
                 arguments: x.arguments.clone(),
+                publish_in: x.stats.publish_in.load(Ordering::Relaxed),
+                publish_out: x.stats.publish_out.load(Ordering::Relaxed),
             })
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -92,6 +99,8 @@ impl Vhost {
             auto_delete: x.auto_delete,
             internal: x.internal,
             arguments: x.arguments.clone(),
+            publish_in: x.stats.publish_in.load(Ordering::Relaxed),
+            publish_out: x.stats.publish_out.load(Ordering::Relaxed),
         })
     }
 

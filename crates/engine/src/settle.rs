@@ -22,6 +22,10 @@ use std::sync::Arc;
 pub enum Settle {
     /// Processed: the message leaves the queue.
     Ack,
+    /// Settled by the broker on delivery, for a consumer that acknowledges
+    /// nothing (STOMP `ack:auto`, MQTT QoS 0): leaves the queue as with
+    /// [`Settle::Ack`], but counts as a delivery without ack, not as an ack.
+    AutoAck,
     /// Give it back: the message returns to its position, redelivered.
     Requeue,
     /// Refused without requeue: the message leaves the queue, dead-lettered

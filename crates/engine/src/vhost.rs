@@ -596,9 +596,16 @@ impl Vhost {
             } else {
                 None
             };
+            x.stats.publish_in.fetch_add(1, Ordering::Relaxed);
             match delay {
                 Some(ms) => Err((ms, x.durable)),
-                None => Ok(crate::route::route(&topo, x, &message)),
+                None => {
+                    let queues = crate::route::route(&topo, x, &message);
+                    if !queues.is_empty() {
+                        x.stats.publish_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(queues)
+                }
             }
         };
         let queues = match routed {

@@ -24,8 +24,8 @@ fn visible(caller: &Caller, c: &ConnectionEntry) -> bool {
 
 fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
     let (rx_rate, tx_rate) = admin.rates.traffic(c.id);
-    let channels = c.channels.lock().len();
     let is_amqp = c.protocol.starts_with("AMQP");
+    let channels = if is_amqp { c.channels.lock().len() } else { 1 };
     let mut body = json!({
         "name": c.name,
         "protocol": c.protocol,
@@ -39,7 +39,7 @@ fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
         "type": "network",
         "state": "running",
         "ssl": false,
-        "channels": if is_amqp { channels } else { 1 },
+        "channels": channels,
         "timeout": c.timeout,
         "connected_at": c.connected_at,
         "auth_mechanism": if is_amqp { "PLAIN" } else { "" },
@@ -91,6 +91,44 @@ fn channel_json(c: &ConnectionEntry, ch: &ChannelSummary) -> Value {
         "acks_uncommitted": 0,
         "user_who_performed_action": c.user,
     })
+}
+
+/// A connection's channels: AMQP's own, and for MQTT and STOMP the one
+/// pseudo-channel (number 1) their consumers are listed under, as
+/// RabbitMQ's plugins list one channel per connection.
+pub(crate) fn channels_of(
+    c: &ConnectionEntry,
+    consumers: &std::collections::HashMap<u64, u32>,
+) -> Vec<ChannelSummary> {
+    if c.protocol.starts_with("AMQP") {
+        return c.channels.lock().clone();
+    }
+    vec![ChannelSummary {
+        number: 1,
+        consumer_count: consumers.get(&c.id).copied().unwrap_or(0),
+        ..ChannelSummary::default()
+    }]
+}
+
+/// The channel number a consumer is listed under.
+pub(crate) fn channel_number(conn: Option<&Arc<ConnectionEntry>>, channel: u16) -> u16 {
+    match conn {
+        Some(c) if !c.protocol.starts_with("AMQP") => 1,
+        _ => channel,
+    }
+}
+
+/// Consumers per connection id, counted over every queue.
+fn consumer_counts(admin: &Admin) -> std::collections::HashMap<u64, u32> {
+    let mut counts = std::collections::HashMap::new();
+    for v in admin.broker.vhosts() {
+        for q in v.queues() {
+            for c in q.snapshot().consumers {
+                *counts.entry(c.outbox.owner()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
 }
 
 fn sorted(admin: &Admin) -> Vec<Arc<ConnectionEntry>> {
@@ -186,9 +224,10 @@ pub(crate) async fn channels(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let mut items = Vec::new();
+    let counts = consumer_counts(&admin);
     for c in sorted(&admin).iter().filter(|c| visible(&caller, c)) {
-        for ch in c.channels.lock().iter() {
-            items.push(channel_json(c, ch));
+        for ch in channels_of(c, &counts) {
+            items.push(channel_json(c, &ch));
         }
     }
     Ok(Json(q.respond(items)?))
@@ -204,12 +243,13 @@ fn consumers_of(admin: &Admin, caller: &Caller, vhost: Option<&str>) -> Vec<Valu
         for q in v.queues() {
             for c in q.snapshot().consumers {
                 let conn = conns.get(c.outbox.owner());
+                let number = channel_number(conn.as_ref(), c.spec.channel);
                 out.push(json!({
                     "consumer_tag": c.spec.tag,
                     "queue": {"name": q.spec.name, "vhost": q.vhost},
                     "channel_details": {
-                        "name": conn.as_ref().map(|x| format!("{} ({})", x.name, c.spec.channel)),
-                        "number": c.spec.channel,
+                        "name": conn.as_ref().map(|x| format!("{} ({number})", x.name)),
+                        "number": number,
                         "connection_name": conn.as_ref().map(|x| x.name.clone()),
                         "peer_host": conn.as_ref().map(|x| x.peer.ip().to_string()),
                         "peer_port": conn.as_ref().map(|x| x.peer.port()),

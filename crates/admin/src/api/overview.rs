@@ -103,7 +103,16 @@ pub(crate) async fn overview(
         .into_iter()
         .filter(|c| caller.sees_everything() || c.user == caller.id.user)
         .collect();
-    let channels: usize = conns.iter().map(|c| c.channels.lock().len().max(1)).sum();
+    let channels: usize = conns
+        .iter()
+        .map(|c| {
+            if c.protocol.starts_with("AMQP") {
+                c.channels.lock().len()
+            } else {
+                1
+            }
+        })
+        .sum();
     let totals = Totals::of(broker);
     let listeners: Vec<Value> = admin
         .listeners

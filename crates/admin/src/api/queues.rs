@@ -171,6 +171,7 @@ pub(crate) async fn queue(
         .iter()
         .map(|c| {
             let conn = conns.get(c.outbox.owner());
+            let number = super::connections::channel_number(conn.as_ref(), c.spec.channel);
             json!({
                 "consumer_tag": c.spec.tag,
                 "ack_required": !c.spec.no_ack,
@@ -181,8 +182,8 @@ pub(crate) async fn queue(
                 "activity_status": "up",
                 "queue": {"name": queue.spec.name, "vhost": queue.vhost},
                 "channel_details": {
-                    "name": conn.as_ref().map(|c2| format!("{} ({})", c2.name, c.spec.channel)),
-                    "number": c.spec.channel,
+                    "name": conn.as_ref().map(|c2| format!("{} ({number})", c2.name)),
+                    "number": number,
                     "connection_name": conn.as_ref().map(|c2| c2.name.clone()),
                     "peer_host": conn.as_ref().map(|c2| c2.peer.ip().to_string()),
                     "peer_port": conn.as_ref().map(|c2| c2.peer.port()),

@@ -4,7 +4,7 @@ use super::{created, no_content};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{ListQuery, arguments, flag, table_to_json, text};
+use crate::json::{ListQuery, arguments, flag, rate, table_to_json, text};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -46,8 +46,8 @@ pub(crate) fn visible(admin: &Admin, caller: &Caller) -> Vec<Arc<Vhost>> {
         .collect()
 }
 
-fn exchange_json(vhost: &str, x: &ExchangeInfo) -> Value {
-    json!({
+fn exchange_json(admin: &Admin, vhost: &str, x: &ExchangeInfo) -> Value {
+    let mut body = json!({
         "name": x.name,
         "vhost": vhost,
         "type": if x.arguments.contains_key(DELAYED_TYPE) {
@@ -60,7 +60,17 @@ fn exchange_json(vhost: &str, x: &ExchangeInfo) -> Value {
         "internal": x.internal,
         "arguments": table_to_json(&x.arguments),
         "user_who_performed_action": "",
-    })
+    });
+    if x.publish_in > 0 {
+        let (rate_in, rate_out) = admin.rates.exchange(vhost, &x.name);
+        body["message_stats"] = json!({
+            "publish_in": x.publish_in,
+            "publish_in_details": rate(rate_in),
+            "publish_out": x.publish_out,
+            "publish_out_details": rate(rate_out),
+        });
+    }
+    body
 }
 
 pub(crate) async fn exchanges(
@@ -73,7 +83,7 @@ pub(crate) async fn exchanges(
         .flat_map(|v| {
             v.exchanges_info()
                 .iter()
-                .map(|x| exchange_json(&v.name, x))
+                .map(|x| exchange_json(&admin, &v.name, x))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -90,7 +100,7 @@ pub(crate) async fn exchanges_in(
     let items = v
         .exchanges_info()
         .iter()
-        .map(|x| exchange_json(&v.name, x))
+        .map(|x| exchange_json(&admin, &v.name, x))
         .collect();
     Ok(Json(q.respond(items)?))
 }
@@ -105,7 +115,7 @@ pub(crate) async fn exchange(
     let x = v
         .exchange_info(exchange_name(&name))
         .ok_or_else(ApiError::not_found)?;
-    let mut body = exchange_json(&v.name, &x);
+    let mut body = exchange_json(&admin, &v.name, &x);
     body["incoming"] = json!([]);
     body["outgoing"] = json!([]);
     Ok(Json(q.columns_of(body)))

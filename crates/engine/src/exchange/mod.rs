@@ -107,6 +107,17 @@ pub struct Exchange {
     bindings: Bindings,
     direct: HashMap<String, Vec<Destination>>,
     topic: TopicTrie<Destination>,
+    /// Messages in and routed out, for the management API.
+    pub stats: ExchangeStats,
+}
+
+/// An exchange's message counters.
+#[derive(Debug, Default)]
+pub struct ExchangeStats {
+    /// Messages published to it.
+    pub publish_in: std::sync::atomic::AtomicU64,
+    /// Of those, routed to at least one queue.
+    pub publish_out: std::sync::atomic::AtomicU64,
 }
 
 impl Exchange {
@@ -129,6 +140,7 @@ impl Exchange {
             bindings: Bindings::default(),
             direct: HashMap::new(),
             topic: TopicTrie::default(),
+            stats: ExchangeStats::default(),
         }
     }
 

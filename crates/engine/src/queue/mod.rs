@@ -772,11 +772,16 @@ impl Queue {
     pub(crate) fn settle(&self, seqs: &[u64], how: Settle) {
         let mut st = self.state.lock();
         match how {
-            Settle::Ack => {
+            Settle::Ack | Settle::AutoAck => {
+                let counter = if how == Settle::Ack {
+                    &self.stats.acked
+                } else {
+                    &self.stats.delivered_no_ack
+                };
                 for seq in seqs {
                     if let Some(e) = st.unacked.remove(seq) {
                         self.settle_entry(&e);
-                        QueueStats::bump(&self.stats.acked);
+                        QueueStats::bump(counter);
                     }
                 }
             }

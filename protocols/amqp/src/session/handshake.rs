@@ -120,6 +120,7 @@ impl Session {
             self.cancel_notify = has("consumer_cancel_notify");
             self.blocked_notify = has("connection.blocked");
         }
+        self.registry.client_properties = crate::convert::table_in(&ok.client_properties);
         self.client_name = match ok.client_properties.inner().get("connection_name") {
             Some(AMQPValue::LongString(s)) => {
                 Some(String::from_utf8_lossy(s.as_bytes()).into_owned())

@@ -187,7 +187,7 @@ impl Session {
             // No live subscription wants it (a `$` topic under a wildcard,
             // a no-local subscription, or a binding made by another
             // protocol): settle it unsent.
-            d.settle(Settle::Ack);
+            d.settle(Settle::AutoAck);
             return;
         };
         let qos = min_qos(published_qos(&d.message), matched.qos);
@@ -198,7 +198,7 @@ impl Session {
             // Larger than the client accepts: dropped as if delivered
             // (MQTT-3.1.2-25).
             if wire_size(&p) > self.client_max_packet {
-                d.settle(Settle::Ack);
+                d.settle(Settle::AutoAck);
                 return;
             }
             self.alias_topic(&mut p);
@@ -206,7 +206,7 @@ impl Session {
         MessageCounters::bump(&self.counters().delivered);
         if qos == QoS::AtMostOnce {
             self.send(Packet::Publish(p));
-            d.settle(Settle::Ack);
+            d.settle(Settle::AutoAck);
             return;
         }
         // A redelivery keeps the packet id it was first sent with (4.4).

@@ -348,7 +348,7 @@ impl Session {
                 }
             }
         }
-        written.apply(Settle::Ack);
+        written.apply(Settle::AutoAck);
         drain.finish();
         self.drain = drain;
     }
