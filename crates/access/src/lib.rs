@@ -510,18 +510,29 @@ impl Access {
         keys.len()
     }
 
-    /// Forgets every permission in a deleted vhost.
+    /// Forgets every permission and topic permission in a deleted vhost.
     pub fn forget_vhost(&self, vhost: &str) {
-        let users: Vec<String> = self
-            .state
-            .read()
-            .permissions
-            .keys()
-            .filter(|(v, _)| v == vhost)
-            .map(|(_, u)| u.clone())
-            .collect();
+        let (users, topic_users): (Vec<String>, Vec<String>) = {
+            let state = self.state.read();
+            (
+                state
+                    .permissions
+                    .keys()
+                    .filter(|(v, _)| v == vhost)
+                    .map(|(_, u)| u.clone())
+                    .collect(),
+                state
+                    .topic
+                    .keys()
+                    .filter(|(v, _, _)| v == vhost)
+                    .map(|(_, u, _)| u.clone())
+                    .collect(),
+            )
+        };
         for user in users {
             self.clear_permission(vhost, &user);
+        }
+        for user in topic_users {
             self.clear_topic_permissions(vhost, &user, None);
         }
     }

@@ -27,7 +27,9 @@ impl User {
 }
 
 /// What a user may do in a vhost: three regular expressions over resource
-/// names, as RabbitMQ keeps them (enforced by the permission checks).
+/// names, as RabbitMQ keeps them. Today only its existence is checked (a
+/// user needs one to use the vhost); the expressions are stored for the
+/// resource checks still to come.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permission {
     /// The user.

@@ -224,7 +224,18 @@ fn forgetting_a_vhost_clears_its_permissions_only() {
         read: ".*".into(),
     };
     a.set_permission(on("v1")).expect("set");
+    a.put_user("topic-only", PasswordSpec::None, vec![])
+        .expect("user");
+    a.set_topic_permission(TopicPermission {
+        user: "topic-only".into(),
+        vhost: "v1".into(),
+        exchange: "amq.topic".into(),
+        write: ".*".into(),
+        read: ".*".into(),
+    })
+    .expect("topic permission");
     a.forget_vhost("v1");
     assert!(!a.may_use_vhost("guest", "v1"));
+    assert!(a.topic_permissions().is_empty(), "topic permissions go too");
     assert!(a.may_use_vhost("guest", "/"));
 }

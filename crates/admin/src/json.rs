@@ -10,6 +10,28 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use switchyard_model::{FieldTable, FieldValue};
 
+/// A request body read as JSON whatever its `Content-Type` (scripts send
+/// `curl -d` bodies as form data); an empty body is `null`, anything else
+/// that is not JSON is RabbitMQ's 400 `not_json`.
+#[derive(Debug)]
+pub(crate) struct JsonBody(pub(crate) Value);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Value::Null));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|_| ApiError::bad_request("not_json"))
+    }
+}
+
 /// A header or argument value as JSON.
 pub(crate) fn field_to_json(v: &FieldValue) -> Value {
     match v {

@@ -272,7 +272,20 @@ pub(crate) fn render(admin: &Admin) -> String {
         e.0 += 1;
         e.1 += channels;
     }
-    conns.retain(|(_, version), (n, _)| *n > 0 || version.is_empty());
+    // A protocol with connections is listed by version; one without keeps
+    // a 0 series (version "") so the family always has every protocol.
+    let live: Vec<String> = conns
+        .iter()
+        .filter(|((_, v), (n, _))| !v.is_empty() && *n > 0)
+        .map(|((p, _), _)| p.clone())
+        .collect();
+    conns.retain(|(p, version), (n, _)| {
+        if version.is_empty() {
+            !live.contains(p)
+        } else {
+            *n > 0
+        }
+    });
     family(
         &mut out,
         "switchyard_connections",

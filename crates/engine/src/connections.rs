@@ -186,8 +186,8 @@ pub struct MessageCounters {
     pub delivered: AtomicU64,
     /// Deliveries acknowledged by consumers.
     pub acked: AtomicU64,
-    /// Publishes confirmed to their publishers (confirm ack, PUBACK,
-    /// PUBREC, RECEIPT).
+    /// Publishes confirmed to their publishers (AMQP confirm acks, MQTT
+    /// PUBACK and PUBREC; STOMP RECEIPTs are not counted).
     pub confirmed: AtomicU64,
     /// Unroutable publishes returned to the publisher (mandatory).
     pub returned: AtomicU64,

@@ -116,7 +116,14 @@ impl Policies {
             .filter(|c| c.policy.vhost == vhost)
             .filter(|c| c.policy.apply_to == kind || c.policy.apply_to == ApplyTo::All)
             .filter(|c| c.regex.is_match(name))
-            .max_by_key(|c| c.policy.priority)
+            // Equal priorities: the name sorting first wins, so the choice
+            // does not depend on the order policies were set in.
+            .max_by(|a, b| {
+                a.policy
+                    .priority
+                    .cmp(&b.policy.priority)
+                    .then_with(|| b.policy.name.cmp(&a.policy.name))
+            })
             .map(|c| c.policy.clone())
     }
 
@@ -166,6 +173,13 @@ fn check_definition(def: &FieldTable) -> Result<()> {
             "Validation failed\n\n{unknown:?} are not recognised policy settings"
         )));
     }
+    // The values are checked as a queue's arguments are checked.
+    let as_arguments: FieldTable = def
+        .iter()
+        .filter_map(|(k, v)| policy_key(k).map(|a| (a.to_owned(), v.clone())))
+        .collect();
+    crate::arguments::QueueArguments::parse(&as_arguments)
+        .map_err(|e| EngineError::InvalidArgument(format!("Validation failed\n\n{e}")))?;
     Ok(())
 }
 
@@ -273,6 +287,13 @@ mod tests {
         assert_eq!(p.for_queue("/", "abc").map(|x| x.name), Some("high".into()));
         assert_eq!(p.for_queue("/", "ax").map(|x| x.name), Some("low".into()));
         assert!(p.for_queue("/", "b").is_none());
+        assert!(p.insert(policy("also-high", "^ab", 5, 30)).expect("valid"));
+        assert_eq!(
+            p.for_queue("/", "abc").map(|x| x.name),
+            Some("also-high".into()),
+            "equal priorities: the first name wins"
+        );
+        assert!(p.remove("/", "also-high"));
         assert!(p.for_queue("other", "abc").is_none());
         assert!(!p.insert(policy("low", "^z", 0, 1)).expect("replaced"));
         assert!(p.for_queue("/", "ax").is_none());
@@ -288,6 +309,12 @@ mod tests {
         def.insert("ha-mode".into(), FieldValue::string("all"));
         let e = check_definition(&def).expect_err("unknown key");
         assert!(e.to_string().contains("ha-mode"), "{e}");
+        let mut wrong = FieldTable::new();
+        wrong.insert("max-length".into(), FieldValue::string("ten"));
+        assert!(
+            check_definition(&wrong).is_err(),
+            "a value of the wrong type"
+        );
         assert!(check_definition(&FieldTable::new()).is_err());
         let p = Policies::default();
         assert!(p.insert(policy("bad", "(", 0, 1)).is_err());

@@ -50,10 +50,21 @@ fn topology(admin: &Admin, vhost: &str, with_vhost: bool) -> (Vec<Value>, Vec<Va
             }))
         })
         .collect();
-    let exchanges = v
-        .exchanges_info()
+    let exported_queues: std::collections::HashSet<String> = v
+        .queues()
         .iter()
-        .filter(|x| !BUILTIN_EXCHANGES.iter().any(|(b, _)| *b == x.name))
+        .filter(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
+        .map(|q| q.spec.name.clone())
+        .collect();
+    let all_exchanges = v.exchanges_info();
+    let durable_exchange = |name: &str| {
+        all_exchanges.iter().any(|x| {
+            x.name == name && (x.durable || BUILTIN_EXCHANGES.iter().any(|(b, _)| *b == name))
+        })
+    };
+    let exchanges = all_exchanges
+        .iter()
+        .filter(|x| x.durable && !BUILTIN_EXCHANGES.iter().any(|(b, _)| *b == x.name))
         .map(|x| {
             let kind = if x.arguments.contains_key(DELAYED_TYPE) {
                 "x-delayed-message"
@@ -70,10 +81,16 @@ fn topology(admin: &Admin, vhost: &str, with_vhost: bool) -> (Vec<Value>, Vec<Va
             }))
         })
         .collect();
+    // Only bindings between exported (durable) ends: a definitions file
+    // must import on its own.
     let bindings = v
         .bindings_info()
         .iter()
-        .filter(|b| !b.source.is_empty())
+        .filter(|b| !b.source.is_empty() && durable_exchange(&b.source))
+        .filter(|b| match b.destination_kind {
+            DestinationKind::Queue => exported_queues.contains(&b.destination),
+            DestinationKind::Exchange => durable_exchange(&b.destination),
+        })
         .map(|b| {
             tag(json!({
                 "source": b.source,
@@ -105,7 +122,13 @@ pub(crate) async fn export(
             queues.extend(q);
             exchanges.extend(x);
             bindings.extend(b);
-            json!({"name": v.name, "description": "", "tags": [], "metadata": {"description": "", "tags": []}})
+            let (description, tags) = admin.vhost_meta.get(&v.name);
+            json!({
+                "name": v.name,
+                "description": description,
+                "tags": tags,
+                "metadata": {"description": description, "tags": tags},
+            })
         })
         .collect();
     Ok(Json(json!({
@@ -201,7 +224,20 @@ fn apply(admin: &Admin, doc: &Value, into: Option<&str>) -> ApiResult<()> {
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         for v in list(doc, "vhosts") {
-            admin.broker.add_vhost(name_of(v)?);
+            let name = name_of(v)?;
+            admin.broker.add_vhost(name);
+            // Top-level fields, or `metadata` as RabbitMQ 3.10 also writes.
+            let meta = v.get("metadata").unwrap_or(v);
+            let description = text(v, "description")
+                .or_else(|| text(meta, "description"))
+                .unwrap_or_default()
+                .to_owned();
+            let tags = v
+                .get("tags")
+                .or_else(|| meta.get("tags"))
+                .and_then(parse_tags)
+                .unwrap_or_default();
+            admin.vhost_meta.set(&admin.broker, name, description, tags);
         }
         for p in list(doc, "permissions") {
             let field = |k: &str| text(p, k).unwrap_or_default().to_owned();

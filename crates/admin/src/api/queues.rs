@@ -7,7 +7,7 @@ use super::{created, no_content};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{ListQuery, arguments, flag, json_to_field, rate, table_to_json, text};
+use crate::json::{JsonBody, ListQuery, arguments, flag, json_to_field, rate, table_to_json, text};
 use crate::stats::QueueCounters;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -203,14 +203,13 @@ pub(crate) async fn put_queue(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vh, name)): Path<(String, String)>,
-    body: Option<Json<Value>>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let v = admin
         .broker
         .vhost(&vh)
         .ok_or_else(|| ApiError::not_found_because("vhost_not_found"))?;
     caller.require_write(&vh)?;
-    let body = body.map_or(Value::Null, |Json(b)| b);
     if name.starts_with("amq.") {
         return Err(ApiError::not_authorised("Access refused."));
     }
@@ -358,7 +357,7 @@ pub(crate) async fn get_messages(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vh, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let v = admin.broker.vhost(&vh).ok_or_else(ApiError::not_found)?;
     caller.require_write(&vh)?;
@@ -435,7 +434,7 @@ pub(crate) async fn publish(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vh, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let v = admin.broker.vhost(&vh).ok_or_else(ApiError::not_found)?;
     caller.require_write(&vh)?;

@@ -9,7 +9,7 @@ use super::topology::{binding_json, exchange_name};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{object_to_table, text};
+use crate::json::{JsonBody, object_to_table, text};
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
@@ -68,7 +68,7 @@ fn kind(protocol: &str) -> &'static str {
 pub(crate) async fn trace(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     let vhost = text(&body, "vhost").unwrap_or("/");
     let v = admin.broker.vhost(vhost).ok_or_else(ApiError::not_found)?;

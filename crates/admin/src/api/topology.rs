@@ -4,7 +4,7 @@ use super::{created, no_content};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{ListQuery, arguments, flag, rate, table_to_json, text};
+use crate::json::{JsonBody, ListQuery, arguments, flag, rate, table_to_json, text};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -125,7 +125,7 @@ pub(crate) async fn put_exchange(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vh, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let v = admin
         .broker
@@ -339,7 +339,7 @@ pub(crate) async fn bind(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vh, source, kind, dest)): Path<(String, String, String, String)>,
-    body: Option<Json<Value>>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     let v = admin.broker.vhost(&vh).ok_or_else(ApiError::not_found)?;
     caller.require_write(&vh)?;
@@ -347,7 +347,6 @@ pub(crate) async fn bind(
     if source == DEFAULT_EXCHANGE || source.is_empty() {
         return Err(ApiError::not_authorised("Access refused."));
     }
-    let body = body.map_or(Value::Null, |Json(b)| b);
     if !v.has_exchange(&source) {
         return Err(ApiError::not_found_because(format!(
             "no exchange '{source}' in vhost '{vh}'"

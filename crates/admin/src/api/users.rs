@@ -5,7 +5,7 @@ use super::{created, no_content};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{ListQuery, object_to_table, rate, table_to_json, text};
+use crate::json::{JsonBody, ListQuery, object_to_table, rate, table_to_json, text};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -41,7 +41,7 @@ impl VhostMeta {
         meta
     }
 
-    fn get(&self, vhost: &str) -> (String, Vec<String>) {
+    pub(crate) fn get(&self, vhost: &str) -> (String, Vec<String>) {
         self.all.lock().get(vhost).cloned().unwrap_or_else(|| {
             let default = if vhost == switchyard_engine::DEFAULT_VHOST {
                 "Default virtual host"
@@ -52,7 +52,7 @@ impl VhostMeta {
         })
     }
 
-    fn set(
+    pub(crate) fn set(
         &self,
         broker: &switchyard_engine::Broker,
         vhost: &str,
@@ -174,11 +174,7 @@ pub(crate) async fn delete_vhost(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    for c in admin.broker.connections().list() {
-        if c.vhost == name {
-            c.kill.kill("vhost deleted");
-        }
-    }
+    close_connections(&admin, |c| c.vhost == name, "vhost deleted");
     if !admin.broker.delete_vhost(&name) {
         return Err(ApiError::not_found());
     }
@@ -211,6 +207,19 @@ pub(crate) async fn vhost_permissions(
 
 // ---------------------------------------------------------------------------
 // Users
+
+/// Closes every connection `which` selects, telling its client `why`.
+fn close_connections(
+    admin: &Admin,
+    which: impl Fn(&switchyard_engine::connections::ConnectionEntry) -> bool,
+    why: &str,
+) {
+    for c in admin.broker.connections().list() {
+        if which(&c) {
+            c.kill.kill(why);
+        }
+    }
+}
 
 pub(crate) fn user_json(u: &User) -> Value {
     json!({
@@ -276,7 +285,7 @@ pub(crate) async fn put_user(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path(name): Path<String>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let password = password_of(&body)?;
@@ -305,11 +314,12 @@ pub(crate) async fn delete_user(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    if admin.access.delete_user(&name) {
-        Ok(no_content())
-    } else {
-        Err(ApiError::not_found())
+    if !admin.access.delete_user(&name) {
+        return Err(ApiError::not_found());
     }
+    // As RabbitMQ: the deleted user's connections are closed.
+    close_connections(&admin, |c| c.user == name, "user deleted");
+    Ok(no_content())
 }
 
 pub(crate) async fn user_permissions(
@@ -386,7 +396,7 @@ pub(crate) async fn put_permission(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vhost, user)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     missing(&body, &["configure", "write", "read"])?;
@@ -413,11 +423,15 @@ pub(crate) async fn delete_permission(
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    if admin.access.clear_permission(&vhost, &user) {
-        Ok(no_content())
-    } else {
-        Err(ApiError::not_found())
+    if !admin.access.clear_permission(&vhost, &user) {
+        return Err(ApiError::not_found());
     }
+    close_connections(
+        &admin,
+        |c| c.user == user && c.vhost == vhost,
+        "access to the vhost revoked",
+    );
+    Ok(no_content())
 }
 
 pub(crate) async fn topic_permissions(
@@ -458,7 +472,7 @@ pub(crate) async fn put_topic_permission(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vhost, user)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     missing(&body, &["exchange", "write", "read"])?;
@@ -606,7 +620,7 @@ pub(crate) async fn put_policy(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vhost, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     if admin.broker.vhost(&vhost).is_none() {
         return Err(ApiError::not_found_because("vhost_not_found"));
