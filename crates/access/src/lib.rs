@@ -119,6 +119,8 @@ pub struct Access {
     /// A hash to spend the KDF's time on for unknown users, so their
     /// refusal takes as long as a wrong password's.
     decoy: OnceLock<String>,
+    /// Password hashes checked with the KDF so far (not from memory).
+    hashes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Access {
@@ -173,6 +175,7 @@ impl Access {
             verified: Mutex::new(HashMap::new()),
             secret,
             decoy: OnceLock::new(),
+            hashes: std::sync::atomic::AtomicU64::new(0),
         });
         if !initialized {
             access.first_user(defaults);
@@ -249,20 +252,40 @@ impl Access {
         h.finalize().into()
     }
 
+    /// Whether `digest` is the remembered one of `user`.
+    fn remembered(&self, user: &str, digest: &[u8; 32]) -> bool {
+        self.verified
+            .lock()
+            .get(user)
+            .is_some_and(|known| password::constant_time_eq(known, digest))
+    }
+
     fn check_password(&self, record: &User, password: &str) -> bool {
         let digest = self.digest(record, password);
-        if let Some(known) = self.verified.lock().get(&record.name)
-            && password::constant_time_eq(known, &digest)
-        {
+        if self.remembered(&record.name, &digest) {
             return true;
         }
+        // Asked again once this login's turn comes: a burst of logins with
+        // the same credentials (devices reconnecting) costs one hash, not
+        // one each.
+        let modern = record.hashing_algorithm == password::ARGON2ID;
         let ok = off_runtime(|| {
-            password::verify(&record.hashing_algorithm, &record.password_hash, password)
+            if self.remembered(&record.name, &digest) {
+                return true;
+            }
+            self.hashes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ok = password::verify(&record.hashing_algorithm, &record.password_hash, password);
+            if ok && modern {
+                // Before the turn is given back, so the next one finds it.
+                self.remember(&record.name, digest);
+            }
+            ok
         });
         if !ok {
             return false;
         }
-        if record.hashing_algorithm != password::ARGON2ID {
+        if !modern {
             // Imported from RabbitMQ: re-hash with Argon2id now that the
             // clear text is at hand.
             let hash = off_runtime(|| password::hash(password));
@@ -276,9 +299,7 @@ impl Access {
                 .users
                 .insert(upgraded.name.clone(), upgraded);
             self.remember(&record.name, digest);
-            return true;
         }
-        self.remember(&record.name, digest);
         true
     }
 
@@ -288,6 +309,13 @@ impl Access {
             verified.clear();
         }
         verified.insert(user.to_owned(), digest);
+    }
+
+    /// Password hashes checked with the (slow) KDF so far, as opposed to
+    /// logins answered from memory.
+    #[must_use]
+    pub fn kdf_checks(&self) -> u64 {
+        self.hashes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `user` may use `vhost` at all (has permissions there).
@@ -570,7 +598,7 @@ fn check_pattern(re: &str) -> Result<(), ChangeError> {
 /// Runs the slow `f` so that it does not hold up the runtime's other
 /// tasks: in [`tokio::task::block_in_place`] on a multi-threaded runtime,
 /// directly elsewhere. At most [`KDF_PARALLEL`] run at once (each Argon2
-/// hash takes 19 MiB): a burst of first logins waits its turn instead of
+/// hash takes 7 MiB): a burst of first logins waits its turn instead of
 /// exhausting memory.
 fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
@@ -587,7 +615,7 @@ fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Most password hashes computed at once.
-const KDF_PARALLEL: usize = 4;
+const KDF_PARALLEL: usize = 2;
 
 static KDF_RUNNING: Mutex<usize> = Mutex::new(0);
 static KDF_FREED: parking_lot::Condvar = parking_lot::Condvar::new();

@@ -239,3 +239,35 @@ fn forgetting_a_vhost_clears_its_permissions_only() {
     assert!(a.topic_permissions().is_empty(), "topic permissions go too");
     assert!(a.may_use_vhost("guest", "/"));
 }
+
+#[test]
+fn a_burst_of_logins_with_the_same_password_hashes_it_at_most_once_per_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(dir.path(), &Defaults::default());
+    let before = a.kdf_checks();
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                a.authenticate("guest", "guest", LOOPBACK)
+                    .expect("guest logs in");
+            });
+        }
+    });
+    let spent = a.kdf_checks() - before;
+    assert!(
+        (1..=2).contains(&spent),
+        "16 simultaneous logins hashed {spent} times; at most one per KDF turn (2)"
+    );
+    assert!(a.authenticate("guest", "guest", LOOPBACK).is_ok());
+    assert_eq!(
+        a.kdf_checks() - before,
+        spent,
+        "the next login is answered from memory"
+    );
+    assert!(a.authenticate("guest", "wrong", LOOPBACK).is_err());
+    assert_eq!(
+        a.kdf_checks() - before,
+        spent + 1,
+        "a wrong password is hashed"
+    );
+}

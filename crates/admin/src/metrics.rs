@@ -262,8 +262,8 @@ pub(crate) fn render(admin: &Admin) -> String {
             .or_default();
     }
     for c in broker.connections().list() {
-        let key = protocol_labels(&c.protocol);
-        let channels = if c.protocol.starts_with("AMQP") {
+        let key = protocol_labels(c.protocol());
+        let channels = if c.protocol().starts_with("AMQP") {
             c.channels.lock().len() as u64
         } else {
             1

@@ -1,9 +1,13 @@
 //! The connection registry and the broker's counters: every client
-//! connection, whatever its protocol, registers here once logged in (and
-//! leaves when its [`Registration`] drops), with its traffic counters, a
-//! summary of its channels, and a way to close it from outside. The
-//! management API and the metrics read it; nothing on the message path
-//! takes more than an atomic add.
+//! connection, whatever its protocol, is listed here once logged in (and
+//! leaves when its session lets go), with its traffic counters, a summary
+//! of its channels, and a way to close it from outside. The management API
+//! and the metrics read it; nothing on the message path takes more than an
+//! atomic add.
+//!
+//! One allocation per connection: the [`ConnectionEntry`] (traffic, kill
+//! switch, login details) is made with the session and shared with the
+//! driver and the registry, so an idle device costs as little as possible.
 //!
 //! The engine knows no protocol: the protocol is a label the adapter
 //! gives (`"AMQP 0-9-1"`, `"MQTT 5.0"`, ...), and message counters are
@@ -13,9 +17,10 @@
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+use switchyard_model::FieldTable;
 use tokio::sync::Notify;
 
 /// Bytes and reads/writes of one connection, counted by its driver.
@@ -45,20 +50,18 @@ impl Traffic {
     }
 }
 
-/// A request, from outside, that a connection close; the connection's
-/// driver waits on it.
-#[derive(Default)]
-pub struct Kill {
-    reason: Mutex<Option<String>>,
-    killed: AtomicBool,
-    notify: Notify,
-    /// Called on kill, for a connection that may have no task waiting
-    /// (a parked one).
-    hook: Mutex<Option<KillHook>>,
-}
-
 /// See [`Kill::set_hook`].
 pub type KillHook = Box<dyn Fn() + Send + Sync>;
+
+/// A request, from outside, that a connection close; the connection's
+/// driver waits on it (or its hook wakes a parked connection).
+#[derive(Default)]
+pub struct Kill {
+    killed: AtomicBool,
+    notify: Notify,
+    /// The reason given, and what to call on kill.
+    state: Mutex<(Option<String>, Option<KillHook>)>,
+}
 
 impl std::fmt::Debug for Kill {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,20 +74,24 @@ impl std::fmt::Debug for Kill {
 impl Kill {
     /// Asks the connection to close, telling its client `reason`.
     pub fn kill(&self, reason: &str) {
-        *self.reason.lock() = Some(reason.to_owned());
+        let hook = {
+            let mut state = self.state.lock();
+            state.0 = Some(reason.to_owned());
+            state.1.take()
+        };
         self.killed.store(true, Ordering::Release);
         self.notify.notify_waiters();
         self.notify.notify_one();
-        let hook = self.hook.lock().take();
         if let Some(hook) = hook {
             hook();
         }
     }
 
     /// Sets (or clears) what [`Kill::kill`] calls besides waking its
-    /// waiter.
+    /// waiter, for a connection that may have no task waiting (a parked
+    /// one).
     pub fn set_hook(&self, hook: Option<KillHook>) {
-        *self.hook.lock() = hook;
+        self.state.lock().1 = hook;
     }
 
     /// Completes once [`Kill::kill`] was called.
@@ -100,7 +107,7 @@ impl Kill {
 
     /// The reason given, once killed.
     pub fn reason(&self) -> Option<String> {
-        self.reason.lock().clone()
+        self.state.lock().0.clone()
     }
 }
 
@@ -121,60 +128,99 @@ pub struct ChannelSummary {
     pub consumer_count: u32,
 }
 
-/// A registered connection.
+/// What a connection said at login, set once.
 #[derive(Debug)]
-pub struct ConnectionEntry {
-    /// Engine connection id (owner of exclusive queues and outboxes).
-    pub id: u64,
-    /// `"peer -> local"`, as RabbitMQ names connections.
-    pub name: String,
+pub struct Login {
     /// Protocol label (`"AMQP 0-9-1"`, `"MQTT 3.1.1"`, `"Web STOMP"`, ...).
-    pub protocol: String,
+    pub protocol: &'static str,
     /// Logged-in user.
     pub user: String,
     /// Its vhost.
     pub vhost: String,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Our address.
-    pub local: Option<SocketAddr>,
-    /// Milliseconds since the Unix epoch at login.
-    pub connected_at: u64,
     /// The MQTT client id, or AMQP's `connection_name`, if any.
     pub client_id: Option<String>,
     /// Heartbeat or keep-alive in seconds (0: none).
     pub timeout: u64,
+    /// Our address.
+    pub local: Option<SocketAddr>,
+    /// Milliseconds since the Unix epoch at login.
+    pub connected_at: u64,
     /// What the client said about itself (AMQP's client properties).
-    pub client_properties: switchyard_model::FieldTable,
+    pub client_properties: FieldTable,
+}
+
+/// One connection, listed once logged in.
+#[derive(Debug)]
+pub struct ConnectionEntry {
+    /// Engine connection id (owner of exclusive queues and outboxes).
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
     /// Bytes in and out.
-    pub traffic: Arc<Traffic>,
+    pub traffic: Traffic,
     /// Closes it from outside.
-    pub kill: Arc<Kill>,
-    /// Its open channels (AMQP; one pseudo-channel for MQTT and STOMP).
+    pub kill: Kill,
+    /// Its open channels (AMQP's; MQTT and STOMP keep none).
     pub channels: Mutex<Vec<ChannelSummary>>,
+    login: OnceLock<Login>,
+}
+
+/// Login details of a connection listed before it logged in (never
+/// happens for a listed one; keeps the accessors total).
+static NO_LOGIN: Login = Login {
+    protocol: "",
+    user: String::new(),
+    vhost: String::new(),
+    client_id: None,
+    timeout: 0,
+    local: None,
+    connected_at: 0,
+    client_properties: FieldTable::new(),
+};
+
+impl ConnectionEntry {
+    /// What it said at login.
+    pub fn login(&self) -> &Login {
+        self.login.get().unwrap_or(&NO_LOGIN)
+    }
+
+    /// `"peer -> local"`, as RabbitMQ names connections.
+    pub fn name(&self) -> String {
+        match self.login().local {
+            Some(local) => format!("{} -> {}", self.peer, local),
+            None => self.peer.to_string(),
+        }
+    }
+
+    /// Its protocol label.
+    pub fn protocol(&self) -> &'static str {
+        self.login().protocol
+    }
+
+    /// Its user.
+    pub fn user(&self) -> &str {
+        &self.login().user
+    }
+
+    /// Its vhost.
+    pub fn vhost(&self) -> &str {
+        &self.login().vhost
+    }
 }
 
 /// What an adapter tells the registry about a connection that logged in.
 #[derive(Debug, Clone)]
 pub struct NewConnection {
-    /// Engine connection id.
-    pub id: u64,
     /// Protocol label.
-    pub protocol: String,
+    pub protocol: &'static str,
     /// Logged-in user.
     pub user: String,
     /// Its vhost.
     pub vhost: String,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Our address, if known.
-    pub local: Option<SocketAddr>,
     /// Client id or connection name.
     pub client_id: Option<String>,
     /// Heartbeat or keep-alive, seconds.
     pub timeout: u64,
-    /// What the client said about itself.
-    pub client_properties: switchyard_model::FieldTable,
 }
 
 /// Message counters of one adapter label (`"amqp"`, `"mqtt"`, `"stomp"`).
@@ -226,44 +272,6 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Registers a connection; it is listed until the returned
-    /// [`Registration`] drops.
-    pub fn register(
-        self: &Arc<Self>,
-        c: NewConnection,
-        traffic: Arc<Traffic>,
-        kill: Arc<Kill>,
-    ) -> Registration {
-        let name = match c.local {
-            Some(local) => format!("{} -> {}", c.peer, local),
-            None => c.peer.to_string(),
-        };
-        let connected_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let entry = Arc::new(ConnectionEntry {
-            id: c.id,
-            name,
-            protocol: c.protocol,
-            user: c.user,
-            vhost: c.vhost,
-            peer: c.peer,
-            local: c.local,
-            connected_at,
-            client_id: c.client_id,
-            timeout: c.timeout,
-            client_properties: c.client_properties,
-            traffic,
-            kill,
-            channels: Mutex::new(Vec::new()),
-        });
-        self.map.write().insert(c.id, entry.clone());
-        Registration {
-            registry: self.clone(),
-            entry,
-        }
-    }
-
     /// Every connection, in no particular order.
     #[must_use]
     pub fn list(&self) -> Vec<Arc<ConnectionEntry>> {
@@ -279,7 +287,7 @@ impl Connections {
     /// A connection by name.
     #[must_use]
     pub fn by_name(&self, name: &str) -> Option<Arc<ConnectionEntry>> {
-        self.map.read().values().find(|c| c.name == name).cloned()
+        self.map.read().values().find(|c| c.name() == name).cloned()
     }
 
     /// How many connections are registered.
@@ -315,95 +323,101 @@ impl Connections {
     }
 }
 
-/// A connection's place in the registry; leaving it drops the entry.
-#[derive(Debug)]
-pub struct Registration {
-    registry: Arc<Connections>,
-    entry: Arc<ConnectionEntry>,
-}
-
-impl Registration {
-    /// The entry, to update its channels.
-    #[must_use]
-    pub fn entry(&self) -> &Arc<ConnectionEntry> {
-        &self.entry
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.registry.map.write().remove(&self.entry.id);
-    }
-}
-
-/// One connection's side of the registry, kept by its session: its
-/// counters from the start, its entry once it logged in.
+/// One connection's side of the registry, kept by its session: its entry
+/// (counted by the driver from the start), listed once it logged in.
 #[derive(Debug)]
 pub struct Listing {
-    /// Bytes in and out (the driver counts them).
-    pub traffic: Arc<Traffic>,
-    /// Closes it from outside.
-    pub kill: Arc<Kill>,
-    /// The listener's address, once the driver said.
-    pub local: Option<SocketAddr>,
+    /// The entry, shared with the driver and, once listed, the registry.
+    pub entry: Arc<ConnectionEntry>,
     /// The adapter's message counters.
     pub counters: Arc<MessageCounters>,
+    /// The listener's address, once the driver said.
+    pub local: Option<SocketAddr>,
     /// What the client said about itself, listed with it.
-    pub client_properties: switchyard_model::FieldTable,
-    /// Set once logged in.
-    pub registration: Option<Registration>,
+    pub client_properties: FieldTable,
     registry: Arc<Connections>,
-    id: u64,
+    listed: bool,
 }
 
 impl Listing {
-    /// The listing of connection `id` of adapter `label` (`"amqp"`, ...).
+    /// The listing of connection `id` from `peer`, of adapter `label`
+    /// (`"amqp"`, ...).
     #[must_use]
-    pub fn new(registry: &Arc<Connections>, id: u64, label: &'static str) -> Self {
+    pub fn new(
+        registry: &Arc<Connections>,
+        id: u64,
+        peer: SocketAddr,
+        label: &'static str,
+    ) -> Self {
         Self {
-            traffic: Arc::default(),
-            kill: Arc::default(),
-            local: None,
+            entry: Arc::new(ConnectionEntry {
+                id,
+                peer,
+                traffic: Traffic::default(),
+                kill: Kill::default(),
+                channels: Mutex::new(Vec::new()),
+                login: OnceLock::new(),
+            }),
             counters: registry.counters(label),
-            client_properties: switchyard_model::FieldTable::new(),
-            registration: None,
+            local: None,
+            client_properties: FieldTable::new(),
             registry: registry.clone(),
-            id,
+            listed: false,
         }
     }
 
-    /// Lists the connection (again: a second call replaces the entry).
-    pub fn register(
-        &mut self,
-        protocol: String,
-        user: String,
-        vhost: String,
-        peer: SocketAddr,
-        client_id: Option<String>,
-        timeout: u64,
-    ) {
-        self.registration = None;
-        let c = NewConnection {
-            id: self.id,
-            protocol,
-            user,
-            vhost,
-            peer,
+    /// Bytes in and out.
+    #[must_use]
+    pub fn traffic(&self) -> &Traffic {
+        &self.entry.traffic
+    }
+
+    /// Closes it from outside.
+    #[must_use]
+    pub fn kill(&self) -> &Kill {
+        &self.entry.kill
+    }
+
+    /// Lists the connection with what it said at login (once: a second
+    /// call keeps the first login's details).
+    pub fn register(&mut self, c: NewConnection) {
+        let connected_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let _ = self.entry.login.set(Login {
+            protocol: c.protocol,
+            user: c.user,
+            vhost: c.vhost,
+            client_id: c.client_id,
+            timeout: c.timeout,
             local: self.local,
-            client_id,
-            timeout,
+            connected_at,
             client_properties: std::mem::take(&mut self.client_properties),
-        };
-        self.registration = Some(self.registry.register(
-            c,
-            self.traffic.clone(),
-            self.kill.clone(),
-        ));
+        });
+        self.registry
+            .map
+            .write()
+            .insert(self.entry.id, self.entry.clone());
+        self.listed = true;
+    }
+
+    /// Whether it is listed (logged in and not yet gone).
+    #[must_use]
+    pub fn is_listed(&self) -> bool {
+        self.listed
     }
 
     /// Takes the connection off the list.
     pub fn unregister(&mut self) {
-        self.registration = None;
+        if std::mem::take(&mut self.listed) {
+            self.registry.map.write().remove(&self.entry.id);
+        }
+    }
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 
@@ -411,30 +425,32 @@ impl Listing {
 mod tests {
     use super::*;
 
-    fn new(id: u64) -> NewConnection {
+    fn new() -> NewConnection {
         NewConnection {
-            id,
-            protocol: "AMQP 0-9-1".into(),
+            protocol: "AMQP 0-9-1",
             user: "guest".into(),
             vhost: "/".into(),
-            peer: "127.0.0.1:5000".parse().expect("addr"),
-            local: Some("127.0.0.1:5672".parse().expect("addr")),
             client_id: None,
             timeout: 60,
-            client_properties: switchyard_model::FieldTable::new(),
         }
     }
 
     #[test]
-    fn registered_until_the_registration_drops() {
+    fn listed_from_login_until_the_listing_lets_go() {
         let c = Arc::new(Connections::default());
-        let r = c.register(new(7), Arc::default(), Arc::default());
-        assert_eq!(r.entry().name, "127.0.0.1:5000 -> 127.0.0.1:5672");
+        let mut l = Listing::new(&c, 7, "127.0.0.1:5000".parse().expect("addr"), "amqp");
+        l.local = Some("127.0.0.1:5672".parse().expect("addr"));
+        assert!(c.get(7).is_none(), "not listed before login");
+        l.register(new());
+        assert_eq!(l.entry.name(), "127.0.0.1:5000 -> 127.0.0.1:5672");
+        assert_eq!(l.entry.protocol(), "AMQP 0-9-1");
         assert!(c.by_name("127.0.0.1:5000 -> 127.0.0.1:5672").is_some());
         assert_eq!(c.len(), 1);
-        drop(r);
+        l.unregister();
         assert!(c.get(7).is_none());
-        assert!(c.is_empty());
+        l.register(new());
+        drop(l);
+        assert!(c.is_empty(), "dropping the listing unlists it");
     }
 
     #[test]
@@ -449,8 +465,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_kill_wakes_a_waiter_once_with_its_reason() {
+    async fn a_kill_wakes_a_waiter_once_with_its_reason_and_calls_the_hook() {
         let k = Arc::new(Kill::default());
+        let hooked = Arc::new(AtomicBool::new(false));
+        let flag = hooked.clone();
+        k.set_hook(Some(Box::new(move || flag.store(true, Ordering::SeqCst))));
         let waiter = tokio::spawn({
             let k = k.clone();
             async move { k.killed().await }
@@ -462,6 +481,7 @@ mod tests {
             .expect("woken")
             .expect("no panic");
         assert_eq!(k.reason().as_deref(), Some("Closed via management plugin"));
+        assert!(hooked.load(Ordering::SeqCst));
         // Already killed: completes at once.
         k.killed().await;
     }

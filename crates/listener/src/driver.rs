@@ -41,7 +41,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard_engine::connections::Traffic;
+use switchyard_engine::connections::ConnectionEntry;
 use switchyard_engine::{Durable, Outbox, Relief, wait_durable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -118,8 +118,8 @@ pub trait Connection {
         let _ = now;
     }
 
-    /// Where the driver counts the bytes it reads and writes, if anywhere.
-    fn traffic(&self) -> Option<Arc<Traffic>> {
+    /// The registry entry whose traffic the driver counts, if any.
+    fn traffic(&self) -> Option<Arc<ConnectionEntry>> {
         None
     }
 
@@ -321,7 +321,7 @@ where
                 Ok(0) | Err(_) => return Exit::Closed,
                 Ok(n) => {
                     if let Some(t) = &traffic {
-                        t.sent(n);
+                        t.traffic.sent(n);
                     }
                     conn.handle_written(Instant::now());
                 }
@@ -357,7 +357,7 @@ where
                         read_size = (read_size * 2).min(MAX_READ);
                     }
                     if let Some(t) = &traffic {
-                        t.received(n);
+                        t.traffic.received(n);
                     }
                     conn.handle_read(Instant::now());
                 }

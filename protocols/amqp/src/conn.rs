@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard_engine::connections::Traffic;
+use switchyard_engine::connections::ConnectionEntry;
 use switchyard_engine::{Broker, Durable, Outbox};
 use switchyard_listener::driver::{self, Connection, Status, Wait};
 use switchyard_listener::{Limits, accept_loop};
@@ -185,13 +185,13 @@ impl Connection for AmqpConnection {
         self.last_read = now;
     }
 
-    fn traffic(&self) -> Option<Arc<Traffic>> {
-        Some(self.session.traffic().clone())
+    fn traffic(&self) -> Option<Arc<ConnectionEntry>> {
+        Some(self.session.entry().clone())
     }
 
     fn interrupted(&self) -> Option<Wait> {
-        let kill = self.session.kill().clone();
-        Some(Box::pin(async move { kill.killed().await }))
+        let entry = self.session.entry().clone();
+        Some(Box::pin(async move { entry.kill.killed().await }))
     }
 
     fn handle_interrupt(&mut self, now: Instant) {

@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use switchyard_engine::connections::Traffic;
+use switchyard_engine::connections::ConnectionEntry;
 use switchyard_engine::{Durable, Outbox, OutboxWaker};
 use switchyard_listener::driver::{self, Connection, Exit, Status, Wait};
 use switchyard_listener::park::{ParkKey, ParkingLot, Wake};
@@ -545,8 +545,8 @@ impl Connection for MqttConnection {
         self.session.throttled(now)
     }
 
-    fn traffic(&self) -> Option<Arc<Traffic>> {
-        Some(self.session.traffic().clone())
+    fn traffic(&self) -> Option<Arc<ConnectionEntry>> {
+        Some(self.session.entry().clone())
     }
 
     fn handle_paused(&mut self, paused: bool, now: Instant) {

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard_engine::connections::Traffic;
+use switchyard_engine::connections::ConnectionEntry;
 use switchyard_engine::{Durable, Outbox};
 use switchyard_listener::driver::{self, Connection, Status, Wait};
 use switchyard_listener::{Endpoint, accept_loop};
@@ -175,13 +175,13 @@ impl Connection for StompConnection {
         self.last_read = now;
     }
 
-    fn traffic(&self) -> Option<Arc<Traffic>> {
-        Some(self.session.traffic().clone())
+    fn traffic(&self) -> Option<Arc<ConnectionEntry>> {
+        Some(self.session.entry().clone())
     }
 
     fn interrupted(&self) -> Option<Wait> {
-        let kill = self.session.kill().clone();
-        Some(Box::pin(async move { kill.killed().await }))
+        let entry = self.session.entry().clone();
+        Some(Box::pin(async move { entry.kill.killed().await }))
     }
 
     fn handle_interrupt(&mut self, now: Instant) {

@@ -19,20 +19,20 @@ use switchyard_engine::connections::{ChannelSummary, ConnectionEntry};
 /// Whether the caller may see a connection: monitoring and administrators
 /// see all, others their own.
 fn visible(caller: &Caller, c: &ConnectionEntry) -> bool {
-    caller.sees_everything() || c.user == caller.id.user
+    caller.sees_everything() || c.user() == caller.id.user
 }
 
 fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
     let (rx_rate, tx_rate) = admin.rates.traffic(c.id);
-    let is_amqp = c.protocol.starts_with("AMQP");
+    let is_amqp = c.protocol().starts_with("AMQP");
     let channels = if is_amqp { c.channels.lock().len() } else { 1 };
     let mut body = json!({
-        "name": c.name,
-        "protocol": c.protocol,
-        "user": c.user,
-        "vhost": c.vhost,
-        "host": c.local.map(|l| l.ip().to_string()),
-        "port": c.local.map(|l| l.port()),
+        "name": c.name(),
+        "protocol": c.protocol(),
+        "user": c.user(),
+        "vhost": c.vhost(),
+        "host": c.login().local.map(|l| l.ip().to_string()),
+        "port": c.login().local.map(|l| l.port()),
         "peer_host": c.peer.ip().to_string(),
         "peer_port": c.peer.port(),
         "node": NODE,
@@ -40,10 +40,10 @@ fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
         "state": "running",
         "ssl": false,
         "channels": channels,
-        "timeout": c.timeout,
-        "connected_at": c.connected_at,
+        "timeout": c.login().timeout,
+        "connected_at": c.login().connected_at,
         "auth_mechanism": if is_amqp { "PLAIN" } else { "" },
-        "client_properties": table_to_json(&c.client_properties),
+        "client_properties": table_to_json(&c.login().client_properties),
         "recv_oct": c.traffic.recv_oct.load(Ordering::Relaxed),
         "recv_oct_details": rate(rx_rate),
         "recv_cnt": c.traffic.recv_cnt.load(Ordering::Relaxed),
@@ -51,16 +51,16 @@ fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
         "send_oct_details": rate(tx_rate),
         "send_cnt": c.traffic.send_cnt.load(Ordering::Relaxed),
         "send_pend": 0,
-        "user_who_performed_action": c.user,
+        "user_who_performed_action": c.user(),
     });
-    if let Some(id) = &c.client_id {
+    if let Some(id) = &c.login().client_id {
         let key = if is_amqp {
             "user_provided_name"
         } else {
             "client_id"
         };
         body[key] = json!(id);
-        if !is_amqp && c.client_properties.is_empty() {
+        if !is_amqp && c.login().client_properties.is_empty() {
             body["client_properties"] = json!({"client_id": id});
         }
     }
@@ -69,15 +69,15 @@ fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
 
 fn channel_json(c: &ConnectionEntry, ch: &ChannelSummary) -> Value {
     json!({
-        "name": format!("{} ({})", c.name, ch.number),
+        "name": format!("{} ({})", c.name(), ch.number),
         "number": ch.number,
         "connection_details": {
-            "name": c.name,
+            "name": c.name(),
             "peer_host": c.peer.ip().to_string(),
             "peer_port": c.peer.port(),
         },
-        "user": c.user,
-        "vhost": c.vhost,
+        "user": c.user(),
+        "vhost": c.vhost(),
         "node": NODE,
         "state": "running",
         "consumer_count": ch.consumer_count,
@@ -89,7 +89,7 @@ fn channel_json(c: &ConnectionEntry, ch: &ChannelSummary) -> Value {
         "messages_unconfirmed": 0,
         "messages_uncommitted": 0,
         "acks_uncommitted": 0,
-        "user_who_performed_action": c.user,
+        "user_who_performed_action": c.user(),
     })
 }
 
@@ -100,7 +100,7 @@ pub(crate) fn channels_of(
     c: &ConnectionEntry,
     consumers: &std::collections::HashMap<u64, u32>,
 ) -> Vec<ChannelSummary> {
-    if c.protocol.starts_with("AMQP") {
+    if c.protocol().starts_with("AMQP") {
         return c.channels.lock().clone();
     }
     vec![ChannelSummary {
@@ -113,7 +113,7 @@ pub(crate) fn channels_of(
 /// The channel number a consumer is listed under.
 pub(crate) fn channel_number(conn: Option<&Arc<ConnectionEntry>>, channel: u16) -> u16 {
     match conn {
-        Some(c) if !c.protocol.starts_with("AMQP") => 1,
+        Some(c) if !c.protocol().starts_with("AMQP") => 1,
         _ => channel,
     }
 }
@@ -133,7 +133,7 @@ fn consumer_counts(admin: &Admin) -> std::collections::HashMap<u64, u32> {
 
 fn sorted(admin: &Admin) -> Vec<Arc<ConnectionEntry>> {
     let mut all = admin.broker.connections().list();
-    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all.sort_by_key(|c| c.name());
     all
 }
 
@@ -158,7 +158,7 @@ pub(crate) async fn vhost_connections(
     caller.require_read(&vhost)?;
     let items = sorted(&admin)
         .iter()
-        .filter(|c| c.vhost == vhost && visible(&caller, c))
+        .filter(|c| c.vhost() == vhost && visible(&caller, c))
         .map(|c| connection_json(&admin, c))
         .collect();
     Ok(Json(Value::Array(items)))
@@ -192,7 +192,7 @@ pub(crate) async fn close(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let c = find(&admin, &caller, &name)?;
-    if !caller.is_admin() && c.user != caller.id.user {
+    if !caller.is_admin() && c.user() != caller.id.user {
         return Err(ApiError::not_authorised("Not administrator user"));
     }
     let reason = headers
@@ -248,15 +248,15 @@ fn consumers_of(admin: &Admin, caller: &Caller, vhost: Option<&str>) -> Vec<Valu
                     "consumer_tag": c.spec.tag,
                     "queue": {"name": q.spec.name, "vhost": q.vhost},
                     "channel_details": {
-                        "name": conn.as_ref().map(|x| format!("{} ({number})", x.name)),
+                        "name": conn.as_ref().map(|x| format!("{} ({number})", x.name())),
                         "number": number,
-                        "connection_name": conn.as_ref().map(|x| x.name.clone()),
+                        "connection_name": conn.as_ref().map(|x| x.name()),
                         "peer_host": conn.as_ref().map(|x| x.peer.ip().to_string()),
                         "peer_port": conn.as_ref().map(|x| x.peer.port()),
-                        "user": conn.as_ref().map(|x| x.user.clone()),
+                        "user": conn.as_ref().map(|x| x.user().to_owned()),
                         "node": NODE,
                     },
-                    "protocol": conn.as_ref().map(|x| x.protocol.clone()),
+                    "protocol": conn.as_ref().map(|x| x.protocol().to_owned()),
                     "ack_required": !c.spec.no_ack,
                     "exclusive": c.spec.exclusive,
                     "prefetch_count": c.spec.prefetch,

@@ -101,12 +101,12 @@ pub(crate) async fn overview(
         .connections()
         .list()
         .into_iter()
-        .filter(|c| caller.sees_everything() || c.user == caller.id.user)
+        .filter(|c| caller.sees_everything() || c.user() == caller.id.user)
         .collect();
     let channels: usize = conns
         .iter()
         .map(|c| {
-            if c.protocol.starts_with("AMQP") {
+            if c.protocol().starts_with("AMQP") {
                 c.channels.lock().len()
             } else {
                 1

@@ -182,12 +182,12 @@ pub(crate) async fn queue(
                 "activity_status": "up",
                 "queue": {"name": queue.spec.name, "vhost": queue.vhost},
                 "channel_details": {
-                    "name": conn.as_ref().map(|c2| format!("{} ({number})", c2.name)),
+                    "name": conn.as_ref().map(|c2| format!("{} ({number})", c2.name())),
                     "number": number,
-                    "connection_name": conn.as_ref().map(|c2| c2.name.clone()),
+                    "connection_name": conn.as_ref().map(|c2| c2.name()),
                     "peer_host": conn.as_ref().map(|c2| c2.peer.ip().to_string()),
                     "peer_port": conn.as_ref().map(|c2| c2.peer.port()),
-                    "user": conn.as_ref().map(|c2| c2.user.clone()),
+                    "user": conn.as_ref().map(|c2| c2.user().to_owned()),
                     "node": NODE,
                 },
             })

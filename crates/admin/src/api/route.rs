@@ -103,12 +103,12 @@ pub(crate) async fn trace(
                 .iter()
                 .map(|c| {
                     let conn = conns.get(c.outbox.owner());
-                    let protocol = conn.as_ref().map_or("", |x| x.protocol.as_str());
+                    let protocol = conn.as_ref().map_or("", |x| x.protocol());
                     json!({
                         "protocol": protocol,
-                        "connection": conn.as_ref().map(|x| x.name.clone()),
-                        "client_id": conn.as_ref().and_then(|x| x.client_id.clone()),
-                        "user": conn.as_ref().map(|x| x.user.clone()),
+                        "connection": conn.as_ref().map(|x| x.name()),
+                        "client_id": conn.as_ref().and_then(|x| x.login().client_id.clone()),
+                        "user": conn.as_ref().map(|x| x.user().to_owned()),
                         "consumer_tag": c.spec.tag,
                         "kind": kind(protocol),
                     })

@@ -174,7 +174,7 @@ pub(crate) async fn delete_vhost(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    close_connections(&admin, |c| c.vhost == name, "vhost deleted");
+    close_connections(&admin, |c| c.vhost() == name, "vhost deleted");
     if !admin.broker.delete_vhost(&name) {
         return Err(ApiError::not_found());
     }
@@ -318,7 +318,7 @@ pub(crate) async fn delete_user(
         return Err(ApiError::not_found());
     }
     // As RabbitMQ: the deleted user's connections are closed.
-    close_connections(&admin, |c| c.user == name, "user deleted");
+    close_connections(&admin, |c| c.user() == name, "user deleted");
     Ok(no_content())
 }
 
@@ -428,7 +428,7 @@ pub(crate) async fn delete_permission(
     }
     close_connections(
         &admin,
-        |c| c.user == user && c.vhost == vhost,
+        |c| c.user() == user && c.vhost() == vhost,
         "access to the vhost revoked",
     );
     Ok(no_content())

@@ -8,6 +8,7 @@ use crate::error::{AmqpError, ReplyCode};
 use amq_protocol::protocol::{AMQPClass, connection};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use switchyard_engine::Refused;
+use switchyard_engine::connections::NewConnection;
 
 const PRODUCT: &str = "Switchyard";
 
@@ -233,14 +234,13 @@ impl Session {
             .at(10, 40));
         }
         self.vhost = Some(vhost);
-        self.registry.register(
-            "AMQP 0-9-1".into(),
-            self.user.clone(),
-            name.to_owned(),
-            self.peer,
-            self.client_name.take(),
-            u64::from(self.heartbeat),
-        );
+        self.registry.register(NewConnection {
+            protocol: "AMQP 0-9-1",
+            user: self.user.clone(),
+            vhost: name.to_owned(),
+            client_id: self.client_name.take(),
+            timeout: u64::from(self.heartbeat),
+        });
         self.send(
             0,
             AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),

@@ -23,7 +23,7 @@ use amq_protocol::protocol::{AMQPClass, channel, connection};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use switchyard_engine::connections::{ChannelSummary, Kill, Listing, Traffic};
+use switchyard_engine::connections::{ChannelSummary, ConnectionEntry, Listing};
 use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{Broker, Outbox, OutboxDrain, Settle, Throttle, Vhost};
 
@@ -170,7 +170,7 @@ impl Session {
             released: false,
             next_epoch: 0,
             throttle: Throttle::default(),
-            registry: Listing::new(&broker_counters, conn_id, "amqp"),
+            registry: Listing::new(&broker_counters, conn_id, peer, "amqp"),
             client_name: None,
             channels_print: 0,
         }
@@ -181,14 +181,10 @@ impl Session {
         self.registry.local = Some(local);
     }
 
-    /// Bytes in and out, counted by the driver.
-    pub fn traffic(&self) -> &Arc<Traffic> {
-        &self.registry.traffic
-    }
-
-    /// Completes when the connection is closed from outside (management).
-    pub fn kill(&self) -> &Arc<Kill> {
-        &self.registry.kill
+    /// Its registry entry: the driver counts its traffic there, and waits
+    /// on its kill switch (closed from outside, by the management API).
+    pub fn entry(&self) -> &Arc<ConnectionEntry> {
+        &self.registry.entry
     }
 
     /// Closed from outside: `connection.close` 320 CONNECTION_FORCED with
@@ -196,7 +192,7 @@ impl Session {
     pub fn handle_kill(&mut self) {
         let reason = self
             .registry
-            .kill
+            .kill()
             .reason()
             .unwrap_or_else(|| "Closed via management plugin".into());
         tracing::info!(conn = self.conn_id, peer = %self.peer, %reason, "connection closed from outside");
@@ -219,7 +215,7 @@ impl Session {
     /// the channels is compared first, so an unchanged connection costs
     /// no allocation and no lock.
     pub fn sync_registry(&mut self) {
-        if self.registry.registration.is_none() {
+        if !self.registry.is_listed() {
             return;
         }
         let print = self
@@ -255,9 +251,7 @@ impl Session {
             })
             .collect();
         summary.sort_by_key(|c| c.number);
-        if let Some(reg) = &self.registry.registration {
-            *reg.entry().channels.lock() = summary;
-        }
+        *self.registry.entry.channels.lock() = summary;
     }
 
     /// The time is `now` (the driver says so before each handler).

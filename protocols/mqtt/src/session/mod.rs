@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_engine::connections::{Listing, MessageCounters, Traffic};
+use switchyard_engine::connections::{ConnectionEntry, Listing, MessageCounters, NewConnection};
 use switchyard_engine::exchange::topic::TopicTrie;
 use switchyard_engine::inthash::IntMap;
 use switchyard_engine::{
@@ -557,7 +557,12 @@ impl Session {
     /// A session for a client at `peer`.
     pub fn new(shared: Arc<Shared>, config: SessionConfig, peer: SocketAddr) -> Self {
         let conn_id = shared.broker.next_connection_id();
-        let registry = Box::new(Listing::new(shared.broker.connections(), conn_id, "mqtt"));
+        let registry = Box::new(Listing::new(
+            shared.broker.connections(),
+            conn_id,
+            peer,
+            "mqtt",
+        ));
         Self::blank(shared, config, peer, conn_id, Arc::default(), registry)
     }
 
@@ -744,9 +749,9 @@ impl Session {
         self.web = web;
     }
 
-    /// Bytes in and out, counted by the driver.
-    pub fn traffic(&self) -> &Arc<Traffic> {
-        &self.listing().traffic
+    /// Its registry entry: the driver counts its traffic there.
+    pub fn entry(&self) -> &Arc<ConnectionEntry> {
+        &self.listing().entry
     }
 
     fn listing(&self) -> &Listing {
@@ -778,19 +783,16 @@ impl Session {
             .vhost
             .as_ref()
             .map_or_else(String::new, |v| v.name.clone());
-        let (username, client_id, peer) =
-            (self.username.clone(), self.client_id.clone(), self.peer);
-        let keep_alive = u64::from(self.keep_alive);
-        self.listing_mut().register(
-            protocol.to_owned(),
-            username,
+        let login = NewConnection {
+            protocol,
+            user: self.username.clone(),
             vhost,
-            peer,
-            Some(client_id),
-            keep_alive,
-        );
+            client_id: Some(self.client_id.clone()),
+            timeout: u64::from(self.keep_alive),
+        };
+        self.listing_mut().register(login);
         let (shared, signal) = (Arc::downgrade(&self.shared), self.signal.clone());
-        self.listing().kill.set_hook(Some(Box::new(move || {
+        self.listing().kill().set_hook(Some(Box::new(move || {
             if let Some(shared) = shared.upgrade() {
                 shared.stop_client(&signal);
             }
@@ -832,7 +834,7 @@ impl Session {
     /// id: the connection ends without DISCONNECT, so the will is
     /// published (MQTT-3.1.2-8).
     pub fn handle_stop(&mut self) {
-        if let Some(reason) = self.listing().kill.reason() {
+        if let Some(reason) = self.listing().kill().reason() {
             // Closed from outside (management): MQTT 5 clients are told
             // with DISCONNECT 0x98.
             return self.close(DisconnectReasonCode::AdministrativeAction, reason);
@@ -1036,7 +1038,7 @@ impl Session {
             return;
         }
         let listing = self.listing_mut();
-        listing.kill.set_hook(None);
+        listing.kill().set_hook(None);
         listing.unregister();
         if self.released || self.vhost.is_none() {
             self.released = true;

@@ -22,7 +22,7 @@ pub(crate) use errors::StompError;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use switchyard_engine::connections::{Kill, Listing, Traffic};
+use switchyard_engine::connections::{ConnectionEntry, Listing, NewConnection};
 use switchyard_engine::{
     Broker, ChannelCredit, Consumer, Durable, Outbox, OutboxDrain, OwedReplies, Queue, Throttle,
     Unsettled, Vhost,
@@ -181,7 +181,7 @@ impl Session {
         now: std::time::Instant,
     ) -> Self {
         let conn_id = shared.broker.next_connection_id();
-        let registry = Listing::new(shared.broker.connections(), conn_id, "stomp");
+        let registry = Listing::new(shared.broker.connections(), conn_id, peer, "stomp");
         let outbox = Arc::new(Outbox::default());
         outbox.set_owner(conn_id);
         Self {
@@ -221,21 +221,17 @@ impl Session {
         self.web = web;
     }
 
-    /// Bytes in and out, counted by the driver.
-    pub fn traffic(&self) -> &Arc<Traffic> {
-        &self.registry.traffic
-    }
-
-    /// Completes when the connection is closed from outside (management).
-    pub fn kill(&self) -> &Arc<Kill> {
-        &self.registry.kill
+    /// Its registry entry: the driver counts its traffic there, and waits
+    /// on its kill switch (closed from outside, by the management API).
+    pub fn entry(&self) -> &Arc<ConnectionEntry> {
+        &self.registry.entry
     }
 
     /// Closed from outside: an ERROR saying why, then the connection ends.
     pub fn handle_kill(&mut self) {
         let reason = self
             .registry
-            .kill
+            .kill()
             .reason()
             .unwrap_or_else(|| "Closed via management plugin".into());
         tracing::info!(peer = %self.peer, %reason, "STOMP connection closed from outside");
@@ -249,18 +245,23 @@ impl Session {
 
     /// Lists the connection once logged in.
     pub(super) fn register(&mut self) {
-        let protocol = if self.web {
-            "Web STOMP".to_owned()
-        } else {
-            format!("STOMP {}", self.version.as_str())
+        let protocol = match (self.web, self.version) {
+            (true, _) => "Web STOMP",
+            (false, Version::V1_0) => "STOMP 1.0",
+            (false, Version::V1_1) => "STOMP 1.1",
+            (false, Version::V1_2) => "STOMP 1.2",
         };
         let vhost = self
             .vhost
             .as_ref()
             .map_or_else(String::new, |v| v.name.clone());
-        let timeout = self.heartbeat.1 / 1000;
-        self.registry
-            .register(protocol, self.user.clone(), vhost, self.peer, None, timeout);
+        self.registry.register(NewConnection {
+            protocol,
+            user: self.user.clone(),
+            vhost,
+            client_id: None,
+            timeout: self.heartbeat.1 / 1000,
+        });
     }
 
     /// Current phase.
