@@ -361,3 +361,75 @@ async fn closing_through_the_api_tells_stomp_and_ends_mqtt() {
     );
     assert_eq!(gone.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_policy_names_an_alternate_exchange() {
+    let broker = Broker::start();
+    let api = broker.management_addr();
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    put(api, "/api/exchanges/%2F/orders", json!({"type": "direct"}));
+    put(api, "/api/exchanges/%2F/ae", json!({"type": "fanout"}));
+    declare(&ch, "lost", QueueDeclareOptions::default()).await;
+    let r = request(
+        api,
+        "POST",
+        "/api/bindings/%2F/e/ae/q/lost",
+        GUEST,
+        Some(&json!({})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let publish = |n: u8| {
+        let ch = ch.clone();
+        async move {
+            t!(ch.basic_publish(
+                "orders".into(),
+                "nowhere".into(),
+                BasicPublishOptions::default(),
+                &[n],
+                BasicProperties::default()
+            ))
+            .expect("publish");
+        }
+    };
+    let ready = || {
+        request(api, "GET", "/api/queues/%2F/lost", GUEST, None).json()["messages_ready"].clone()
+    };
+
+    put(
+        api,
+        "/api/policies/%2F/ae-policy",
+        json!({"pattern": "^orders$", "definition": {"alternate-exchange": "ae"}, "apply-to": "exchanges"}),
+    );
+    publish(1).await;
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..100 {
+        seen = ready();
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen, 1,
+        "the unroutable message went to the policy's alternate exchange"
+    );
+
+    assert_eq!(
+        request(api, "DELETE", "/api/policies/%2F/ae-policy", GUEST, None).status,
+        204
+    );
+    publish(2).await;
+    // A later message on the same channel is handled after the first: a
+    // passive declare round trip orders them.
+    declare(
+        &ch,
+        "lost",
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(ready(), 1, "without the policy the message is dropped");
+}

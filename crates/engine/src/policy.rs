@@ -1,9 +1,9 @@
 //! Policies, as RabbitMQ has them: a name, a pattern over queue (or
 //! exchange) names, what it applies to, a priority and a definition
-//! (`message-ttl`, `max-length`, `dead-letter-exchange`, ...). The
-//! highest-priority policy whose pattern matches a queue applies to it;
-//! arguments the queue was declared with win over the policy's keys
-//! ([`crate::Queue::set_policy`]). A policy applies to the queues that
+//! (`message-ttl`, `max-length`, `dead-letter-exchange`, ...;
+//! `alternate-exchange` for exchanges). The highest-priority policy whose
+//! pattern matches a queue (or exchange) applies to it; arguments it was
+//! declared with win over the policy's keys ([`crate::Queue::set_policy`]). A policy applies to the queues that
 //! exist when it is set and to every queue declared afterwards, and
 //! persists as a state record.
 
@@ -69,10 +69,8 @@ pub struct Policy {
     pub definition: FieldTable,
 }
 
-/// Keys a definition may hold: the queue keys the engine applies, and
-/// `alternate-exchange`, which is accepted and stored but not applied to
-/// exchanges yet (refused with a message saying so would break
-/// definitions exported from RabbitMQ; see `docs/management.md`).
+/// Keys a definition may hold besides the queue keys: the exchange keys
+/// the engine applies.
 const EXCHANGE_KEYS: &[&str] = &["alternate-exchange"];
 
 #[derive(Debug)]
@@ -102,6 +100,14 @@ impl Policies {
             .iter()
             .find(|c| c.policy.vhost == vhost && c.policy.name == name)
             .map(|c| c.policy.clone())
+    }
+
+    /// The alternate exchange the policy applying to exchange `name` in
+    /// `vhost` names, if any.
+    pub fn alternate_for(&self, vhost: &str, name: &str) -> Option<String> {
+        self.matching(vhost, name, ApplyTo::Exchanges)
+            .and_then(|p| p.definition.get("alternate-exchange").cloned())
+            .and_then(|v| v.as_str().map(str::to_owned))
     }
 
     /// The policy that applies to queue `name` in `vhost`, if any.
@@ -200,6 +206,7 @@ impl Broker {
             for q in v.queues() {
                 self.apply_policy_to(&q);
             }
+            v.apply_exchange_policies();
         }
     }
 
@@ -223,6 +230,7 @@ impl Broker {
         for q in vhost.queues() {
             self.apply_policy_to(&q);
         }
+        vhost.apply_exchange_policies();
         Ok(new)
     }
 
@@ -237,6 +245,7 @@ impl Broker {
             for q in v.queues() {
                 self.apply_policy_to(&q);
             }
+            v.apply_exchange_policies();
         }
         true
     }

@@ -157,6 +157,15 @@ impl Vhost {
         out
     }
 
+    /// Gives every exchange the alternate exchange its policy names (or
+    /// none), after policies changed.
+    pub(crate) fn apply_exchange_policies(&self) {
+        let mut topo = self.topology.write();
+        for x in topo.exchanges.values_mut() {
+            x.policy_alternate = self.home.policies.alternate_for(&self.name, &x.name);
+        }
+    }
+
     /// The broker's own counters.
     pub(crate) fn counters(&self) -> &crate::connections::EngineCounters {
         &self.home.counters
@@ -225,7 +234,8 @@ impl Vhost {
                         None,
                     );
                 }
-                let x = Exchange::new(&name, kind, durable, auto_delete, internal, arguments);
+                let mut x = Exchange::new(&name, kind, durable, auto_delete, internal, arguments);
+                x.policy_alternate = self.home.policies.alternate_for(&self.name, &name);
                 topo.exchanges.insert(name, x);
                 Ok(Outcome::Done)
             }

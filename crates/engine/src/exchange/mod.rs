@@ -109,6 +109,8 @@ pub struct Exchange {
     topic: TopicTrie<Destination>,
     /// Messages in and routed out, for the management API.
     pub stats: ExchangeStats,
+    /// The alternate exchange a policy names (the declare argument wins).
+    pub(crate) policy_alternate: Option<String>,
 }
 
 /// An exchange's message counters.
@@ -141,14 +143,17 @@ impl Exchange {
             direct: HashMap::new(),
             topic: TopicTrie::default(),
             stats: ExchangeStats::default(),
+            policy_alternate: None,
         }
     }
 
-    /// The `alternate-exchange` argument, if set.
+    /// The alternate exchange: the `alternate-exchange` argument, else the
+    /// one a policy names.
     pub fn alternate_exchange(&self) -> Option<&str> {
         self.arguments
             .get("alternate-exchange")
             .and_then(|v| v.as_str())
+            .or(self.policy_alternate.as_deref())
     }
 
     /// All outgoing bindings.
