@@ -205,14 +205,7 @@ pub(crate) async fn put_queue(
     Path((vh, name)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let v = admin
-        .broker
-        .vhost(&vh)
-        .ok_or_else(|| ApiError::not_found_because("vhost_not_found"))?;
-    caller.require_write(&vh)?;
-    if name.starts_with("amq.") {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = super::topology::declaring_in(&admin, &caller, &vh, &name)?;
     let new = v.find_queue(&name).is_none();
     let spec = QueueSpec {
         name,

@@ -36,6 +36,26 @@ pub(crate) fn vhost(admin: &Admin, caller: &Caller, name: &str) -> ApiResult<Arc
     Ok(v)
 }
 
+/// The vhost a caller declares a resource named `name` in: 404
+/// `vhost_not_found`, 401 without permissions there, 401 `Access refused.`
+/// for a reserved `amq.` name.
+pub(crate) fn declaring_in(
+    admin: &Admin,
+    caller: &Caller,
+    vh: &str,
+    name: &str,
+) -> ApiResult<Arc<Vhost>> {
+    let v = admin
+        .broker
+        .vhost(vh)
+        .ok_or_else(|| ApiError::not_found_because("vhost_not_found"))?;
+    caller.require_write(vh)?;
+    if name.starts_with("amq.") {
+        return Err(ApiError::not_authorised("Access refused."));
+    }
+    Ok(v)
+}
+
 /// Every vhost the caller may read.
 pub(crate) fn visible(admin: &Admin, caller: &Caller) -> Vec<Arc<Vhost>> {
     admin
@@ -127,14 +147,7 @@ pub(crate) async fn put_exchange(
     Path((vh, name)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let v = admin
-        .broker
-        .vhost(&vh)
-        .ok_or_else(|| ApiError::not_found_because("vhost_not_found"))?;
-    caller.require_write(&vh)?;
-    if name.starts_with("amq.") {
-        return Err(ApiError::not_authorised("Access refused."));
-    }
+    let v = declaring_in(&admin, &caller, &vh, &name)?;
     let kind_name = text(&body, "type").unwrap_or("direct");
     let args = arguments(body.get("arguments"))?;
     let delayed = args.get(DELAYED_TYPE).and_then(FieldValue::as_str);
@@ -425,21 +438,32 @@ pub(crate) async fn unbind(
     Ok(no_content())
 }
 
+/// The bindings of exchange `name` that `which` keeps.
+fn exchange_bindings(
+    admin: &Admin,
+    caller: &Caller,
+    vh: &str,
+    name: &str,
+    which: impl Fn(&BindingInfo, &str) -> bool,
+) -> ApiResult<Json<Value>> {
+    let v = vhost(admin, caller, vh)?;
+    let name = exchange_name(name);
+    v.exchange_info(name).ok_or_else(ApiError::not_found)?;
+    let items = v
+        .bindings_info()
+        .iter()
+        .filter(|b| which(b, name))
+        .map(|b| binding_json(&v.name, b))
+        .collect();
+    Ok(Json(Value::Array(items)))
+}
+
 pub(crate) async fn exchange_bindings_source(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Path((vh, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&admin, &caller, &vh)?;
-    let name = exchange_name(&name);
-    v.exchange_info(name).ok_or_else(ApiError::not_found)?;
-    let items = v
-        .bindings_info()
-        .iter()
-        .filter(|b| b.source == name)
-        .map(|b| binding_json(&v.name, b))
-        .collect();
-    Ok(Json(Value::Array(items)))
+    exchange_bindings(&admin, &caller, &vh, &name, |b, x| b.source == x)
 }
 
 pub(crate) async fn exchange_bindings_destination(
@@ -447,44 +471,7 @@ pub(crate) async fn exchange_bindings_destination(
     caller: Caller,
     Path((vh, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let v = vhost(&admin, &caller, &vh)?;
-    let name = exchange_name(&name);
-    v.exchange_info(name).ok_or_else(ApiError::not_found)?;
-    let items = v
-        .bindings_info()
-        .iter()
-        .filter(|b| b.destination_kind == DestinationKind::Exchange && b.destination == name)
-        .map(|b| binding_json(&v.name, b))
-        .collect();
-    Ok(Json(Value::Array(items)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use switchyard_model::FieldTable;
-
-    fn b(key: &str) -> BindingInfo {
-        BindingInfo {
-            source: "x".into(),
-            destination: "q".into(),
-            destination_kind: DestinationKind::Queue,
-            routing_key: key.into(),
-            arguments: FieldTable::default(),
-        }
-    }
-
-    #[test]
-    fn properties_keys_are_encoded_as_rabbitmq_encodes_them() {
-        assert_eq!(properties_key(&b("plant.*.temp")), "plant.%2A.temp");
-        assert_eq!(properties_key(&b("")), "~");
-        assert_eq!(properties_key(&b("a.b")), "a.b");
-        let key = properties_key(&b("plant.#"));
-        assert!(same_key("plant.%23", &key));
-        assert!(
-            same_key("plant.%2523", &key),
-            "twice encoded, as Location gives it"
-        );
-        assert!(!same_key("plant.x", &key));
-    }
+    exchange_bindings(&admin, &caller, &vh, &name, |b, x| {
+        b.destination_kind == DestinationKind::Exchange && b.destination == x
+    })
 }

@@ -195,14 +195,20 @@ pub(crate) async fn vhost_permissions(
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     admin.broker.vhost(&name).ok_or_else(ApiError::not_found)?;
-    let items = admin
-        .access
-        .permissions()
-        .iter()
-        .filter(|p| p.vhost == name)
-        .map(permission_json)
-        .collect();
-    Ok(Json(Value::Array(items)))
+    Ok(permissions_where(&admin, |p| p.vhost == name))
+}
+
+/// Every permission `which` keeps.
+fn permissions_where(admin: &Admin, which: impl Fn(&Permission) -> bool) -> Json<Value> {
+    Json(Value::Array(
+        admin
+            .access
+            .permissions()
+            .iter()
+            .filter(|p| which(p))
+            .map(permission_json)
+            .collect(),
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -329,14 +335,7 @@ pub(crate) async fn user_permissions(
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     admin.access.user(&name).ok_or_else(ApiError::not_found)?;
-    let items = admin
-        .access
-        .permissions()
-        .iter()
-        .filter(|p| p.user == name)
-        .map(permission_json)
-        .collect();
-    Ok(Json(Value::Array(items)))
+    Ok(permissions_where(&admin, |p| p.user == name))
 }
 
 // ---------------------------------------------------------------------------
