@@ -1247,9 +1247,11 @@ class Metrics:
         return sum(hits) if hits else None
 
 
-def scrape(api: Api) -> Metrics:
+def scrape(api: Api, path: str = "/metrics") -> Metrics:
+    """`/metrics` (queue families summed over every queue, as RabbitMQ's
+    endpoint), or `/metrics/per-object` (per queue)."""
     assert api.prometheus_port is not None, "the broker announced no prometheus= listener"
-    r = requests.get(f"http://{api.host}:{api.prometheus_port}/metrics", timeout=HTTP_TIMEOUT)
+    r = requests.get(f"http://{api.host}:{api.prometheus_port}{path}", timeout=HTTP_TIMEOUT)
     assert r.status_code == 200, r.status_code
     assert r.headers.get("content-type", "").startswith("text/plain"), r.headers
     return Metrics(r.text)
@@ -1364,16 +1366,24 @@ def test_prometheus_queue_metrics(api, clients, uniq):
     def seen(m: Metrics) -> dict:
         return {k: m.value(k, **lbl) for k in want}
 
-    got_vals = poll(lambda: seen(scrape(api)), lambda s: s == want, "the per-queue metrics", timeout=WAIT)
+    per_object = "/metrics/per-object"
+    got_vals = poll(lambda: seen(scrape(api, per_object)), lambda s: s == want, "the per-queue metrics",
+                    timeout=WAIT)
     assert got_vals == want
-    m = scrape(api)
+    # /metrics sums the same families over every queue, without labels.
+    agg = scrape(api)
+    for k, v in want.items():
+        fam = agg.family(k)
+        assert all(not s.labels for s in fam.samples), f"{k} carries per-queue labels on /metrics"
+        assert zero_if_none(agg.value(k)) >= v, f"{k} sum {agg.value(k)} below this queue's {v}"
+    m = scrape(api, per_object)
     for k in ("switchyard_queue_messages_ready", "switchyard_queue_messages_unacked", "switchyard_queue_consumers"):
         assert m.family(k).type == "gauge", k
     for k in ("switchyard_queue_messages_published_total", "switchyard_queue_messages_delivered_total",
               "switchyard_queue_messages_acked_total"):
         assert m.family(k).type == "counter", k
     ch.queue_delete(queue=name)
-    poll(lambda: scrape(api).value("switchyard_queue_messages_ready", **lbl), lambda v: v is None,
+    poll(lambda: scrape(api, per_object).value("switchyard_queue_messages_ready", **lbl), lambda v: v is None,
          "a deleted queue's series to go", timeout=WAIT)
 
 

@@ -1,9 +1,11 @@
 //! `/metrics` in the Prometheus text exposition format: message counters
-//! by protocol and by queue, queue depths and consumers, connections and
-//! channels by protocol, the store's commit latency and batch size
-//! histograms, process memory, file descriptors and CPU, and the alarms.
-//! Built from atomics in one pass; no authentication (as RabbitMQ's
-//! Prometheus endpoint).
+//! by protocol, queue depths and consumers, connections and channels by
+//! protocol, the store's commit latency and batch size histograms, process
+//! memory, file descriptors and CPU, and the alarms. As RabbitMQ's
+//! endpoint: the queue families are summed over every queue at
+//! `/metrics` (cheap however many queues there are), and given per queue
+//! (`vhost`, `queue` labels) at `/metrics/per-object`. Built from atomics
+//! in one pass; no authentication.
 
 use crate::Admin;
 use axum::Router;
@@ -22,18 +24,28 @@ use switchyard_engine::store::{BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
 /// `memory`).
 const PER_MESSAGE_OVERHEAD: u64 = 160;
 
-/// `/metrics`.
+/// `/metrics` (queue families summed) and `/metrics/per-object`.
 pub(crate) fn router() -> Router<Arc<Admin>> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new()
+        .route("/metrics", get(aggregated))
+        .route("/metrics/per-object", get(per_object))
 }
 
-async fn metrics(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+async fn aggregated(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    exposition(render(&admin, false))
+}
+
+async fn per_object(State(admin): State<Arc<Admin>>) -> impl IntoResponse {
+    exposition(render(&admin, true))
+}
+
+fn exposition(text: String) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&admin),
+        text,
     )
 }
 
@@ -118,8 +130,9 @@ pub(crate) fn fd_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// The whole exposition.
-pub(crate) fn render(admin: &Admin) -> String {
+/// The whole exposition; `per_object`: queue families per queue, else
+/// summed.
+pub(crate) fn render(admin: &Admin, per_object: bool) -> String {
     let broker = &admin.broker;
     let mut out = String::with_capacity(64 * 1024);
 
@@ -216,6 +229,7 @@ pub(crate) fn render(admin: &Admin) -> String {
         ),
     ];
     let mut rows: [String; 6] = Default::default();
+    let mut sums = [0u64; 6];
     let mut queue_memory = 0u64;
     let mut queues = 0usize;
     for v in broker.vhosts() {
@@ -235,14 +249,24 @@ pub(crate) fn render(admin: &Admin) -> String {
                 q.dispatched() + q.stats.got.load(Ordering::Relaxed),
                 q.stats.acked.load(Ordering::Relaxed),
             ];
-            for ((row, (name, _, _)), value) in rows.iter_mut().zip(&queue_families).zip(values) {
-                let _ = writeln!(row, "{name}{{vhost=\"{vl}\",queue=\"{ql}\"}} {value}");
+            for (sum, value) in sums.iter_mut().zip(values) {
+                *sum += value;
+            }
+            if per_object {
+                for ((row, (name, _, _)), value) in rows.iter_mut().zip(&queue_families).zip(values)
+                {
+                    let _ = writeln!(row, "{name}{{vhost=\"{vl}\",queue=\"{ql}\"}} {value}");
+                }
             }
         }
     }
-    for ((name, kind, help), row) in queue_families.iter().zip(&rows) {
+    for (((name, kind, help), row), sum) in queue_families.iter().zip(&rows).zip(sums) {
         family(&mut out, name, kind, help);
-        out.push_str(row);
+        if per_object {
+            out.push_str(row);
+        } else {
+            let _ = writeln!(out, "{name} {sum}");
+        }
     }
     family(&mut out, "switchyard_queues", "gauge", "Queues.");
     let _ = writeln!(out, "switchyard_queues {queues}");
