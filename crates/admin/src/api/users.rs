@@ -174,6 +174,11 @@ pub(crate) async fn delete_vhost(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
+    if name == switchyard_engine::DEFAULT_VHOST {
+        // The broker recreates it at every start; a deletion that comes
+        // back after a restart would surprise more than a refusal.
+        return Err(ApiError::bad_request("the default vhost '/' cannot be deleted"));
+    }
     close_connections(&admin, |c| c.vhost() == name, "vhost deleted");
     if !admin.broker.delete_vhost(&name) {
         return Err(ApiError::not_found());
