@@ -177,7 +177,9 @@ pub(crate) async fn delete_vhost(
     if name == switchyard_engine::DEFAULT_VHOST {
         // The broker recreates it at every start; a deletion that comes
         // back after a restart would surprise more than a refusal.
-        return Err(ApiError::bad_request("the default vhost '/' cannot be deleted"));
+        return Err(ApiError::bad_request(
+            "the default vhost '/' cannot be deleted",
+        ));
     }
     close_connections(&admin, |c| c.vhost() == name, "vhost deleted");
     if !admin.broker.delete_vhost(&name) {
