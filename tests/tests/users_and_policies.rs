@@ -433,3 +433,117 @@ async fn an_exchange_policy_names_an_alternate_exchange() {
     .await;
     assert_eq!(ready(), 1, "without the policy the message is dropped");
 }
+
+/// An AMQP channel call that must be refused with 403 ACCESS_REFUSED.
+#[track_caller]
+fn assert_refused<T: std::fmt::Debug>(r: Result<T, lapin::Error>, what: &str) {
+    let e = r.expect_err(what);
+    let text = e.to_string();
+    assert!(
+        text.contains("ACCESS_REFUSED") || text.contains("403"),
+        "{what}: expected 403, got {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_enforces_configure_write_and_read_patterns() {
+    let broker = Broker::start();
+    let api = broker.management_addr();
+    put(api, "/api/users/lim", json!({"password": "pw", "tags": ""}));
+    put(
+        api,
+        "/api/permissions/%2F/lim",
+        json!({"configure": "^lim-", "write": "^lim-|^amq\\.default$", "read": "^lim-"}),
+    );
+    let conn = amqp_login(broker.amqp_addr(), "lim", "pw", "/")
+        .await
+        .expect("lim logs in");
+
+    // Configure: its own prefix only; a server-named queue is refused and gone.
+    let ch = channel(&conn).await;
+    declare(&ch, "lim-q", QueueDeclareOptions::default()).await;
+    assert_refused(
+        t!(ch.queue_declare(
+            "other".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default()
+        )),
+        "declare a queue outside the pattern",
+    );
+    let ch = channel(&conn).await;
+    assert_refused(
+        t!(ch.queue_declare(
+            "".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default()
+        )),
+        "declare a server-named queue (amq.gen-…)",
+    );
+    let queues = request(api, "GET", "/api/queues/%2F", GUEST, None).json();
+    let names: Vec<&str> = queues
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    assert_eq!(names, ["lim-q"], "the refused server-named queue is gone");
+
+    // Read: binding from amq.topic needs read on amq.topic.
+    let ch = channel(&conn).await;
+    assert_refused(
+        t!(ch.queue_bind(
+            "lim-q".into(),
+            "amq.topic".into(),
+            "k".into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default()
+        )),
+        "bind from amq.topic",
+    );
+
+    // Write: the default exchange yes, amq.direct no.
+    let ch = channel(&conn).await;
+    t!(ch.basic_publish(
+        "".into(),
+        "lim-q".into(),
+        BasicPublishOptions::default(),
+        b"ok",
+        BasicProperties::default()
+    ))
+    .expect("publish to the default exchange");
+    t!(ch.basic_publish(
+        "amq.direct".into(),
+        "k".into(),
+        BasicPublishOptions::default(),
+        b"no",
+        BasicProperties::default()
+    ))
+    .expect("the publish is sent");
+    // The refusal closes the channel: the next call on it fails.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    assert!(
+        t!(ch.queue_declare("lim-q".into(), passive, FieldTable::default())).is_err(),
+        "the channel was closed by the refused publish"
+    );
+
+    // Read: its own queue yes, and the message sent to it arrived.
+    let ch = channel(&conn).await;
+    let got = t!(ch.basic_get(
+        "lim-q".into(),
+        lapin::options::BasicGetOptions { no_ack: true }
+    ))
+    .expect("get")
+    .expect("a message");
+    assert_eq!(got.delivery.data, b"ok");
+    // Guest, with .* everywhere, is unaffected.
+    let guest = connect(&broker).await;
+    declare(
+        &channel(&guest).await,
+        "other",
+        QueueDeclareOptions::default(),
+    )
+    .await;
+}

@@ -21,7 +21,7 @@ pub mod password;
 mod records;
 
 pub use records::{Permission, TopicPermission, User, parse_tags};
-pub use switchyard_engine::{Identity, Refused};
+pub use switchyard_engine::{Identity, PermissionKind, Refused};
 
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
@@ -103,6 +103,8 @@ struct State {
     users: BTreeMap<String, User>,
     /// By `(vhost, user)`.
     permissions: BTreeMap<(String, String), Permission>,
+    /// The same, compiled: configure, write, read.
+    compiled: HashMap<(String, String), [Pattern; 3]>,
     /// By `(vhost, user, exchange)`.
     topic: BTreeMap<(String, String, String), TopicPermission>,
 }
@@ -147,9 +149,9 @@ impl Access {
         for (_, value) in broker.take_state(NS_PERMISSIONS) {
             match serde_json::from_slice::<Permission>(&value) {
                 Ok(p) => {
-                    state
-                        .permissions
-                        .insert((p.vhost.clone(), p.user.clone()), p);
+                    let key = (p.vhost.clone(), p.user.clone());
+                    state.compiled.insert(key.clone(), compile(&p));
+                    state.permissions.insert(key, p);
                 }
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable permission record"),
             }
@@ -318,6 +320,23 @@ impl Access {
         self.hashes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether `user`'s permission in `vhost` covers `kind` on the queue
+    /// or exchange named `resource` (RabbitMQ's regular-expression match;
+    /// the default exchange is named `amq.default`).
+    #[must_use]
+    pub fn permits(&self, user: &str, vhost: &str, kind: PermissionKind, resource: &str) -> bool {
+        let state = self.state.read();
+        let Some(patterns) = state.compiled.get(&(vhost.to_owned(), user.to_owned())) else {
+            return false;
+        };
+        let i = match kind {
+            PermissionKind::Configure => 0,
+            PermissionKind::Write => 1,
+            PermissionKind::Read => 2,
+        };
+        patterns[i].matches(resource)
+    }
+
     /// Whether `user` may use `vhost` at all (has permissions there).
     #[must_use]
     pub fn may_use_vhost(&self, user: &str, vhost: &str) -> bool {
@@ -401,6 +420,7 @@ impl Access {
             .cloned()
             .collect();
         for key in perms {
+            state.compiled.remove(&key);
             state.permissions.remove(&key);
             self.broker
                 .put_state(NS_PERMISSIONS, &permission_key(&key.0, &key.1), None);
@@ -462,20 +482,19 @@ impl Access {
             &permission_key(&p.vhost, &p.user),
             Some(json),
         );
-        Ok(state
-            .permissions
-            .insert((p.vhost.clone(), p.user.clone()), p)
-            .is_none())
+        let key = (p.vhost.clone(), p.user.clone());
+        state.compiled.insert(key.clone(), compile(&p));
+        Ok(state.permissions.insert(key, p).is_none())
     }
 
     /// Removes a user's permission in a vhost; returns whether it existed.
     pub fn clear_permission(&self, vhost: &str, user: &str) -> bool {
-        let removed = self
-            .state
-            .write()
-            .permissions
-            .remove(&(vhost.to_owned(), user.to_owned()))
-            .is_some();
+        let key = (vhost.to_owned(), user.to_owned());
+        let removed = {
+            let mut state = self.state.write();
+            state.compiled.remove(&key);
+            state.permissions.remove(&key).is_some()
+        };
         if removed {
             self.broker
                 .put_state(NS_PERMISSIONS, &permission_key(vhost, user), None);
@@ -574,6 +593,44 @@ impl Authenticator for Access {
     fn may_use_vhost(&self, user: &str, vhost: &str) -> bool {
         Self::may_use_vhost(self, user, vhost)
     }
+
+    fn permits(&self, user: &str, vhost: &str, kind: PermissionKind, resource: &str) -> bool {
+        Self::permits(self, user, vhost, kind, resource)
+    }
+}
+
+/// A permission's regular expression, compiled. RabbitMQ's empty
+/// pattern matches nothing (an empty regex would match everything).
+#[derive(Debug, Clone)]
+enum Pattern {
+    Nothing,
+    Regex(regex::Regex),
+}
+
+impl Pattern {
+    fn of(re: &str) -> Self {
+        if re.is_empty() {
+            return Self::Nothing;
+        }
+        // Checked when the permission was set (or stored by a build that
+        // checked it); a pattern that no longer compiles allows nothing.
+        regex::Regex::new(re).map_or(Self::Nothing, Self::Regex)
+    }
+
+    fn matches(&self, resource: &str) -> bool {
+        match self {
+            Self::Nothing => false,
+            Self::Regex(r) => r.is_match(resource),
+        }
+    }
+}
+
+fn compile(p: &Permission) -> [Pattern; 3] {
+    [
+        Pattern::of(&p.configure),
+        Pattern::of(&p.write),
+        Pattern::of(&p.read),
+    ]
 }
 
 /// A record as stored: JSON (strings and lists only, so it cannot fail).

@@ -271,3 +271,37 @@ fn a_burst_of_logins_with_the_same_password_hashes_it_at_most_once_per_turn() {
         "a wrong password is hashed"
     );
 }
+
+#[test]
+fn permissions_match_as_rabbitmq_matches_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(dir.path(), &Defaults::default());
+    a.put_user("bob", PasswordSpec::Clear("pw".into()), vec![])
+        .expect("user");
+    a.set_permission(Permission {
+        user: "bob".into(),
+        vhost: "/".into(),
+        configure: "^bob-".into(),
+        write: "amq.default|^bob-".into(),
+        read: String::new(),
+    })
+    .expect("set");
+    use PermissionKind::{Configure, Read, Write};
+    assert!(a.permits("bob", "/", Configure, "bob-q"));
+    assert!(!a.permits("bob", "/", Configure, "q-bob"));
+    assert!(a.permits("bob", "/", Write, "amq.default"));
+    assert!(
+        !a.permits("bob", "/", Read, "bob-q"),
+        "an empty pattern allows nothing"
+    );
+    assert!(
+        !a.permits("bob", "other", Configure, "bob-q"),
+        "no permission on the vhost"
+    );
+    assert!(
+        a.permits("guest", "/", Read, "anything"),
+        ".* allows everything"
+    );
+    a.clear_permission("/", "bob");
+    assert!(!a.permits("bob", "/", Configure, "bob-q"));
+}

@@ -36,6 +36,18 @@ pub enum Refused {
     LoopbackOnly,
 }
 
+/// What an operation needs on a resource, as RabbitMQ's permissions name
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionKind {
+    /// Declare and delete.
+    Configure,
+    /// Publish to, and bind to (the destination of a binding).
+    Write,
+    /// Consume, get, purge, and bind from (the source of a binding).
+    Read,
+}
+
 /// Checks credentials and vhost access.
 pub trait Authenticator: Send + Sync {
     /// Checks `password` for `user` connecting from `peer`. May take tens
@@ -49,6 +61,13 @@ pub trait Authenticator: Send + Sync {
 
     /// Whether `user` may use `vhost` at all.
     fn may_use_vhost(&self, user: &str, vhost: &str) -> bool;
+
+    /// Whether `user` may do what `permission` covers on the queue or
+    /// exchange `resource` in `vhost` (every resource, unless overridden).
+    fn permits(&self, user: &str, vhost: &str, permission: PermissionKind, resource: &str) -> bool {
+        let _ = (user, vhost, permission, resource);
+        true
+    }
 }
 
 /// The authenticator of a broker given none: `guest`/`guest` from

@@ -235,6 +235,20 @@ impl Broker {
         }
     }
 
+    /// Whether `user` may do `permission` on `resource` in `vhost` (see
+    /// [`Authenticator::permits`]).
+    #[must_use]
+    pub fn permits(
+        &self,
+        user: &str,
+        vhost: &str,
+        permission: crate::PermissionKind,
+        resource: &str,
+    ) -> bool {
+        self.authenticator()
+            .is_some_and(|a| a.permits(user, vhost, permission, resource))
+    }
+
     /// Whether `user` may use `vhost` (see [`Authenticator::may_use_vhost`]).
     #[must_use]
     pub fn may_use_vhost(&self, user: &str, vhost: &str) -> bool {

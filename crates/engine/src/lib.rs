@@ -37,7 +37,7 @@ mod timers;
 mod vhost;
 
 pub use arguments::{Overflow, QUEUE_ARGUMENTS, QueueArguments, policy_key};
-pub use auth::{Authenticator, Identity, Refused};
+pub use auth::{Authenticator, Identity, PermissionKind, Refused};
 pub use backpressure::{FLOW_STALL, OwedReplies, Relief, StoreFailed, Throttle, wait_durable};
 pub use broker::{Broker, DEFAULT_FLOW_BACKLOG, DEFAULT_VHOST};
 pub use command::{Command, Outcome};

@@ -2,7 +2,7 @@
 //! mandatory returns, confirms, transactions), consuming, qos and
 //! acknowledgements.
 
-use super::Session;
+use super::{Resource, Session};
 use crate::channel::{Incoming, PendingConfirm, TxBuffer};
 use crate::convert::{delivery_out, properties_in, properties_out, table_in};
 use crate::error::{AmqpError, ReplyCode};
@@ -11,7 +11,7 @@ use amq_protocol::protocol::{AMQPClass, basic, confirm, tx};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use switchyard_engine::connections::MessageCounters;
-use switchyard_engine::{Consumer, ConsumerSpec, QueueSpec, Settle, Unsettled};
+use switchyard_engine::{Consumer, ConsumerSpec, PermissionKind, QueueSpec, Settle, Unsettled};
 use switchyard_model::{FieldTable, Message};
 
 /// The pseudo-queue of direct reply-to.
@@ -231,6 +231,12 @@ impl Session {
 
     fn publish(&mut self, id: u16, message: Message, mandatory: bool) -> Result<(), AmqpError> {
         let vhost = self.vhost()?.clone();
+        // Checked once per exchange in a row: a publisher sending to one
+        // exchange pays a string compare per message, not a lookup.
+        if self.may_write.as_deref() != Some(message.exchange.as_str()) {
+            self.permit(PermissionKind::Write, Resource::Exchange, &message.exchange)?;
+            self.may_write = Some(message.exchange.clone());
+        }
         let confirm = self.channel_mut(id)?.confirm;
         let returned = mandatory.then(|| {
             (
@@ -327,7 +333,9 @@ impl Session {
         let name = if c.queue.as_str() == DIRECT_REPLY_TO {
             self.reply_to_queue(id, c.no_ack)?
         } else {
-            self.queue_name(id, c.queue.as_str())?
+            let name = self.queue_name(id, c.queue.as_str())?;
+            self.permit(PermissionKind::Read, Resource::Queue, &name)?;
+            name
         };
         let queue = vhost.queue(&name, self.conn_id)?;
         let outbox = self.outbox.clone();
@@ -396,6 +404,7 @@ impl Session {
     fn get(&mut self, id: u16, g: basic::Get) -> Result<(), AmqpError> {
         let vhost = self.vhost()?.clone();
         let name = self.queue_name(id, g.queue.as_str())?;
+        self.permit(PermissionKind::Read, Resource::Queue, &name)?;
         let queue = vhost.queue(&name, self.conn_id)?;
         let Some(got) = queue.get(g.no_ack) else {
             self.send(

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use switchyard_engine::connections::{ChannelSummary, ConnectionEntry, Listing};
 use switchyard_engine::inthash::IntMap;
-use switchyard_engine::{Broker, Outbox, OutboxDrain, Settle, Throttle, Vhost};
+use switchyard_engine::{Broker, Outbox, OutboxDrain, PermissionKind, Settle, Throttle, Vhost};
 
 /// Limits and defaults offered to clients.
 #[derive(Debug, Clone)]
@@ -80,6 +80,13 @@ pub enum Phase {
     Closed,
 }
 
+/// The kind of resource a permission is checked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resource {
+    Queue,
+    Exchange,
+}
+
 /// One client connection's protocol state.
 pub struct Session {
     broker: Arc<Broker>,
@@ -121,6 +128,8 @@ pub struct Session {
     pub(crate) client_name: Option<String>,
     /// Fingerprint of the channels last written to the registry.
     channels_print: u64,
+    /// The exchange last published to, whose write permission was checked.
+    pub(crate) may_write: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -173,6 +182,7 @@ impl Session {
             registry: Listing::new(&broker_counters, conn_id, peer, "amqp"),
             client_name: None,
             channels_print: 0,
+            may_write: None,
         }
     }
 
@@ -209,6 +219,39 @@ impl Session {
                 self.release();
             }
         }
+    }
+
+    /// 403 ACCESS_REFUSED (a channel error, worded as RabbitMQ words it)
+    /// unless the user's permission covers `kind` on `resource` (`""`, the
+    /// default exchange, is `amq.default` to permissions).
+    pub(super) fn permit(
+        &self,
+        kind: PermissionKind,
+        what: Resource,
+        resource: &str,
+    ) -> Result<(), AmqpError> {
+        let Some(vhost) = &self.vhost else {
+            return Ok(());
+        };
+        let name = if resource.is_empty() && what == Resource::Exchange {
+            "amq.default"
+        } else {
+            resource
+        };
+        if self.broker.permits(&self.user, &vhost.name, kind, name) {
+            return Ok(());
+        }
+        let noun = match what {
+            Resource::Queue => "queue",
+            Resource::Exchange => "exchange",
+        };
+        Err(AmqpError::channel(
+            ReplyCode::ACCESS_REFUSED,
+            format!(
+                "access to {noun} '{name}' in vhost '{}' refused for user '{}'",
+                vhost.name, self.user
+            ),
+        ))
     }
 
     /// Brings the registry's channel summary up to date: a fingerprint of

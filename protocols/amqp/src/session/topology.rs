@@ -1,6 +1,7 @@
 //! Channel frames: dispatch by class, the channel class itself, and the
 //! exchange and queue classes (topology changes through engine commands).
 
+use super::Resource;
 use super::Session;
 use super::basic::DIRECT_REPLY_TO;
 use crate::codec::Frame;
@@ -9,7 +10,9 @@ use crate::error::{AmqpError, ReplyCode};
 use amq_protocol::protocol::{AMQPClass, access, channel, exchange, queue};
 use amq_protocol::types::FieldTable as AmqpTable;
 use switchyard_engine::exchange::Binding;
-use switchyard_engine::{Command, DELAYED_TYPE, Destination, ExchangeKind, Outcome, QueueSpec};
+use switchyard_engine::{
+    Command, DELAYED_TYPE, Destination, ExchangeKind, Outcome, PermissionKind, QueueSpec,
+};
 
 impl Session {
     pub(super) fn channel_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
@@ -135,6 +138,7 @@ impl Session {
                         ));
                     }
                 } else {
+                    self.permit(PermissionKind::Configure, Resource::Exchange, name)?;
                     let arguments = table_in(&d.arguments);
                     let kind = exchange_kind(d.kind.as_str(), &arguments)?;
                     vhost.apply(
@@ -158,6 +162,7 @@ impl Session {
             }
             M::Delete(d) => {
                 let name = d.exchange.as_str().to_owned();
+                self.permit(PermissionKind::Configure, Resource::Exchange, &name)?;
                 match vhost.apply(
                     Command::DeleteExchange {
                         name,
@@ -218,6 +223,16 @@ impl Session {
         routing_key: &str,
         arguments: &AmqpTable,
     ) -> Result<(), AmqpError> {
+        let (dest_kind, dest_name) = match destination.kind {
+            switchyard_engine::store::DestinationKind::Queue => {
+                (Resource::Queue, &*destination.name)
+            }
+            switchyard_engine::store::DestinationKind::Exchange => {
+                (Resource::Exchange, &*destination.name)
+            }
+        };
+        self.permit(PermissionKind::Write, dest_kind, dest_name)?;
+        self.permit(PermissionKind::Read, Resource::Exchange, source)?;
         let source = source.to_owned();
         let binding = Binding {
             destination,
@@ -267,6 +282,10 @@ impl Session {
                             ),
                         ));
                     }
+                    let named = !d.queue.as_str().is_empty();
+                    if named {
+                        self.permit(PermissionKind::Configure, Resource::Queue, d.queue.as_str())?;
+                    }
                     let spec = QueueSpec {
                         name: d.queue.as_str().to_owned(),
                         durable: d.durable,
@@ -274,14 +293,31 @@ impl Session {
                         auto_delete: d.auto_delete,
                         arguments: table_in(&d.arguments),
                     };
-                    match vhost.apply(Command::DeclareQueue(spec), conn)? {
+                    let declared = match vhost.apply(Command::DeclareQueue(spec), conn)? {
                         Outcome::Queue {
                             name,
                             messages,
                             consumers,
                         } => (name, messages, consumers),
                         _ => unreachable!("DeclareQueue always yields Outcome::Queue"),
+                    };
+                    // A server-named queue is checked by the name it got
+                    // (as RabbitMQ does); refused, it goes again at once.
+                    if !named
+                        && let Err(e) =
+                            self.permit(PermissionKind::Configure, Resource::Queue, &declared.0)
+                    {
+                        let _ = vhost.apply(
+                            Command::DeleteQueue {
+                                name: declared.0,
+                                if_unused: false,
+                                if_empty: false,
+                            },
+                            conn,
+                        );
+                        return Err(e);
                     }
+                    declared
                 };
                 self.channel_mut(id)?.last_queue = Some(name.clone());
                 if !d.nowait {
@@ -321,6 +357,7 @@ impl Session {
             }
             M::Purge(p) => {
                 let name = self.queue_name(id, p.queue.as_str())?;
+                self.permit(PermissionKind::Read, Resource::Queue, &name)?;
                 let n = match vhost.apply(Command::PurgeQueue { name }, conn)? {
                     Outcome::Messages(n) => n,
                     _ => 0,
@@ -334,6 +371,7 @@ impl Session {
             }
             M::Delete(d) => {
                 let name = self.queue_name(id, d.queue.as_str())?;
+                self.permit(PermissionKind::Configure, Resource::Queue, &name)?;
                 let cmd = Command::DeleteQueue {
                     name,
                     if_unused: d.if_unused,
