@@ -114,6 +114,25 @@ pub(crate) fn flag(body: &Value, key: &str, default: bool) -> Result<bool, ApiEr
     }
 }
 
+/// 400 `[{key_missing,k},...]`, worded as RabbitMQ words it, for the keys
+/// of `keys` whose value in `body` is absent or fails `present`.
+pub(crate) fn require_keys(
+    body: &Value,
+    keys: &[&str],
+    present: impl Fn(&Value) -> bool,
+) -> Result<(), ApiError> {
+    let gone: Vec<String> = keys
+        .iter()
+        .filter(|k| !body.get(**k).is_some_and(&present))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if gone.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("[{}]", gone.join(","))))
+    }
+}
+
 /// A string field, if present.
 pub(crate) fn text<'a>(body: &'a Value, key: &str) -> Option<&'a str> {
     body.get(key).and_then(Value::as_str)

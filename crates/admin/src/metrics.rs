@@ -20,10 +20,6 @@ use std::sync::atomic::Ordering;
 use switchyard_engine::connections::EngineCounters;
 use switchyard_engine::store::{BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
 
-/// Estimated bytes a message costs beyond its body (see the API's
-/// `memory`).
-const PER_MESSAGE_OVERHEAD: u64 = 160;
-
 /// `/metrics` (queue families summed) and `/metrics/per-object`.
 pub(crate) fn router() -> Router<Arc<Admin>> {
     Router::new()
@@ -51,6 +47,30 @@ fn exposition(text: String) -> impl IntoResponse {
 
 /// Reads one counter of an adapter's counters.
 type CounterOf = fn(&switchyard_engine::connections::MessageCounters) -> u64;
+
+/// A histogram family: `buckets` counts per bound (not cumulative; the
+/// last slot is above every bound), with its `sum`.
+fn histogram(
+    out: &mut String,
+    (name, help): (&str, &str),
+    bounds: &[String],
+    buckets: &[std::sync::atomic::AtomicU64],
+    sum: &str,
+) {
+    family(out, name, "histogram", help);
+    let mut cumulative = 0;
+    for (bound, count) in bounds
+        .iter()
+        .map(String::as_str)
+        .chain(["+Inf"])
+        .zip(buckets)
+    {
+        cumulative += count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {cumulative}");
+}
 
 /// Escapes a label value.
 fn label(v: &str) -> String {
@@ -237,9 +257,7 @@ pub(crate) fn render(admin: &Admin, per_object: bool) -> String {
         for q in v.queues() {
             queues += 1;
             let snap = q.snapshot();
-            queue_memory += snap.ready_bytes
-                + snap.unacked_bytes
-                + (snap.ready + snap.unacked) * PER_MESSAGE_OVERHEAD;
+            queue_memory += crate::stats::memory(&snap);
             let ql = label(&q.spec.name);
             let values = [
                 snap.ready,
@@ -287,11 +305,7 @@ pub(crate) fn render(admin: &Admin, per_object: bool) -> String {
     }
     for c in broker.connections().list() {
         let key = protocol_labels(c.protocol());
-        let channels = if c.protocol().starts_with("AMQP") {
-            c.channels.lock().len() as u64
-        } else {
-            1
-        };
+        let channels = crate::api::channel_count(&c) as u64;
         let e = conns.entry(key).or_default();
         e.0 += 1;
         e.1 += channels;
@@ -338,54 +352,26 @@ pub(crate) fn render(admin: &Admin, per_object: bool) -> String {
 
     // Store.
     if let Some(m) = broker.store().metrics() {
-        family(
+        histogram(
             &mut out,
-            "switchyard_store_commit_seconds",
-            "histogram",
-            "Time to commit (and sync) one batch.",
+            (
+                "switchyard_store_commit_seconds",
+                "Time to commit (and sync) one batch.",
+            ),
+            &COMMIT_SECONDS_BUCKETS.map(|b| b.to_string()),
+            &m.commit_buckets,
+            &(m.commit_micros.load(Ordering::Relaxed) as f64 / 1e6).to_string(),
         );
-        let mut cumulative = 0;
-        for (i, bound) in COMMIT_SECONDS_BUCKETS.iter().enumerate() {
-            cumulative += m.commit_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "switchyard_store_commit_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += m.commit_buckets[COMMIT_SECONDS_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "switchyard_store_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let sum = m.commit_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "switchyard_store_commit_seconds_sum {sum}");
-        let _ = writeln!(out, "switchyard_store_commit_seconds_count {cumulative}");
-
-        family(
+        histogram(
             &mut out,
-            "switchyard_store_batch_size",
-            "histogram",
-            "Operations committed per batch.",
+            (
+                "switchyard_store_batch_size",
+                "Operations committed per batch.",
+            ),
+            &BATCH_SIZE_BUCKETS.map(|b| b.to_string()),
+            &m.batch_buckets,
+            &m.batch_ops.load(Ordering::Relaxed).to_string(),
         );
-        let mut cumulative = 0;
-        for (i, bound) in BATCH_SIZE_BUCKETS.iter().enumerate() {
-            cumulative += m.batch_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "switchyard_store_batch_size_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += m.batch_buckets[BATCH_SIZE_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "switchyard_store_batch_size_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "switchyard_store_batch_size_sum {}",
-            m.batch_ops.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "switchyard_store_batch_size_count {cumulative}");
 
         family(
             &mut out,

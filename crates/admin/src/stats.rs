@@ -10,6 +10,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use switchyard_engine::{Broker, Queue};
 
+/// Memory a message costs beyond its body (entry, index, `Arc`s): an
+/// estimate.
+const PER_MESSAGE_OVERHEAD: u64 = 160;
+
+/// The memory a queue's messages take, as the API's `memory` and the
+/// metrics report it: bodies plus [`PER_MESSAGE_OVERHEAD`] each.
+pub(crate) fn memory(snap: &switchyard_engine::QueueSnapshot) -> u64 {
+    snap.ready_bytes + snap.unacked_bytes + (snap.ready + snap.unacked) * PER_MESSAGE_OVERHEAD
+}
+
 /// Time between two samples.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
 

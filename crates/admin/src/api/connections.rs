@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use switchyard_engine::connections::{ChannelSummary, ConnectionEntry};
+use switchyard_engine::{Consumer, Queue};
 
 /// Whether the caller may see a connection: monitoring and administrators
 /// see all, others their own.
@@ -24,8 +25,8 @@ fn visible(caller: &Caller, c: &ConnectionEntry) -> bool {
 
 fn connection_json(admin: &Admin, c: &ConnectionEntry) -> Value {
     let (rx_rate, tx_rate) = admin.rates.traffic(c.id);
-    let is_amqp = c.protocol().starts_with("AMQP");
-    let channels = if is_amqp { c.channels.lock().len() } else { 1 };
+    let is_amqp = has_channels(c);
+    let channels = channel_count(c);
     let mut body = json!({
         "name": c.name(),
         "protocol": c.protocol(),
@@ -100,7 +101,7 @@ pub(crate) fn channels_of(
     c: &ConnectionEntry,
     consumers: &std::collections::HashMap<u64, u32>,
 ) -> Vec<ChannelSummary> {
-    if c.protocol().starts_with("AMQP") {
+    if has_channels(c) {
         return c.channels.lock().clone();
     }
     vec![ChannelSummary {
@@ -110,10 +111,25 @@ pub(crate) fn channels_of(
     }]
 }
 
+/// Whether a connection keeps AMQP channels (other protocols list one
+/// pseudo-channel).
+fn has_channels(c: &ConnectionEntry) -> bool {
+    c.protocol().starts_with("AMQP")
+}
+
+/// How many channels a connection is listed with.
+pub(crate) fn channel_count(c: &ConnectionEntry) -> usize {
+    if has_channels(c) {
+        c.channels.lock().len()
+    } else {
+        1
+    }
+}
+
 /// The channel number a consumer is listed under.
 pub(crate) fn channel_number(conn: Option<&Arc<ConnectionEntry>>, channel: u16) -> u16 {
     match conn {
-        Some(c) if !c.protocol().starts_with("AMQP") => 1,
+        Some(c) if !has_channels(c) => 1,
         _ => channel,
     }
 }
@@ -233,8 +249,34 @@ pub(crate) async fn channels(
     Ok(Json(q.respond(items)?))
 }
 
+/// A consumer of `queue` as `/api/consumers` and a queue's
+/// `consumer_details` list it, with its connection and channel.
+pub(crate) fn consumer_json(admin: &Admin, queue: &Queue, c: &Consumer) -> Value {
+    let conn = admin.broker.connections().get(c.outbox.owner());
+    let number = channel_number(conn.as_ref(), c.spec.channel);
+    json!({
+        "consumer_tag": c.spec.tag,
+        "queue": {"name": queue.spec.name, "vhost": queue.vhost},
+        "channel_details": {
+            "name": conn.as_ref().map(|x| format!("{} ({number})", x.name())),
+            "number": number,
+            "connection_name": conn.as_ref().map(|x| x.name()),
+            "peer_host": conn.as_ref().map(|x| x.peer.ip().to_string()),
+            "peer_port": conn.as_ref().map(|x| x.peer.port()),
+            "user": conn.as_ref().map(|x| x.user().to_owned()),
+            "node": NODE,
+        },
+        "protocol": conn.as_ref().map(|x| x.protocol()),
+        "ack_required": !c.spec.no_ack,
+        "exclusive": c.spec.exclusive,
+        "prefetch_count": c.spec.prefetch,
+        "arguments": table_to_json(&c.spec.arguments),
+        "active": true,
+        "activity_status": "up",
+    })
+}
+
 fn consumers_of(admin: &Admin, caller: &Caller, vhost: Option<&str>) -> Vec<Value> {
-    let conns = admin.broker.connections();
     let mut out = Vec::new();
     for v in admin.broker.vhosts() {
         if vhost.is_some_and(|x| x != v.name) || !caller.may_see(&v.name) {
@@ -242,28 +284,7 @@ fn consumers_of(admin: &Admin, caller: &Caller, vhost: Option<&str>) -> Vec<Valu
         }
         for q in v.queues() {
             for c in q.snapshot().consumers {
-                let conn = conns.get(c.outbox.owner());
-                let number = channel_number(conn.as_ref(), c.spec.channel);
-                out.push(json!({
-                    "consumer_tag": c.spec.tag,
-                    "queue": {"name": q.spec.name, "vhost": q.vhost},
-                    "channel_details": {
-                        "name": conn.as_ref().map(|x| format!("{} ({number})", x.name())),
-                        "number": number,
-                        "connection_name": conn.as_ref().map(|x| x.name()),
-                        "peer_host": conn.as_ref().map(|x| x.peer.ip().to_string()),
-                        "peer_port": conn.as_ref().map(|x| x.peer.port()),
-                        "user": conn.as_ref().map(|x| x.user().to_owned()),
-                        "node": NODE,
-                    },
-                    "protocol": conn.as_ref().map(|x| x.protocol().to_owned()),
-                    "ack_required": !c.spec.no_ack,
-                    "exclusive": c.spec.exclusive,
-                    "prefetch_count": c.spec.prefetch,
-                    "arguments": table_to_json(&c.spec.arguments),
-                    "active": true,
-                    "activity_status": "up",
-                }));
+                out.push(consumer_json(admin, &q, &c));
             }
         }
     }

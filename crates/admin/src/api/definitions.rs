@@ -5,7 +5,10 @@
 use super::no_content;
 use super::overview::RABBITMQ_API_VERSION;
 use super::topology::exchange_name;
-use super::users::{password_of, permission_json, policy_from, policy_json, topic_json, user_json};
+use super::users::{
+    password_of, permission_from, permission_json, policy_from, policy_json, topic_json,
+    topic_permission_from, user_json,
+};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -16,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use switchyard_access::{PasswordSpec, Permission, TopicPermission, parse_tags};
+use switchyard_access::{PasswordSpec, parse_tags};
 use switchyard_engine::exchange::Binding;
 use switchyard_engine::inspect::destination;
 use switchyard_engine::store::DestinationKind;
@@ -200,6 +203,12 @@ fn need_vhost(admin: &Admin, name: &str) -> ApiResult<Arc<switchyard_engine::Vho
         .ok_or_else(|| ApiError::bad_request(format!("[\"no_such_vhost\", \"{name}\"]")))
 }
 
+/// The `vhost` and `user` of a (topic) permission entry.
+fn owner(entry: &Value) -> (String, String) {
+    let field = |k: &str| text(entry, k).unwrap_or_default().to_owned();
+    (field("vhost"), field("user"))
+}
+
 fn name_of(entry: &Value) -> ApiResult<&str> {
     text(entry, "name").ok_or_else(|| ApiError::bad_request("an entry has no name"))
 }
@@ -240,31 +249,19 @@ fn apply(admin: &Admin, doc: &Value, into: Option<&str>) -> ApiResult<()> {
             admin.vhost_meta.set(&admin.broker, name, description, tags);
         }
         for p in list(doc, "permissions") {
-            let field = |k: &str| text(p, k).unwrap_or_default().to_owned();
-            need_vhost(admin, &field("vhost"))?;
+            let (vhost, user) = owner(p);
+            need_vhost(admin, &vhost)?;
             admin
                 .access
-                .set_permission(Permission {
-                    user: field("user"),
-                    vhost: field("vhost"),
-                    configure: field("configure"),
-                    write: field("write"),
-                    read: field("read"),
-                })
+                .set_permission(permission_from(p, vhost, user))
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         for p in list(doc, "topic_permissions") {
-            let field = |k: &str| text(p, k).unwrap_or_default().to_owned();
-            need_vhost(admin, &field("vhost"))?;
+            let (vhost, user) = owner(p);
+            need_vhost(admin, &vhost)?;
             admin
                 .access
-                .set_topic_permission(TopicPermission {
-                    user: field("user"),
-                    vhost: field("vhost"),
-                    exchange: field("exchange"),
-                    write: field("write"),
-                    read: field("read"),
-                })
+                .set_topic_permission(topic_permission_from(p, vhost, user))
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
     }

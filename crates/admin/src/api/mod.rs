@@ -8,6 +8,7 @@ mod route;
 mod topology;
 mod users;
 
+pub(crate) use connections::channel_count;
 pub(crate) use users::VhostMeta;
 
 use crate::Admin;

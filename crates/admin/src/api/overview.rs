@@ -105,13 +105,7 @@ pub(crate) async fn overview(
         .collect();
     let channels: usize = conns
         .iter()
-        .map(|c| {
-            if c.protocol().starts_with("AMQP") {
-                c.channels.lock().len()
-            } else {
-                1
-            }
-        })
+        .map(|c| super::connections::channel_count(c))
         .sum();
     let totals = Totals::of(broker);
     let listeners: Vec<Value> = admin

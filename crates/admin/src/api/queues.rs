@@ -7,7 +7,9 @@ use super::{created, no_content};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{JsonBody, ListQuery, arguments, flag, json_to_field, rate, table_to_json, text};
+use crate::json::{
+    JsonBody, ListQuery, arguments, flag, json_to_field, rate, require_keys, table_to_json, text,
+};
 use crate::stats::QueueCounters;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -19,10 +21,6 @@ use std::sync::Arc;
 use switchyard_engine::store::DestinationKind;
 use switchyard_engine::{Command, OPERATOR, Queue, QueueSpec, Settle, Unsettled};
 use switchyard_model::{Message, Properties};
-
-/// Memory a message costs beyond its body (entry, index, `Arc`s): an
-/// estimate, for the `memory` field.
-const PER_MESSAGE_OVERHEAD: u64 = 160;
 
 /// A queue's full JSON object.
 fn queue_json(admin: &Admin, q: &Queue) -> Value {
@@ -57,7 +55,7 @@ fn queue_json(admin: &Admin, q: &Queue) -> Value {
         "message_bytes_ready": snap.ready_bytes,
         "message_bytes_unacknowledged": snap.unacked_bytes,
         "message_bytes_ram": bytes,
-        "memory": bytes + messages * PER_MESSAGE_OVERHEAD,
+        "memory": crate::stats::memory(&snap),
         "policy": policy.as_ref().map(|p| p.name.clone()),
         "effective_policy_definition": policy
             .as_ref()
@@ -164,34 +162,11 @@ pub(crate) async fn queue(
     let v = vhost(&admin, &caller, &vh)?;
     let queue = v.find_queue(&name).ok_or_else(ApiError::not_found)?;
     let mut body = queue_json(&admin, &queue);
-    let conns = admin.broker.connections();
     let details: Vec<Value> = queue
         .snapshot()
         .consumers
         .iter()
-        .map(|c| {
-            let conn = conns.get(c.outbox.owner());
-            let number = super::connections::channel_number(conn.as_ref(), c.spec.channel);
-            json!({
-                "consumer_tag": c.spec.tag,
-                "ack_required": !c.spec.no_ack,
-                "exclusive": c.spec.exclusive,
-                "prefetch_count": c.spec.prefetch,
-                "arguments": table_to_json(&c.spec.arguments),
-                "active": true,
-                "activity_status": "up",
-                "queue": {"name": queue.spec.name, "vhost": queue.vhost},
-                "channel_details": {
-                    "name": conn.as_ref().map(|c2| format!("{} ({number})", c2.name())),
-                    "number": number,
-                    "connection_name": conn.as_ref().map(|c2| c2.name()),
-                    "peer_host": conn.as_ref().map(|c2| c2.peer.ip().to_string()),
-                    "peer_port": conn.as_ref().map(|c2| c2.peer.port()),
-                    "user": conn.as_ref().map(|c2| c2.user().to_owned()),
-                    "node": NODE,
-                },
-            })
-        })
+        .map(|c| super::connections::consumer_json(&admin, &queue, c))
         .collect();
     body["consumer_details"] = Value::Array(details);
     body["deliveries"] = json!([]);
@@ -357,15 +332,7 @@ pub(crate) async fn get_messages(
     let queue = v.find_queue(&name).ok_or_else(|| {
         ApiError::not_found_because(format!("NOT_FOUND - no queue '{name}' in vhost '{vh}'"))
     })?;
-    let mut missing = Vec::new();
-    for key in ["ackmode", "encoding"] {
-        if body.get(key).is_none() {
-            missing.push(format!("{{key_missing,{key}}}"));
-        }
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
+    require_keys(&body, &["ackmode", "encoding"], |_| true)?;
     let count = number(&body, "count").unwrap_or(1);
     let truncate = number(&body, "truncate").map(|t| usize::try_from(t).unwrap_or(usize::MAX));
     let (requeue, reject) = match text(&body, "ackmode") {
@@ -431,14 +398,11 @@ pub(crate) async fn publish(
 ) -> ApiResult<Json<Value>> {
     let v = admin.broker.vhost(&vh).ok_or_else(ApiError::not_found)?;
     caller.require_write(&vh)?;
-    let missing: Vec<String> = ["properties", "routing_key", "payload", "payload_encoding"]
-        .iter()
-        .filter(|k| body.get(**k).is_none())
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", missing.join(","))));
-    }
+    require_keys(
+        &body,
+        &["properties", "routing_key", "payload", "payload_encoding"],
+        |_| true,
+    )?;
     let exchange = exchange_name(&name).to_owned();
     if !v.has_exchange(&exchange) {
         return Err(ApiError::bad_request(format!(

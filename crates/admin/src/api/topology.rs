@@ -475,3 +475,33 @@ pub(crate) async fn exchange_bindings_destination(
         b.destination_kind == DestinationKind::Exchange && b.destination == x
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_model::FieldTable;
+
+    fn b(key: &str) -> BindingInfo {
+        BindingInfo {
+            source: "x".into(),
+            destination: "q".into(),
+            destination_kind: DestinationKind::Queue,
+            routing_key: key.into(),
+            arguments: FieldTable::default(),
+        }
+    }
+
+    #[test]
+    fn properties_keys_are_encoded_as_rabbitmq_encodes_them() {
+        assert_eq!(properties_key(&b("plant.*.temp")), "plant.%2A.temp");
+        assert_eq!(properties_key(&b("")), "~");
+        assert_eq!(properties_key(&b("a.b")), "a.b");
+        let key = properties_key(&b("plant.#"));
+        assert!(same_key("plant.%23", &key));
+        assert!(
+            same_key("plant.%2523", &key),
+            "twice encoded, as Location gives it"
+        );
+        assert!(!same_key("plant.x", &key));
+    }
+}

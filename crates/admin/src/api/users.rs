@@ -5,7 +5,7 @@ use super::{created, no_content};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::json::{JsonBody, ListQuery, object_to_table, rate, table_to_json, text};
+use crate::json::{JsonBody, ListQuery, object_to_table, rate, require_keys, table_to_json, text};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -352,22 +352,33 @@ pub(crate) fn permission_json(p: &Permission) -> Value {
     json!({"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read})
 }
 
-pub(crate) fn topic_json(p: &TopicPermission) -> Value {
-    json!({"user": p.user, "vhost": p.vhost, "exchange": p.exchange, "write": p.write, "read": p.read})
+/// A permission of `user` in `vhost` from a body's string fields (an API
+/// request, or a definitions file's entry).
+pub(crate) fn permission_from(body: &Value, vhost: String, user: String) -> Permission {
+    let field = |k: &str| text(body, k).unwrap_or_default().to_owned();
+    Permission {
+        user,
+        vhost,
+        configure: field("configure"),
+        write: field("write"),
+        read: field("read"),
+    }
 }
 
-/// The listed keys that `body` lacks, worded as RabbitMQ words them.
-fn missing(body: &Value, keys: &[&str]) -> ApiResult<()> {
-    let gone: Vec<String> = keys
-        .iter()
-        .filter(|k| body.get(**k).and_then(Value::as_str).is_none())
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if gone.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!("[{}]", gone.join(","))))
+/// A topic permission of `user` in `vhost` from a body's string fields.
+pub(crate) fn topic_permission_from(body: &Value, vhost: String, user: String) -> TopicPermission {
+    let field = |k: &str| text(body, k).unwrap_or_default().to_owned();
+    TopicPermission {
+        user,
+        vhost,
+        exchange: field("exchange"),
+        write: field("write"),
+        read: field("read"),
     }
+}
+
+pub(crate) fn topic_json(p: &TopicPermission) -> Value {
+    json!({"user": p.user, "vhost": p.vhost, "exchange": p.exchange, "write": p.write, "read": p.read})
 }
 
 pub(crate) async fn permissions(
@@ -405,20 +416,13 @@ pub(crate) async fn put_permission(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    missing(&body, &["configure", "write", "read"])?;
+    require_keys(&body, &["configure", "write", "read"], Value::is_string)?;
     if admin.broker.vhost(&vhost).is_none() || admin.access.user(&user).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));
     }
-    let field = |k: &str| text(&body, k).unwrap_or_default().to_owned();
     let new = admin
         .access
-        .set_permission(Permission {
-            user,
-            vhost,
-            configure: field("configure"),
-            write: field("write"),
-            read: field("read"),
-        })
+        .set_permission(permission_from(&body, vhost, user))
         .map_err(change_error)?;
     Ok(created(new))
 }
@@ -481,20 +485,13 @@ pub(crate) async fn put_topic_permission(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    missing(&body, &["exchange", "write", "read"])?;
+    require_keys(&body, &["exchange", "write", "read"], Value::is_string)?;
     if admin.broker.vhost(&vhost).is_none() || admin.access.user(&user).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));
     }
-    let field = |k: &str| text(&body, k).unwrap_or_default().to_owned();
     let new = admin
         .access
-        .set_topic_permission(TopicPermission {
-            user,
-            vhost,
-            exchange: field("exchange"),
-            write: field("write"),
-            read: field("read"),
-        })
+        .set_topic_permission(topic_permission_from(&body, vhost, user))
         .map_err(change_error)?;
     Ok(created(new))
 }
@@ -534,15 +531,7 @@ pub(crate) fn policy_json(p: &Policy) -> Value {
 
 /// A policy from its API body (also a definitions file's entry).
 pub(crate) fn policy_from(vhost: &str, name: &str, body: &Value) -> ApiResult<Policy> {
-    let mut gone = Vec::new();
-    for k in ["pattern", "definition"] {
-        if body.get(k).is_none() {
-            gone.push(format!("{{key_missing,{k}}}"));
-        }
-    }
-    if !gone.is_empty() {
-        return Err(ApiError::bad_request(format!("[{}]", gone.join(","))));
-    }
+    require_keys(body, &["pattern", "definition"], |_| true)?;
     let pattern = text(body, "pattern")
         .ok_or_else(|| ApiError::bad_request("pattern must be a string"))?
         .to_owned();
