@@ -103,8 +103,9 @@ struct State {
     users: BTreeMap<String, User>,
     /// By `(vhost, user)`.
     permissions: BTreeMap<(String, String), Permission>,
-    /// The same, compiled: configure, write, read.
-    compiled: HashMap<(String, String), [Pattern; 3]>,
+    /// The same, compiled (configure, write, read), by vhost then user, so
+    /// a check looks up by `&str` without building a key.
+    compiled: HashMap<String, HashMap<String, [Pattern; 3]>>,
     /// By `(vhost, user, exchange)`.
     topic: BTreeMap<(String, String, String), TopicPermission>,
 }
@@ -150,7 +151,7 @@ impl Access {
             match serde_json::from_slice::<Permission>(&value) {
                 Ok(p) => {
                     let key = (p.vhost.clone(), p.user.clone());
-                    state.compiled.insert(key.clone(), compile(&p));
+                    state.compile(&p);
                     state.permissions.insert(key, p);
                 }
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable permission record"),
@@ -326,7 +327,7 @@ impl Access {
     #[must_use]
     pub fn permits(&self, user: &str, vhost: &str, kind: PermissionKind, resource: &str) -> bool {
         let state = self.state.read();
-        let Some(patterns) = state.compiled.get(&(vhost.to_owned(), user.to_owned())) else {
+        let Some(patterns) = state.compiled.get(vhost).and_then(|users| users.get(user)) else {
             return false;
         };
         let i = match kind {
@@ -342,8 +343,9 @@ impl Access {
     pub fn may_use_vhost(&self, user: &str, vhost: &str) -> bool {
         self.state
             .read()
-            .permissions
-            .contains_key(&(vhost.to_owned(), user.to_owned()))
+            .compiled
+            .get(vhost)
+            .is_some_and(|users| users.contains_key(user))
     }
 
     // -- users --------------------------------------------------------------
@@ -420,7 +422,7 @@ impl Access {
             .cloned()
             .collect();
         for key in perms {
-            state.compiled.remove(&key);
+            state.forget_compiled(&key);
             state.permissions.remove(&key);
             self.broker
                 .put_state(NS_PERMISSIONS, &permission_key(&key.0, &key.1), None);
@@ -483,7 +485,7 @@ impl Access {
             Some(json),
         );
         let key = (p.vhost.clone(), p.user.clone());
-        state.compiled.insert(key.clone(), compile(&p));
+        state.compile(&p);
         Ok(state.permissions.insert(key, p).is_none())
     }
 
@@ -492,7 +494,7 @@ impl Access {
         let key = (vhost.to_owned(), user.to_owned());
         let removed = {
             let mut state = self.state.write();
-            state.compiled.remove(&key);
+            state.forget_compiled(&key);
             state.permissions.remove(&key).is_some()
         };
         if removed {
@@ -625,12 +627,29 @@ impl Pattern {
     }
 }
 
-fn compile(p: &Permission) -> [Pattern; 3] {
-    [
-        Pattern::of(&p.configure),
-        Pattern::of(&p.write),
-        Pattern::of(&p.read),
-    ]
+impl State {
+    /// Compiles `p`'s patterns (replacing any the user had in the vhost).
+    fn compile(&mut self, p: &Permission) {
+        let patterns = [
+            Pattern::of(&p.configure),
+            Pattern::of(&p.write),
+            Pattern::of(&p.read),
+        ];
+        self.compiled
+            .entry(p.vhost.clone())
+            .or_default()
+            .insert(p.user.clone(), patterns);
+    }
+
+    /// Drops the compiled patterns of `(vhost, user)`.
+    fn forget_compiled(&mut self, (vhost, user): &(String, String)) {
+        if let Some(users) = self.compiled.get_mut(vhost) {
+            users.remove(user);
+            if users.is_empty() {
+                self.compiled.remove(vhost);
+            }
+        }
+    }
 }
 
 /// A record as stored: JSON (strings and lists only, so it cannot fail).
