@@ -112,6 +112,11 @@ impl Vhost {
         all
     }
 
+    /// How many exchanges it has (the default exchange included).
+    pub fn exchange_count(&self) -> usize {
+        self.topology.read().exchanges.len()
+    }
+
     /// How many queues it has.
     pub fn queue_count(&self) -> usize {
         self.topology.read().queues.len()

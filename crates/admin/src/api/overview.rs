@@ -61,39 +61,26 @@ fn overview_stats(totals: &Totals, summed: &QueueCounters, admin: &Admin) -> Val
     stats
 }
 
-/// Ready, unacked and total messages of the queues a caller may see.
-pub(crate) fn totals_of(admin: &Admin, caller: &Caller) -> (u64, u64) {
-    let (mut ready, mut unacked) = (0, 0);
-    for v in admin.broker.vhosts() {
-        if !caller.may_see(&v.name) {
-            continue;
-        }
-        for q in v.queues() {
-            let (r, _) = q.counts();
-            ready += u64::from(r);
-            unacked += q.unacked_count() as u64;
-        }
-    }
-    (ready, unacked)
-}
-
 pub(crate) async fn overview(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let broker = &admin.broker;
-    let (ready, unacked) = totals_of(&admin, &caller);
-    let (mut exchanges, mut queues, mut consumers) = (0, 0, 0);
+    let (mut ready, mut unacked, mut consumers) = (0, 0, 0);
+    let (mut exchanges, mut queues) = (0, 0);
     let mut summed = QueueCounters::default();
     for v in broker.vhosts() {
         if !caller.may_see(&v.name) {
             continue;
         }
-        exchanges += v.exchanges_info().len();
+        exchanges += v.exchange_count();
         for queue in v.queues() {
+            let (r, u, c) = queue.tallies();
+            ready += r;
+            unacked += u;
+            consumers += c;
             queues += 1;
-            consumers += queue.counts().1;
             summed.add(&QueueCounters::of(&queue));
         }
     }

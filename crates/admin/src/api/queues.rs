@@ -90,7 +90,10 @@ fn list(
     let reverse = q.sort_reverse.as_deref() == Some("true");
     let key = |x: &Queue| -> (u64, f64) {
         match sort {
-            "messages" => (x.counts().0 as u64 + x.unacked_count() as u64, 0.0),
+            "messages" => {
+                let (r, u, _) = x.tallies();
+                (r + u, 0.0)
+            }
             "messages_ready" => (u64::from(x.counts().0), 0.0),
             "messages_unacknowledged" => (x.unacked_count() as u64, 0.0),
             "consumers" => (u64::from(x.counts().1), 0.0),

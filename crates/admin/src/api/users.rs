@@ -78,8 +78,9 @@ fn vhost_json(admin: &Admin, name: &str) -> Value {
     let (mut ready, mut unacked) = (0u64, 0u64);
     if let Some(v) = admin.broker.vhost(name) {
         for q in v.queues() {
-            ready += u64::from(q.counts().0);
-            unacked += q.unacked_count() as u64;
+            let (r, u, _) = q.tallies();
+            ready += r;
+            unacked += u;
         }
     }
     json!({

@@ -857,6 +857,17 @@ impl Queue {
         )
     }
 
+    /// Ready messages, unacked messages and consumers right now, in one
+    /// lock.
+    pub fn tallies(&self) -> (u64, u64, u64) {
+        let st = self.state.lock();
+        (
+            st.ready.len() as u64,
+            st.unacked.len() as u64,
+            st.consumers.len() as u64,
+        )
+    }
+
     /// Unacked messages right now.
     pub fn unacked_count(&self) -> usize {
         self.state.lock().unacked.len()
