@@ -18,14 +18,6 @@ pub struct User {
     pub tags: Vec<String>,
 }
 
-impl User {
-    /// Whether the user has `tag`.
-    #[must_use]
-    pub fn has_tag(&self, tag: &str) -> bool {
-        self.tags.iter().any(|t| t == tag)
-    }
-}
-
 /// What a user may do in a vhost: three regular expressions over resource
 /// names, as RabbitMQ keeps them. Today only its existence is checked (a
 /// user needs one to use the vhost); the expressions are stored for the

@@ -74,15 +74,6 @@ impl ApiError {
             reason: "Method Not Allowed".into(),
         }
     }
-
-    /// 500 with a reason.
-    pub fn internal(reason: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            error: "internal_server_error",
-            reason: reason.into(),
-        }
-    }
 }
 
 impl From<EngineError> for ApiError {

@@ -366,12 +366,6 @@ impl Listing {
         }
     }
 
-    /// Bytes in and out.
-    #[must_use]
-    pub fn traffic(&self) -> &Traffic {
-        &self.entry.traffic
-    }
-
     /// Closes it from outside.
     #[must_use]
     pub fn kill(&self) -> &Kill {

@@ -117,11 +117,6 @@ impl Vhost {
         self.topology.read().exchanges.len()
     }
 
-    /// How many queues it has.
-    pub fn queue_count(&self) -> usize {
-        self.topology.read().queues.len()
-    }
-
     /// A queue by name, whoever owns it.
     pub fn find_queue(&self, name: &str) -> Option<Arc<Queue>> {
         self.topology.read().queues.get(name).cloned()

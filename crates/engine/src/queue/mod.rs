@@ -979,11 +979,6 @@ impl Queue {
         )
     }
 
-    /// The arguments in force (declared over policy).
-    pub fn effective_arguments(&self) -> QueueArguments {
-        self.state.lock().effective.clone()
-    }
-
     /// Whether the queue has been deleted.
     pub fn is_deleted(&self) -> bool {
         self.state.lock().deleted
