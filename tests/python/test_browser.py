@@ -25,92 +25,34 @@ stopped by its pid at teardown.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import http.server
 import json
-import os
 import queue
-import shutil
-import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pika
 import pytest
 
 from conftest import EXTERNAL, REPO_ROOT
+from browser_helpers import (
+    BROWSER_DIR,
+    CHROMIUM,
+    STOP_GRACE_S,
+    require_browser_tools,
+    stop_driver,
+    track_driver,
+)
 from helpers import process_until
 
-BROWSER_DIR = REPO_ROOT / "tests" / "browser"
-CHROMIUM = Path(os.environ.get("SWITCHYARD_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACT_DIR = REPO_ROOT / "target" / "browser"
 SCREENSHOT = ARTIFACT_DIR / "page.png"
 DRIVER_LOG = ARTIFACT_DIR / "drive.log"
 
 STEP_TIMEOUT_S = 30.0  # bound on any single wait for the driver or a message
-STOP_GRACE_S = 10.0
-
-_DRIVERS: list[subprocess.Popen] = []
-
-
-@atexit.register
-def _kill_leftover_drivers() -> None:
-    for proc in _DRIVERS:
-        _stop_driver(proc)
-
-
-def _stop_driver(proc: subprocess.Popen) -> None:
-    """Stop the driver we started: close its stdin (it then closes Chromium
-    and exits), SIGTERM after STOP_GRACE_S, then SIGKILL its process group
-    (its own session, so that is node and the Chromium it launched)."""
-    if proc.poll() is None:
-        try:
-            proc.stdin.close()
-        except Exception:
-            pass
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of our own group only
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait(timeout=5)
-
-
-def _require_tools() -> str:
-    """The browser toolchain; fail (not skip) when it is missing."""
-    missing = []
-    node = shutil.which("node")
-    if node is None:
-        missing.append("node (Debian package nodejs)")
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing.append(f"{CHROMIUM} (Debian package chromium)")
-    for rel in (
-        "node_modules/playwright-core/package.json",
-        "node_modules/@stomp/stompjs/bundles/stomp.umd.min.js",
-        "node_modules/mqtt/dist/mqtt.min.js",
-    ):
-        if not (BROWSER_DIR / rel).is_file():
-            missing.append(f"tests/browser/{rel}")
-    if missing:
-        pytest.fail(
-            "browser test toolchain missing: "
-            + ", ".join(missing)
-            + "; install it with `bash tests/browser/setup.sh`",
-            pytrace=False,
-        )
-    return node
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -156,7 +98,7 @@ class Driver:
             stderr=self.log,
             start_new_session=True,
         )
-        _DRIVERS.append(self.proc)
+        track_driver(self.proc)
         self.events: queue.Queue[dict | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -214,7 +156,7 @@ class Driver:
         self.proc.stdin.flush()
 
     def close(self) -> None:
-        _stop_driver(self.proc)
+        stop_driver(self.proc, close_stdin=True)
         self.log.close()
 
 
@@ -236,7 +178,12 @@ def _web_ports(broker) -> tuple[int, int]:
 
 
 def test_browser_web_stomp_and_web_mqtt(broker, connections, static_server, uniq):
-    node = _require_tools()
+    node = require_browser_tools(
+        (
+            "node_modules/@stomp/stompjs/bundles/stomp.umd.min.js",
+            "node_modules/mqtt/dist/mqtt.min.js",
+        )
+    )
     web_stomp, web_mqtt = _web_ports(broker)
 
     # AMQP side first, so that whatever the page sends has somewhere to go.

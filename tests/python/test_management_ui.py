@@ -35,28 +35,22 @@ its pid (then its process group) at teardown.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
-import os
 import queue
-import shutil
-import signal
 import subprocess
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pika
 import pika.exceptions
 import pytest
 from conftest import EXTERNAL, REPO_ROOT
+from browser_helpers import BROWSER_DIR, CHROMIUM, require_browser_tools, stop_driver, track_driver
 from stomp_helpers import StompClient
 
-BROWSER_DIR = REPO_ROOT / "tests" / "browser"
-CHROMIUM = Path(os.environ.get("SWITCHYARD_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACT_DIR = REPO_ROOT / "target" / "browser"
 DRIVER_LOG = ARTIFACT_DIR / "ui.log"
 
@@ -64,7 +58,6 @@ QUEUE = "ui-demo"
 EXCHANGE = "ui-demo.ingress"
 DRIVER_TIMEOUT_S = 175.0  # ui.mjs has its own 170 s watchdog
 WAIT_S = 15.0  # any single wait on the client side
-STOP_GRACE_S = 10.0
 
 SCREENSHOTS = [
     "login",
@@ -86,50 +79,6 @@ SCREENSHOTS = [
     "definitions",
     "login-error",
 ]
-
-_DRIVERS: list[subprocess.Popen] = []
-
-
-@atexit.register
-def _kill_leftover_drivers() -> None:
-    for proc in _DRIVERS:
-        _stop_driver(proc)
-
-
-def _stop_driver(proc: subprocess.Popen) -> None:
-    """Stop the driver this test started: SIGTERM to its pid (it closes
-    Chromium and exits), then SIGKILL to its process group (its own session:
-    node and the Chromium it launched)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of our own group only
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.wait(timeout=5)
-
-
-def _require_tools() -> str:
-    missing = []
-    node = shutil.which("node")
-    if node is None:
-        missing.append("node (Debian package nodejs)")
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing.append(f"{CHROMIUM} (Debian package chromium)")
-    if not (BROWSER_DIR / "node_modules/playwright-core/package.json").is_file():
-        missing.append("tests/browser/node_modules/playwright-core")
-    if missing:
-        pytest.fail(
-            "browser test toolchain missing: " + ", ".join(missing) + "; install it with `bash tests/browser/setup.sh`",
-            pytrace=False,
-        )
-    return node
-
 
 def _log_tail(lines: int = 60) -> str:
     try:
@@ -304,7 +253,7 @@ def _queue_exists(endpoint, name: str) -> int | None:
 
 
 def test_management_ui(broker, connections, uniq):
-    node = _require_tools()
+    node = require_browser_tools()
     if broker.management_port is None:
         msg = "the broker announced no management= listener"
         if EXTERNAL:
@@ -378,11 +327,11 @@ def test_management_ui(broker, connections, uniq):
             stderr=log,
             start_new_session=True,
         )
-        _DRIVERS.append(proc)
+        track_driver(proc)
         try:
             out, _ = proc.communicate(timeout=DRIVER_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            _stop_driver(proc)
+            stop_driver(proc)
             log.flush()
             pytest.fail(f"ui.mjs did not finish within {DRIVER_TIMEOUT_S:.0f}s\n{_log_tail()}", pytrace=False)
         log.flush()
@@ -462,7 +411,7 @@ def test_management_ui(broker, connections, uniq):
         assert mqtt_sub.received > 0 and stomp_sub.messages.qsize() > 0, (mqtt_sub.received, stomp_sub.messages.qsize())
     finally:
         if proc is not None:
-            _stop_driver(proc)
+            stop_driver(proc)
         victim_pump.stop_event.set()
         victim_pump.join(timeout=WAIT_S)
         if log is not None:
